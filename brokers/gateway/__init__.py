@@ -1,0 +1,1 @@
+"""The WebSocket gateway (``iii-worker-manager``): SDK connections and the call data path."""

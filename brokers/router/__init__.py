@@ -1,0 +1,1 @@
+"""The router: the registry of functions, triggers, trigger types and workers; ``engine::*``."""

@@ -1,0 +1,80 @@
+"""Units: how a broker package tells the supervisor what process it is.
+
+Each package ``brokers/<x>/`` has a module ``brokers/<x>/unit.py`` with a module-level
+``UNIT``. The supervisor finds units by scanning the ``brokers`` package, so a new broker
+is a new package and nothing else in the tree changes.
+
+Invariants: unit names are unique; ``worker_names`` of different units do not overlap;
+a process name is the unit name, or ``<unit>-<i>`` when the unit runs several instances.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One kind of engine process."""
+
+    name: str
+    """Process base name: ``gateway``, ``router``, ``state``, ..."""
+    worker_names: tuple[str, ...]
+    """Config ``workers[].name`` values that enable this unit (``iii-state``, ``state``)."""
+    main: str
+    """``module:function`` run in the child process as ``function(ctx: RunContext)``."""
+    always: bool = False
+    """Runs even when the config does not list it (router, gateway)."""
+    ingress: bool = False
+    """Takes outside traffic: started last, stopped first."""
+    storage: bool = False
+    """Holds durable data: started first, stopped last."""
+    parse_config: Callable[[Any, str], Any] = lambda raw, path: raw
+    """Validates this unit's ``config`` block; raises ConfigError naming ``path``."""
+    instances: Callable[[Any], int] = lambda cfg: 1
+    """How many processes of this unit the validated config asks for."""
+
+
+@dataclass
+class RunContext:
+    """Everything a child process needs to start; built by the supervisor from the config."""
+
+    process: str
+    """This process's name (node name on the bus), e.g. ``gateway-1``."""
+    unit: Unit
+    config: Any
+    """This unit's validated config (output of ``unit.parse_config``)."""
+    engine: Any
+    """The whole validated EngineConfig."""
+    runtime_dir: str
+    data_dir: str
+    peers: list[str] = field(default_factory=list)
+    """Every process name of this engine, this one included."""
+
+
+def discover() -> dict[str, Unit]:
+    """All units of the installed ``brokers`` package, by unit name."""
+    import brokers
+
+    found: dict[str, Unit] = {}
+    for mod in pkgutil.iter_modules(brokers.__path__):
+        if not mod.ispkg:
+            continue
+        try:
+            module = importlib.import_module(f"brokers.{mod.name}.unit")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"brokers.{mod.name}.unit":
+                continue
+            raise
+        unit = getattr(module, "UNIT", None)
+        if isinstance(unit, Unit):
+            found[unit.name] = unit
+    return found
+
+
+def load_main(unit: Unit) -> Callable[[RunContext], None]:
+    """Import the entry function named by ``unit.main``."""
+    module_name, _, func = unit.main.partition(":")
+    return getattr(importlib.import_module(module_name), func)
