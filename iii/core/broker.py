@@ -1,0 +1,347 @@
+"""Base of a bus process that provides functions and trigger types (state, queue, ...).
+
+A broker looks to the rest of the engine like a worker without a WebSocket: it registers
+its functions and trigger types with the router by sending the same worker-protocol JSON
+(``registerfunction``, ``registertriggertype``) in UP frames, receives ``invokefunction``
+bodies in INV frames and answers with ``invocationresult`` bodies in RES frames, and gets
+``registertrigger`` / ``unregistertrigger`` for its trigger types in DOWN frames. It can
+call any function itself (trigger fan-out, queue delivery) through its route table copy.
+
+Subclasses declare with ``function()`` / ``trigger_type()`` in ``setup()`` and may
+override ``setup``/``teardown``. Handlers are ``handler(data, metadata)``, plain or async;
+they raise ``EngineError`` for a coded failure. Invariants: every INV with a reply node
+gets exactly one RES; a call of ours still waiting when its target's process restarts
+fails with ``invocation_stopped``.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from iii.core import errors, frames, wire
+from iii.core.bus import Bus, BusFull
+from iii.core.errors import EngineError
+from iii.core.routes import RouteTable, not_found_message
+from iii.core.units import RunContext
+
+log = logging.getLogger(__name__)
+
+ROUTER = "router"
+
+Handler = Callable[[Any, Any], Any]
+
+
+@dataclass
+class FunctionSpec:
+    """A function this process implements; ``message`` is its ``registerfunction``."""
+
+    handler: Handler
+    message: dict[str, Any]
+    is_async: bool = False
+
+
+@dataclass
+class TriggerTypeSpec:
+    """A trigger type this process provides; callbacks get the binding as a dict
+    ``{id, trigger_type, function_id, config, metadata?, namespace}``."""
+
+    message: dict[str, Any]
+    on_register: Callable[[dict], Any]
+    on_unregister: Callable[[str], Any]
+    bindings: dict[str, dict] = field(default_factory=dict)
+
+
+class Broker:
+    """One engine process on the bus with functions and trigger types of its own."""
+
+    worker_name = "engine"
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.name = ctx.process
+        self.routes = RouteTable()
+        self.epoch = f"{os.getpid()}-{time.time_ns()}"
+        self.bus = Bus(self.name, ctx.runtime_dir, self._on_frame)
+        self.functions: dict[str, FunctionSpec] = {}
+        self.trigger_types: dict[str, TriggerTypeSpec] = {}
+        self._pending: dict[str, tuple[asyncio.Future, str]] = {}
+        self._stop = asyncio.Event()
+        self._kinds: dict[str, Callable[[str, dict, bytes], None]] = {
+            frames.INV: self._on_inv,
+            frames.RES: self._on_res,
+            frames.ROUTES: self._on_routes,
+            frames.DOWN: self._on_down,
+            frames.HELLO: self._on_hello,
+            frames.RESET: self._on_reset,
+        }
+
+    # ---- declarations -------------------------------------------------------------------
+
+    def function(self, function_id: str, handler: Handler, *, description: str | None = None,
+                 metadata: dict | None = None, request_format: Any = None,
+                 response_format: Any = None) -> None:
+        """Declare a function; it is announced to the router on start and on resync."""
+        msg: dict[str, Any] = {"type": "registerfunction", "id": function_id}
+        for key, value in (("description", description), ("metadata", metadata),
+                           ("request_format", request_format), ("response_format", response_format)):
+            if value is not None:
+                msg[key] = value
+        self.functions[function_id] = FunctionSpec(handler, msg, inspect.iscoroutinefunction(handler))
+
+    def trigger_type(self, type_id: str, description: str, *, on_register: Callable[[dict], Any],
+                     on_unregister: Callable[[str], Any], trigger_request_format: Any = None,
+                     call_request_format: Any = None) -> None:
+        """Declare a trigger type; bindings arrive through ``on_register``."""
+        msg: dict[str, Any] = {"type": "registertriggertype", "id": type_id, "description": description}
+        if trigger_request_format is not None:
+            msg["trigger_request_format"] = trigger_request_format
+        if call_request_format is not None:
+            msg["call_request_format"] = call_request_format
+        self.trigger_types[type_id] = TriggerTypeSpec(msg, on_register, on_unregister)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Open stores and declare functions; runs before the bus starts."""
+
+    async def teardown(self) -> None:
+        """Flush and close stores; runs after the bus stops reading."""
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self.setup()
+        self.bus.start()
+        self.send(ROUTER, {"k": frames.HELLO, "epoch": self.epoch, "worker": self.worker_name})
+        self.announce()
+        log.info("%s ready", self.name)
+        await self._stop.wait()
+        self.bus.close()
+        await self.teardown()
+
+    def stop(self) -> None:
+        """Ask ``serve`` to return."""
+        self._stop.set()
+
+    def announce(self) -> None:
+        """(Re)send every registration to the router: on start and when it restarts."""
+        for spec in self.trigger_types.values():
+            self.up(spec.message)
+        for spec in self.functions.values():
+            self.up(spec.message)
+
+    def up(self, message: dict) -> None:
+        """Send a registration message of this process to the router."""
+        self.send(ROUTER, {"k": frames.UP, "c": None, "ns": "default"}, wire.dumps(message))
+
+    def send(self, node: str, header: dict, body: bytes = b"") -> bool:
+        """Send a frame; False (and a log line) if the peer's queue is full."""
+        try:
+            self.bus.send(node, header, body)
+            return True
+        except BusFull:
+            log.error("bus queue to %s is full; frame %s dropped", node, header.get("k"))
+            return False
+
+    # ---- calling other functions --------------------------------------------------------
+
+    def _route(self, function_id: str, namespace: str):
+        route = self.routes.get(namespace, function_id)
+        if route is None:
+            raise EngineError(errors.FUNCTION_NOT_FOUND, not_found_message(
+                function_id, namespace, self.routes.namespaces_of(function_id)))
+        return route
+
+    async def call(self, function_id: str, data: Any, *, namespace: str = "default",
+                   metadata: Any = None, timeout: float | None = None) -> Any:
+        """Invoke a function anywhere in the engine and return its result."""
+        node, conn = self._route(function_id, namespace)
+        inv_id = str(uuid.uuid4())
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[inv_id] = (fut, node)
+        header = {"k": frames.INV, "id": inv_id, "fn": function_id, "to": conn,
+                  "rn": self.name, "rc": None}
+        if not self.send(node, header, wire.invoke(inv_id, function_id, data, metadata)):
+            self._pending.pop(inv_id, None)
+            raise EngineError("channel_send_failed", f"cannot reach {node}")
+        try:
+            return await asyncio.wait_for(fut, timeout) if timeout else await fut
+        finally:
+            self._pending.pop(inv_id, None)
+
+    def call_void(self, function_id: str, data: Any, *, namespace: str = "default",
+                  metadata: Any = None) -> None:
+        """Invoke a function without waiting for (or receiving) its result."""
+        node, conn = self._route(function_id, namespace)
+        inv_id = str(uuid.uuid4())
+        header = {"k": frames.INV, "id": inv_id, "fn": function_id, "to": conn, "rn": None, "rc": None}
+        self.send(node, header, wire.invoke(inv_id, function_id, data, metadata))
+
+    # ---- frames -------------------------------------------------------------------------
+
+    def _on_frame(self, sender: str, header: dict, body: bytes) -> None:
+        handler = self._kinds.get(header["k"])
+        if handler is None:
+            log.debug("ignoring frame kind %r from %s", header["k"], sender)
+            return
+        handler(sender, header, body)
+
+    def _on_routes(self, sender: str, header: dict, body: bytes) -> None:
+        self.routes.apply(header["ops"])
+
+    def _on_hello(self, sender: str, header: dict, body: bytes) -> None:
+        if sender == ROUTER:  # the router (re)started: tell it everything again
+            self.announce()
+            self.on_router_restart()
+
+    def on_router_restart(self) -> None:
+        """Hook for subclasses that hold more registrations (none by default)."""
+
+    def _on_reset(self, sender: str, header: dict, body: bytes) -> None:
+        gone = header["node"]
+        for inv_id, (fut, node) in list(self._pending.items()):
+            if node == gone and not fut.done():
+                fut.set_exception(EngineError(errors.INVOCATION_STOPPED, "Invocation stopped"))
+
+    def _on_res(self, sender: str, header: dict, body: bytes) -> None:
+        entry = self._pending.pop(header["id"], None)
+        if entry is None or entry[0].done():
+            return
+        fut = entry[0]
+        try:
+            msg = wire.loads(body)
+        except ValueError:
+            fut.set_exception(EngineError("invalid_response", "undecodable result"))
+            return
+        err = msg.get("error")
+        if err:
+            if isinstance(err, dict):
+                fut.set_exception(EngineError(str(err.get("code", "UNKNOWN")), str(err.get("message", "")),
+                                              err.get("stacktrace")))
+            else:
+                fut.set_exception(EngineError("UNKNOWN", str(err)))
+        else:
+            fut.set_result(msg.get("result"))
+
+    def _on_inv(self, sender: str, header: dict, body: bytes) -> None:
+        inv_id, function_id = header["id"], header["fn"]
+        spec = self.functions.get(function_id)
+        if spec is None:
+            self._reply_error(header, EngineError(errors.FUNCTION_NOT_FOUND,
+                                                  f"Function {function_id} not found in namespace default."))
+            return
+        try:
+            msg = wire.loads(body)
+        except ValueError as exc:
+            self._reply_error(header, errors.deserialization_error(function_id, str(exc)))
+            return
+        data, metadata = msg.get("data"), msg.get("metadata")
+        if spec.is_async:
+            asyncio.ensure_future(self._run_async(header, spec.handler(data, metadata)))
+            return
+        try:
+            value = spec.handler(data, metadata)
+        except Exception as exc:
+            self._reply_error(header, exc)
+            return
+        if inspect.isawaitable(value):
+            asyncio.ensure_future(self._run_async(header, value))
+        else:
+            self._reply(header, value)
+
+    async def _run_async(self, header: dict, awaitable: Awaitable) -> None:
+        try:
+            value = await awaitable
+        except Exception as exc:
+            self._reply_error(header, exc)
+            return
+        self._reply(header, value)
+
+    def _reply(self, header: dict, value: Any) -> None:
+        node = header.get("rn")
+        if node is None:
+            return
+        try:
+            body = wire.result(header["id"], header["fn"], value)
+        except TypeError as exc:
+            body = wire.error(header["id"], header["fn"], errors.SERIALIZATION_ERROR, str(exc))
+        self.send(node, {"k": frames.RES, "id": header["id"], "to": header.get("rc")}, body)
+
+    def _reply_error(self, header: dict, exc: BaseException) -> None:
+        if not isinstance(exc, EngineError):
+            log.error("%s failed: %s", header["fn"], exc, exc_info=exc)
+            exc = EngineError(errors.INVOCATION_FAILED, str(exc),
+                              "".join(traceback.format_exception(exc)))
+        node = header.get("rn")
+        if node is None:
+            if exc.code != errors.FUNCTION_NOT_FOUND:
+                log.warning("void call of %s failed: %s %s", header["fn"], exc.code, exc.message)
+            return
+        body = wire.error(header["id"], header["fn"], exc.code, exc.message, exc.stacktrace)
+        self.send(node, {"k": frames.RES, "id": header["id"], "to": header.get("rc")}, body)
+
+    # ---- trigger bindings from the router -----------------------------------------------
+
+    def _on_down(self, sender: str, header: dict, body: bytes) -> None:
+        try:
+            msg = wire.loads(body)
+        except ValueError:
+            return
+        kind = msg.get("type")
+        if kind == "registertrigger":
+            asyncio.ensure_future(self._bind(msg))
+        elif kind == "unregistertrigger":
+            spec = self.trigger_types.get(msg.get("trigger_type", ""))
+            specs = [spec] if spec else list(self.trigger_types.values())
+            for s in specs:
+                if s.bindings.pop(msg.get("id"), None) is not None:
+                    s.on_unregister(msg["id"])
+
+    async def _bind(self, msg: dict) -> None:
+        type_id = msg.get("trigger_type", "")
+        binding = {"id": msg.get("id"), "trigger_type": type_id, "function_id": msg.get("function_id"),
+                   "config": msg.get("config"), "metadata": msg.get("metadata"),
+                   "namespace": msg.get("namespace") or "default"}
+        answer = {"type": "triggerregistrationresult", "id": binding["id"], "trigger_type": type_id,
+                  "function_id": binding["function_id"]}
+        spec = self.trigger_types.get(type_id)
+        try:
+            if spec is None:
+                raise EngineError("trigger_type_not_found", f"Trigger type {type_id} not found")
+            outcome = spec.on_register(binding)
+            if inspect.isawaitable(outcome):
+                await outcome
+            spec.bindings[binding["id"]] = binding
+        except EngineError as exc:
+            answer["error"] = {"code": errors.TRIGGER_REGISTRATION_FAILED
+                               if exc.code == errors.DESERIALIZATION_ERROR else exc.code,
+                               "message": exc.message}
+        except Exception as exc:  # a provider bug must still answer the binder
+            log.exception("trigger registration failed")
+            answer["error"] = {"code": errors.TRIGGER_REGISTRATION_FAILED, "message": str(exc)}
+        self.up(answer)
+
+
+def run(broker_factory: Callable[[RunContext], Broker], ctx: RunContext) -> None:
+    """Entry point body for a broker process: uvloop when available, serve until signalled."""
+    try:
+        import uvloop
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency on Linux
+        loop_factory = None
+
+    async def _main() -> None:
+        await broker_factory(ctx).serve()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_main())

@@ -1,0 +1,130 @@
+"""The internal bus: one ZeroMQ ROUTER to receive, one DEALER per peer to send.
+
+Each process binds ``ipc://<runtime_dir>/<name>.bus`` with a ROUTER socket and receives
+``[sender, header, body]`` there. To send, it uses a DEALER connected to the peer's
+endpoint whose routing id is its own name, so the peer's ROUTER sees who spoke. Messages
+are one-way; a reply is just another message the other way. That keeps every socket
+single-purpose: ROUTERs are only read, DEALERs only written, which is what makes the
+drain-style loop integration (architecture.md §5) safe with ZeroMQ's edge-triggered FD.
+
+Invariants: ``send`` never blocks the loop (NOBLOCK; a full peer queue raises
+``BusFull``); a peer that is down or restarting is reconnected by ZeroMQ, and messages
+sent meanwhile wait in its DEALER queue up to the high-water mark.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Callable
+
+import zmq
+
+from iii.core import frames
+
+log = logging.getLogger(__name__)
+
+FrameHandler = Callable[[str, dict, bytes], None]
+
+SEND_HWM = 200_000
+DRAIN_BATCH = 512
+
+
+class BusFull(Exception):
+    """A peer's send queue is full (the peer is down or far behind)."""
+
+
+def endpoint(runtime_dir: str, name: str) -> str:
+    """The ipc address of process ``name``."""
+    return f"ipc://{os.path.join(runtime_dir, name)}.bus"
+
+
+class Bus:
+    """This process's bus socket set, driven by the asyncio loop it is started on."""
+
+    def __init__(self, name: str, runtime_dir: str, on_frame: FrameHandler) -> None:
+        self.name = name
+        self.runtime_dir = runtime_dir
+        self._on_frame = on_frame
+        self._ctx = zmq.Context.instance()
+        self._peers: dict[str, zmq.Socket] = {}
+        self._inbox = self._ctx.socket(zmq.ROUTER)
+        self._inbox.setsockopt(zmq.LINGER, 0)
+        self._inbox.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self._inbox.setsockopt(zmq.RCVHWM, 0)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tick: asyncio.TimerHandle | None = None
+        self._scheduled = False
+
+    def start(self) -> None:
+        """Bind and start reading on the running loop."""
+        os.makedirs(self.runtime_dir, exist_ok=True)
+        self._inbox.bind(endpoint(self.runtime_dir, self.name))
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._inbox.getsockopt(zmq.FD), self._drain)
+        self._safety_tick()
+        self._drain()
+
+    def close(self) -> None:
+        """Stop reading and close every socket."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._inbox.getsockopt(zmq.FD))
+        if self._tick is not None:
+            self._tick.cancel()
+        for sock in self._peers.values():
+            sock.close(0)
+        self._inbox.close(0)
+
+    def send(self, peer: str, header: dict, body: bytes = b"") -> None:
+        """Queue one frame for ``peer``; raises BusFull if its queue is full."""
+        sock = self._peers.get(peer)
+        if sock is None:
+            sock = self._connect(peer)
+        try:
+            sock.send_multipart((frames.pack(header), body), zmq.NOBLOCK)
+        except zmq.Again:
+            raise BusFull(peer) from None
+
+    def _connect(self, peer: str) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+        sock.setsockopt(zmq.RECONNECT_IVL, 20)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+        sock.connect(endpoint(self.runtime_dir, peer))
+        self._peers[peer] = sock
+        return sock
+
+    def _drain(self) -> None:
+        # The FD is edge-triggered: read until EAGAIN, in batches so one busy peer
+        # cannot starve the WebSocket side of the loop.
+        self._scheduled = False
+        recv = self._inbox.recv_multipart
+        handler = self._on_frame
+        for _ in range(DRAIN_BATCH):
+            try:
+                parts = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(parts) < 2:
+                continue
+            try:
+                header = frames.unpack(parts[1])
+            except ValueError as exc:
+                log.warning("dropping frame from %r: %s", parts[0], exc)
+                continue
+            try:
+                handler(parts[0].decode(), header, parts[2] if len(parts) > 2 else b"")
+            except Exception:
+                log.exception("frame handler failed for kind %r", header.get("k"))
+        if not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _safety_tick(self) -> None:
+        # Belt and braces against a missed edge: look again every 200 ms.
+        if self._loop is None:
+            return
+        self._drain()
+        self._tick = self._loop.call_later(0.2, self._safety_tick)
