@@ -1,0 +1,224 @@
+"""The pure logic of the state broker (workers-a §2): inputs, results, events, triggers.
+
+No I/O and no clock. The service decodes a call with ``decode_call`` (bad input raises an
+``EngineError`` and nothing is written), hands ``Write``s to a store, which computes each
+new value with ``apply_write`` inside its transaction, and turns each ``Outcome`` into the
+call's result (``write_result``) and, for trigger fan-out, an event (``event_for``).
+
+Invariants: "exists" means a value is stored, and a stored JSON null exists; ``MISSING``
+marks absence and never reaches the wire (it becomes ``null``). ``state::delete`` fires
+``state:deleted`` even when nothing was stored. ``state::update`` always writes back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import orjson
+
+from brokers.state.decode import DecodeError, expect_str, expect_struct, optional_str
+from brokers.state.ops import MISSING, Op, apply_update_ops, parse_ops
+from iii.core.errors import EngineError, deserialization_error
+
+SET = "state::set"
+GET = "state::get"
+DELETE = "state::delete"
+UPDATE = "state::update"
+LIST = "state::list"
+LIST_GROUPS = "state::list_groups"
+FUNCTIONS = (SET, GET, DELETE, UPDATE, LIST, LIST_GROUPS)
+WRITES = frozenset((SET, DELETE, UPDATE))
+
+TRIGGER_TYPE = "state"
+CREATED = "state:created"
+UPDATED = "state:updated"
+DELETED = "state:deleted"
+
+VALUE_TOO_LARGE = "VALUE_TOO_LARGE"
+
+_STRUCTS = {
+    SET: "StateSetInput", GET: "StateGetInput", DELETE: "StateDeleteInput",
+    UPDATE: "StateUpdateInput", LIST: "StateGetGroupInput", LIST_GROUPS: "StateListGroupsInput",
+}
+
+
+@dataclass(frozen=True)
+class Write:
+    """One decoded write: ``kind`` is ``set``, ``delete`` or ``update``."""
+
+    kind: str
+    scope: str
+    key: str
+    value: Any = MISSING
+    ops: tuple[Op, ...] = ()
+
+
+@dataclass(frozen=True)
+class Read:
+    """One decoded read: ``kind`` is ``get``, ``list`` or ``list_groups``."""
+
+    kind: str
+    scope: str = ""
+    key: str = ""
+
+
+@dataclass
+class Outcome:
+    """What a write did: the value before and after (MISSING = absent), op errors."""
+
+    write: Write
+    old: Any
+    new: Any
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _decode(function_id: str, payload: Any, max_value_bytes: int | None) -> Write | Read:
+    obj = expect_struct(payload, _STRUCTS[function_id])
+    if function_id == LIST_GROUPS:
+        return Read("list_groups")
+    scope = expect_str(obj, "scope")
+    if function_id == LIST:
+        return Read("list", scope)
+    key = expect_str(obj, "key")
+    if function_id == GET:
+        return Read("get", scope, key)
+    if function_id == DELETE:
+        return Write("delete", scope, key)
+    if function_id == UPDATE:
+        if "ops" not in obj:
+            raise DecodeError("missing field `ops`")
+        return Write("update", scope, key, ops=tuple(parse_ops(obj["ops"])))
+    # state::set: `data` is an alias of `value`; serde rejects both at once.
+    if "value" in obj and "data" in obj:
+        raise DecodeError("duplicate field `value`")
+    if "value" not in obj and "data" not in obj:
+        raise DecodeError("missing field `value`")
+    value = obj["value"] if "value" in obj else obj["data"]
+    if max_value_bytes is not None:
+        check_value_size(value, max_value_bytes)
+    return Write("set", scope, key, value=value)
+
+
+def decode_call(function_id: str, payload: Any, max_value_bytes: int | None = None) -> Write | Read:
+    """Decode the input of one ``state::*`` call or raise its ``EngineError``."""
+    if function_id not in _STRUCTS:
+        raise EngineError("function_not_found", f"Function {function_id} not found")
+    try:
+        return _decode(function_id, payload, max_value_bytes)
+    except DecodeError as exc:
+        raise deserialization_error(function_id, str(exc)) from None
+
+
+def check_value_size(value: Any, limit: int) -> None:
+    """``max_value_bytes``: the compact JSON encoding of ``value`` must not exceed it."""
+    size = len(orjson.dumps(value))
+    if size > limit:
+        raise EngineError(
+            VALUE_TOO_LARGE,
+            f"value of {size} bytes exceeds the configured max_value_bytes limit of {limit}",
+        )
+
+
+# ---------------------------------------------------------------- applying
+
+
+def apply_write(write: Write, old: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """The new value of ``write`` given the stored ``old`` (MISSING = absent).
+
+    Returns ``(new, op_errors)``; ``new`` is MISSING for a delete.
+    """
+    if write.kind == "set":
+        return write.value, []
+    if write.kind == "delete":
+        return MISSING, []
+    return apply_update_ops(old, write.ops)
+
+
+def _wire(value: Any) -> Any:
+    return None if value is MISSING else value
+
+
+def write_result(outcome: Outcome) -> Any:
+    """The result a caller gets for a write (§2.1)."""
+    kind = outcome.write.kind
+    if kind == "delete":
+        return _wire(outcome.old)
+    out: dict[str, Any] = {"old_value": _wire(outcome.old), "new_value": _wire(outcome.new)}
+    if kind == "update" and outcome.errors:
+        out["errors"] = outcome.errors
+    return out
+
+
+def get_result(value: Any) -> Any:
+    """``state::get``: the stored value itself, or null when absent."""
+    return _wire(value)
+
+
+def list_groups_result(groups: Iterable[str]) -> dict[str, list[str]]:
+    """``state::list_groups``: deduplicated, sorted ascending."""
+    return {"groups": sorted(set(groups))}
+
+
+# ---------------------------------------------------------------- events
+
+
+def event_type(outcome: Outcome) -> str:
+    """created when nothing was stored before a set/update, deleted for any delete."""
+    if outcome.write.kind == "delete":
+        return DELETED
+    return CREATED if outcome.old is MISSING else UPDATED
+
+
+def event_for(outcome: Outcome) -> dict[str, Any]:
+    """The payload a ``state`` trigger handler (and its condition) receives (§2.3)."""
+    return {
+        "type": "state",
+        "event_type": event_type(outcome),
+        "scope": outcome.write.scope,
+        "key": outcome.write.key,
+        "old_value": _wire(outcome.old),
+        "new_value": _wire(outcome.new),
+    }
+
+
+# ---------------------------------------------------------------- triggers
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    """A ``state`` trigger's filters; None = any."""
+
+    scope: str | None = None
+    key: str | None = None
+    condition_function_id: str | None = None
+
+    def matches(self, scope: str, key: str) -> bool:
+        return (self.scope is None or self.scope == scope) and (self.key is None or self.key == key)
+
+
+class TriggerConfigError(EngineError):
+    """A ``state`` trigger config the provider rejects."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("trigger_registration_failed", f"Failed to parse trigger config: {detail}")
+
+
+def parse_trigger_config(config: Any) -> TriggerConfig:
+    """Validate a trigger config; unknown keys are ignored, non-string filters rejected."""
+    try:
+        obj = expect_struct(config, "StateTriggerConfig")
+        return TriggerConfig(
+            scope=optional_str(obj, "scope"),
+            key=optional_str(obj, "key"),
+            condition_function_id=optional_str(obj, "condition_function_id"),
+        )
+    except DecodeError as exc:
+        raise TriggerConfigError(str(exc)) from None
+
+
+def condition_allows(result: Any) -> bool:
+    """§0: the handler is skipped only when the condition returned JSON ``false``."""
+    return result is not False
