@@ -1,0 +1,138 @@
+"""The supervisor's control plane, after circus: a ZeroMQ ROUTER for commands, a PUB for events.
+
+Endpoints (under the engine's runtime dir):
+    ipc://<runtime_dir>/supervisor.ctl   ROUTER; request ``{"command": str, "args": {...}}``
+                                         as one JSON frame, reply ``{"ok": true, "result": ...}``
+                                         or ``{"ok": false, "error": str}``
+    ipc://<runtime_dir>/supervisor.pub   PUB; multipart ``[topic, JSON]`` with topics
+                                         ``proc.<name>.spawn|exit|backoff|fatal``
+
+Each command is one ``cmd_<name>`` method of ``Commands``; its docstring is its reference
+(``iii-supervisor`` prints them). Invariants: a handler never blocks and never raises to the
+socket loop (errors become ``ok: false`` replies); the client side (``call``) always times out.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import orjson
+import zmq
+
+from iii.supervisor.arbiter import Action, Arbiter, Event
+
+log = logging.getLogger(__name__)
+
+
+def ctl_endpoint(runtime_dir: str) -> str:
+    return f"ipc://{os.path.join(runtime_dir, 'supervisor.ctl')}"
+
+
+def pub_endpoint(runtime_dir: str) -> str:
+    return f"ipc://{os.path.join(runtime_dir, 'supervisor.pub')}"
+
+
+class Commands:
+    """Command handlers; ``act`` carries out the arbiter's actions, ``clock`` gives monotonic now."""
+
+    def __init__(self, arbiter: Arbiter, act: Callable[[list[Action]], None],
+                 clock: Callable[[], float], started: float) -> None:
+        self.arbiter = arbiter
+        self.act = act
+        self.clock = clock
+        self.started = started
+
+    def cmd_status(self, args: dict[str, Any]) -> Any:
+        """status: every process with its state, pid, uptime (s), restarts and last exit code;
+        plus the supervisor's own pid and uptime. Args: none."""
+        now = self.clock()
+        return {"pid": os.getpid(), "uptime": round(now - self.started, 3),
+                "stopping": self.arbiter.stopping, "processes": self.arbiter.status(now)}
+
+    def cmd_stop(self, args: dict[str, Any]) -> Any:
+        """stop: stop every process (ingress first, storage last) and exit the supervisor.
+        Args: ``drain`` (bool, default true); false kills the children at once."""
+        self.act(self.arbiter.stop_all(self.clock(), drain=bool(args.get("drain", True))))
+        return {"stopping": True}
+
+    def cmd_restart(self, args: dict[str, Any]) -> Any:
+        """restart PROC: stop process ``args.name`` (SIGTERM, then SIGKILL after the stop
+        timeout) and start it again; also revives a FATAL process."""
+        name = args.get("name")
+        if name not in self.arbiter.procs:
+            raise ValueError(f"unknown process {name!r} (known: {', '.join(self.arbiter.procs)})")
+        self.act(self.arbiter.restart(name, self.clock()))
+        return {"restarting": name}
+
+    def handle(self, request: bytes) -> bytes:
+        """One request frame in, one reply frame out."""
+        try:
+            msg = orjson.loads(request)
+            handler = getattr(self, f"cmd_{msg.get('command')}", None)
+            if handler is None:
+                raise ValueError(f"unknown command {msg.get('command')!r}")
+            reply = {"ok": True, "result": handler(msg.get("args") or {})}
+        except Exception as exc:  # a bad request must not take the supervisor down
+            reply = {"ok": False, "error": str(exc)}
+        return orjson.dumps(reply)
+
+
+class ControlServer:
+    """The two sockets, bound by the runner and polled in its loop."""
+
+    def __init__(self, ctx: zmq.Context, runtime_dir: str, commands: Commands) -> None:
+        self.commands = commands
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.linger = 0
+        self.router.bind(ctl_endpoint(runtime_dir))
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.linger = 0
+        self.pub.bind(pub_endpoint(runtime_dir))
+
+    def drain(self) -> None:
+        """Answer every request waiting on the ROUTER (never blocks)."""
+        while True:
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident, body = frames[0], frames[-1]
+            self.router.send_multipart([ident, b"", self.commands.handle(body)])
+
+    def publish(self, event: Event) -> None:
+        self.pub.send_multipart([event.topic.encode(), orjson.dumps(event.data)])
+
+    def close(self) -> None:
+        self.router.close()
+        self.pub.close()
+
+
+def call(runtime_dir: str, command: str, args: dict[str, Any] | None = None,
+         timeout: float = 3.0) -> Any:
+    """Client side: send one command to the supervisor on ``runtime_dir``; return its result.
+
+    Raises ``ConnectionError`` when no supervisor answers and ``RuntimeError`` for an
+    ``ok: false`` reply.
+    """
+    path = os.path.join(runtime_dir, "supervisor.ctl")
+    if not os.path.exists(path):
+        raise ConnectionError(f"no supervisor control socket at {path}")
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    try:
+        sock.connect(ctl_endpoint(runtime_dir))
+        sock.send_multipart([b"", orjson.dumps({"command": command, "args": args or {}})])
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(int(left * 1000)):
+                raise ConnectionError(f"supervisor at {path} did not answer within {timeout} s")
+            reply = orjson.loads(sock.recv_multipart()[-1])
+            if not reply.get("ok"):
+                raise RuntimeError(reply.get("error", "error"))
+            return reply["result"]
+    finally:
+        sock.close()

@@ -1,0 +1,181 @@
+"""The supervisor's I/O shell: subprocesses, signals, the control sockets, the pid file.
+
+Owns the loop: wait on the control socket and a signal wake-up fd (so SIGCHLD/SIGTERM wake
+it at once), reap children, feed the arbiter events and the time, carry out its actions.
+
+Invariants:
+- each child runs ``python -m iii.supervisor.cli run NAME --config CONFIG`` in its own
+  process group (so a terminal's Ctrl-C reaches only the supervisor, which stops children
+  in order) and asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG,
+  set by the child itself in ``cli run``), so no child outlives us;
+- signals go to the child's whole process group, so anything it forked dies with it;
+- ``<runtime_dir>/supervisor.pid`` holds our pid while we run and is removed on exit;
+  a second supervisor on the same runtime dir refuses to start.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import zmq
+
+from iii.core.config import EngineConfig, Planned
+from iii.supervisor.arbiter import Action, Arbiter, Event, Kill, Policy, Proc, Spawn
+from iii.supervisor.control import Commands, ControlServer
+
+log = logging.getLogger(__name__)
+
+_POLL_MAX = 0.1  # seconds; an upper bound, the loop also wakes on signals and requests
+
+
+class AlreadyRunning(Exception):
+    """Another supervisor holds this runtime dir."""
+
+
+def read_pid(runtime_dir: str) -> int | None:
+    """The pid in ``supervisor.pid`` if that process is alive, else None."""
+    try:
+        with open(os.path.join(runtime_dir, "supervisor.pid")) as fh:
+            pid = int(fh.read().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+class Runner:
+    """Runs one engine (the planned processes of one config) in the foreground."""
+
+    def __init__(self, cfg: EngineConfig, planned: list[Planned], log_format: str,
+                 policy: Policy | None = None) -> None:
+        self.cfg = cfg
+        self.planned = {p.process: p for p in planned}
+        self.log_format = log_format
+        self.arbiter = Arbiter((Proc(p.process, ingress=p.unit.ingress, storage=p.unit.storage)
+                                for p in planned), policy)
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.signals: list[int] = []
+        self.pidfile = os.path.join(cfg.runtime_dir, "supervisor.pid")
+
+    # -- actions ----------------------------------------------------------------------
+    def act(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Spawn):
+                self._spawn(action.name)
+            elif isinstance(action, Kill):
+                self._kill(action.name, action.signal)
+            elif isinstance(action, Event):
+                log.info("%s %s", action.topic, action.data)
+                if self.control is not None:
+                    self.control.publish(action)
+
+    def _spawn(self, name: str) -> None:
+        argv = [sys.executable, "-m", "iii.supervisor.cli", "run", name,
+                "--config", self.cfg.path, "--log-format", self.log_format]
+        env = dict(os.environ, III_SUPERVISOR_PID=str(os.getpid()))
+        try:
+            child = subprocess.Popen(argv, env=env, process_group=0, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            self.act(self.arbiter.spawn_failed(name, str(exc), time.monotonic()))
+            return
+        self.children[name] = child
+        self.act(self.arbiter.spawned(name, child.pid, time.monotonic()))
+
+    def _kill(self, name: str, sig: str) -> None:
+        child = self.children.get(name)
+        if child is None or child.returncode is not None:
+            return
+        signum = signal.SIGKILL if sig == "KILL" else signal.SIGTERM
+        log.info("%s %s (pid %d)", "killing" if sig == "KILL" else "stopping", name, child.pid)
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            child.send_signal(signum)
+
+    def _reap(self) -> None:
+        for name, child in list(self.children.items()):
+            code = child.poll()
+            if code is not None:
+                del self.children[name]
+                self.act(self.arbiter.exited(name, code, time.monotonic()))
+
+    # -- the loop ---------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.signals.append(signum)
+
+    def run(self) -> int:
+        """Start everything, supervise until stopped; returns the exit code."""
+        os.makedirs(self.cfg.runtime_dir, mode=0o700, exist_ok=True)
+        other = read_pid(self.cfg.runtime_dir)
+        if other is not None and other != os.getpid():
+            raise AlreadyRunning(f"a supervisor (pid {other}) already runs on {self.cfg.runtime_dir}")
+        with open(self.pidfile, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        old = {s: signal.signal(s, self._on_signal)
+               for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
+        ctx = zmq.Context()
+        start = time.monotonic()
+        self.control: ControlServer | None = None
+        try:
+            self.control = ControlServer(ctx, self.cfg.runtime_dir,
+                                         Commands(self.arbiter, self.act, time.monotonic, start))
+            log.info("supervisor %d starting %s (runtime dir %s)", os.getpid(),
+                     ", ".join(self.planned), self.cfg.runtime_dir)
+            self.act(self.arbiter.start(start))
+            poller = zmq.Poller()
+            poller.register(self.control.router, zmq.POLLIN)
+            poller.register(wake_r.fileno(), zmq.POLLIN)
+            handled = 0
+            while not self.arbiter.done:
+                now = time.monotonic()
+                deadline = self.arbiter.next_deadline()
+                timeout = _POLL_MAX if deadline is None else max(0.0, min(_POLL_MAX, deadline - now))
+                poller.poll(int(timeout * 1000) + 1)
+                try:
+                    while wake_r.recv(512):
+                        pass
+                except (BlockingIOError, InterruptedError):
+                    pass
+                while handled < len(self.signals):
+                    handled += 1
+                    drain = handled == 1  # a second signal skips the drain
+                    log.info("signal %d: stopping all (%s)", self.signals[handled - 1],
+                             "drain" if drain else "kill now")
+                    self.act(self.arbiter.stop_all(time.monotonic(), drain=drain))
+                self._reap()
+                self.control.drain()
+                self.act(self.arbiter.tick(time.monotonic()))
+            log.info("supervisor %d: all processes stopped", os.getpid())
+            return 0
+        finally:
+            for child in self.children.values():  # only on an unexpected error in the loop
+                try:
+                    os.killpg(child.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            if self.control is not None:
+                self.control.close()
+            ctx.term()
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            signal.set_wakeup_fd(old_fd)
+            wake_r.close()
+            wake_w.close()
+            for leftover in (self.pidfile, os.path.join(self.cfg.runtime_dir, "supervisor.ctl"),
+                             os.path.join(self.cfg.runtime_dir, "supervisor.pub")):
+                try:
+                    os.unlink(leftover)
+                except FileNotFoundError:
+                    pass
