@@ -1,0 +1,1 @@
+"""The queue broker (``iii-queue``): named queues, durable topics, DLQ, on LMDB."""
