@@ -64,12 +64,17 @@ class Read:
 
 @dataclass
 class Outcome:
-    """What a write did: the value before and after (MISSING = absent), op errors."""
+    """What a write did: the value before and after (MISSING = absent), op errors.
+
+    ``failure`` is set when the store could not perform the write (nothing was stored);
+    the call then fails with it and no event fires.
+    """
 
     write: Write
     old: Any
     new: Any
     errors: list[dict[str, Any]] = field(default_factory=list)
+    failure: EngineError | None = None
 
 
 # ---------------------------------------------------------------- inputs
@@ -142,7 +147,9 @@ def _wire(value: Any) -> Any:
 
 
 def write_result(outcome: Outcome) -> Any:
-    """The result a caller gets for a write (§2.1)."""
+    """The result a caller gets for a write (§2.1); raises the store's failure, if any."""
+    if outcome.failure is not None:
+        raise outcome.failure
     kind = outcome.write.kind
     if kind == "delete":
         return _wire(outcome.old)

@@ -1,0 +1,221 @@
+"""Storage of the state broker: LMDB on disk, and a dict store for unit tests.
+
+Both stores have one interface: ``apply_batch(writes) -> outcomes`` (group commit), and the
+reads ``get``, ``list``, ``list_groups``.
+
+LMDB layout (one unnamed database):
+
+    key   = esc(scope) + b"\\x00" + key        (UTF-8; esc: 0x01 -> 01 02, 0x00 -> 01 01)
+    value = orjson bytes of the stored JSON value (so JSON null is stored, and exists)
+
+``esc(scope)`` contains no 0x00, so ``esc(scope) + 0x00`` is a prefix of exactly that scope's
+keys: ``list(scope)`` is one range scan, and ``list_groups`` walks distinct scopes by jumping
+to ``esc(scope) + 0x01``. A key too long for LMDB (511 bytes with the scope) is stored under
+``0xFF + sha256(key)`` instead (0xFF never occurs in UTF-8, so it cannot meet a real key);
+``list`` returns values only, so it is unaffected. Values come back in key byte order: the
+Rust kv adapter keeps insertion order, Redis none; clients cannot rely on either.
+
+Invariants: ``apply_batch`` applies its writes in order in ONE write transaction (a later
+write sees an earlier one), commits once with fsync (``sync=True, metasync=True``), and only
+then returns; an exception means nothing of the batch is stored. When the map is full the
+transaction is aborted, the map doubled, and the whole batch retried. Reads use their own
+read transactions, so they never wait for a writer (LMDB MVCC). ``apply_batch`` may run in a
+writer thread while reads run on the event loop.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from typing import Any, Callable, Sequence
+
+import lmdb
+import orjson
+
+from brokers.state.core import Outcome, Write, apply_write
+from brokers.state.ops import MISSING
+from iii.core.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAP_SIZE = 64 * 1024 * 1024
+MAX_MAP_SIZE = 1 << 40
+
+_FAIL = {"set": ("SET_ERROR", "Failed to set value"),
+         "update": ("UPDATE_ERROR", "Failed to update value"),
+         "delete": ("DELETE_ERROR", "Failed to delete value")}
+
+_UNESC = re.compile(rb"\x01([\x01\x02])")
+
+
+def esc_scope(scope: str) -> bytes:
+    return scope.encode("utf-8", "surrogatepass").replace(b"\x01", b"\x01\x02").replace(b"\x00", b"\x01\x01")
+
+
+def unesc_scope(raw: bytes) -> str:
+    return _UNESC.sub(lambda m: b"\x00" if m.group(1) == b"\x01" else b"\x01", raw).decode("utf-8", "surrogatepass")
+
+
+def encode_key(scope: str, key: str, limit: int = 511) -> bytes:
+    """The LMDB key of (scope, key); raises ``ValueError`` when even the digest form is too long."""
+    prefix = esc_scope(scope) + b"\x00"
+    raw = key.encode("utf-8", "surrogatepass")
+    if len(prefix) + len(raw) <= limit:
+        return prefix + raw
+    hashed = prefix + b"\xff" + hashlib.sha256(raw).digest()
+    if len(hashed) > limit:
+        raise ValueError(f"scope of {len(prefix) - 1} bytes is too long for the store (limit {limit - 34})")
+    return hashed
+
+
+class KeyIO:
+    """The three primitive operations a write needs, bound to one transaction."""
+
+    def __init__(self, get: Callable[[bytes], bytes | None], put: Callable[[bytes, bytes], Any],
+                 delete: Callable[[bytes], Any]) -> None:
+        self.get, self.put, self.delete = get, put, delete
+
+
+def apply_one(io: KeyIO, write: Write, key_of: Callable[[str, str], bytes]) -> Outcome:
+    """Read-modify-write of one ``write``; an unusable key or value fails only this write."""
+    code, text = _FAIL[write.kind]
+    try:
+        key = key_of(write.scope, write.key)
+    except ValueError as exc:
+        return Outcome(write, MISSING, MISSING, failure=EngineError(code, f"{text}: {exc}"))
+    raw = io.get(key)
+    old = MISSING if raw is None else orjson.loads(raw)
+    new, errors = apply_write(write, old)
+    if new is MISSING:
+        if raw is not None:
+            io.delete(key)
+    else:
+        try:
+            data = orjson.dumps(new)
+        except TypeError as exc:  # e.g. an integer beyond 64 bits
+            return Outcome(write, old, MISSING, failure=EngineError(code, f"{text}: {exc}"))
+        io.put(key, data)
+    return Outcome(write, old, new, errors)
+
+
+class LmdbStore:
+    """The durable store: one LMDB environment under ``path`` (a directory)."""
+
+    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        self.path = path
+        self.env = lmdb.open(path, map_size=map_size, subdir=True, sync=True, metasync=True,
+                             max_dbs=0, readahead=False, lock=True)
+        self._limit = self.env.max_key_size()
+        # Held by readers and by a resize: LMDB's set_mapsize needs no live transaction in
+        # this process. Uncontended except during a resize, so readers do not wait on writes.
+        self._resize = threading.Lock()
+        self._touched: set[str] = set()
+        self.commits = 0
+
+    def _key(self, scope: str, key: str) -> bytes:
+        return encode_key(scope, key, self._limit)
+
+    # ------------------------------------------------------------ writes
+
+    def apply_batch(self, writes: Sequence[Write]) -> list[Outcome]:
+        """Apply ``writes`` in order in one transaction, fsync, and return their outcomes."""
+        if not writes:
+            return []
+        while True:
+            txn = self.env.begin(write=True)
+            try:
+                io = KeyIO(txn.get, txn.put, txn.delete)
+                outcomes = [apply_one(io, w, self._key) for w in writes]
+                txn.commit()
+            except lmdb.MapFullError:
+                txn.abort()
+                self._grow()
+                continue
+            except BaseException:
+                txn.abort()
+                raise
+            break
+        self.commits += 1
+        self._touched.update(w.scope for w in writes)
+        return outcomes
+
+    def _grow(self) -> None:
+        size = self.env.info()["map_size"] * 2
+        if size > MAX_MAP_SIZE:
+            raise EngineError("SET_ERROR", f"Failed to set value: LMDB map would exceed {MAX_MAP_SIZE} bytes")
+        with self._resize:
+            self.env.set_mapsize(size)
+        log.info("state store map grown to %d bytes", size)
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, scope: str, key: str) -> Any:
+        try:
+            k = self._key(scope, key)
+        except ValueError:
+            return MISSING
+        with self._resize, self.env.begin(buffers=False) as txn:
+            raw = txn.get(k)
+        return MISSING if raw is None else orjson.loads(raw)
+
+    def list(self, scope: str) -> list[Any]:
+        prefix = esc_scope(scope) + b"\x00"
+        out: list[Any] = []
+        with self._resize, self.env.begin() as txn:
+            cur = txn.cursor()
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if not k.startswith(prefix):
+                        break
+                    out.append(orjson.loads(v))
+        return out
+
+    def list_groups(self) -> list[str]:
+        scopes = set(self._touched)
+        with self._resize, self.env.begin() as txn:
+            cur = txn.cursor()
+            found = cur.first()
+            while found:
+                raw_scope = cur.key().split(b"\x00", 1)[0]
+                scopes.add(unesc_scope(raw_scope))
+                found = cur.set_range(raw_scope + b"\x01")
+        return sorted(scopes)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class MemoryStore:
+    """The same interface on dicts of orjson bytes, for unit tests; no durability."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self._touched: set[str] = set()
+        self.commits = 0
+
+    def apply_batch(self, writes: Sequence[Write]) -> list[Outcome]:
+        staged = dict(self.data)  # all or nothing, like a transaction
+        io = KeyIO(staged.get, staged.__setitem__, staged.__delitem__)
+        outcomes = [apply_one(io, w, encode_key) for w in writes]
+        self.data = staged
+        self.commits += 1
+        self._touched.update(w.scope for w in writes)
+        return outcomes
+
+    def get(self, scope: str, key: str) -> Any:
+        try:
+            raw = self.data.get(encode_key(scope, key))
+        except ValueError:
+            return MISSING
+        return MISSING if raw is None else orjson.loads(raw)
+
+    def list(self, scope: str) -> list[Any]:
+        prefix = esc_scope(scope) + b"\x00"
+        return [orjson.loads(v) for k, v in sorted(self.data.items()) if k.startswith(prefix)]
+
+    def list_groups(self) -> list[str]:
+        return sorted(self._touched | {unesc_scope(k.split(b"\x00", 1)[0]) for k in self.data})
+
+    def close(self) -> None:
+        pass
