@@ -1,4 +1,60 @@
 """iii: the worker SDK's public names (lazily re-exported from ``sdk``) and the engine core.
 
-Importing ``iii`` loads no zmq, lmdb or engine module; the SDK names resolve on first use.
+Importing ``iii`` loads no zmq, lmdb, msgpack or engine module: the SDK names resolve on
+first attribute access through the module ``__getattr__`` below (PEP 562), and the engine
+lives in subpackages (``iii.core``, ``iii.supervisor``) that are only imported by name.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "register_worker": "sdk.worker",
+    "III": "sdk.worker",
+    "FunctionRef": "sdk.worker",
+    "TriggerRef": "sdk.worker",
+    "TriggerTypeRef": "sdk.worker",
+    "Logger": "sdk.logger",
+    "InitOptions": "sdk.options",
+    "ReconnectionConfig": "sdk.options",
+    "DEFAULT_ENGINE_URL": "sdk.options",
+    "InvocationError": "sdk.errors",
+    "RegistrationRejectedError": "sdk.errors",
+    "TriggerAction": "iii.iii_types",
+    "TriggerActionVoid": "iii.iii_types",
+    "TriggerActionEnqueue": "iii.iii_types",
+    "TriggerConfig": "iii.iii_types",
+    "HttpInvocationConfig": "iii.iii_types",
+    "HttpAuthBearer": "iii.iii_types",
+    "HttpAuthHmac": "iii.iii_types",
+    "HttpAuthApiKey": "iii.iii_types",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from iii.iii_types import (  # noqa: F401
+        HttpAuthApiKey, HttpAuthBearer, HttpAuthHmac, HttpInvocationConfig, TriggerAction,
+        TriggerActionEnqueue, TriggerActionVoid, TriggerConfig,
+    )
+    from sdk.errors import InvocationError, RegistrationRejectedError  # noqa: F401
+    from sdk.logger import Logger  # noqa: F401
+    from sdk.options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig  # noqa: F401
+    from sdk.worker import III, FunctionRef, TriggerRef, TriggerTypeRef, register_worker  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        # AttributeError (not ImportError) so `from iii import core` falls back to the submodule.
+        raise AttributeError(f"module 'iii' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # cache: the next access skips this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

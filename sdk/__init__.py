@@ -1,0 +1,24 @@
+"""Our Python worker SDK: the implementation behind ``iii``'s public names.
+
+Layout: ``core`` (sans-I/O protocol state), ``shell`` (asyncio thread + websockets),
+``worker`` (public ``III`` API), ``logger``, ``options``, ``codec``, ``errors``. The wire
+types shared with the gateway live in ``iii.iii_types``. Importing this package loads
+websockets but no engine module (zmq, lmdb, msgpack, ``brokers``, ``iii.core``).
+"""
+from __future__ import annotations
+
+from iii.iii_types import (
+    HttpAuthApiKey, HttpAuthBearer, HttpAuthHmac, HttpInvocationConfig, TriggerAction,
+    TriggerActionEnqueue, TriggerActionVoid, TriggerConfig,
+)
+from sdk.errors import InvocationError, RegistrationRejectedError
+from sdk.logger import Logger
+from sdk.options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig
+from sdk.worker import III, FunctionRef, TriggerRef, TriggerTypeRef, register_worker
+
+__all__ = [
+    "DEFAULT_ENGINE_URL", "FunctionRef", "HttpAuthApiKey", "HttpAuthBearer", "HttpAuthHmac",
+    "HttpInvocationConfig", "III", "InitOptions", "InvocationError", "Logger",
+    "ReconnectionConfig", "RegistrationRejectedError", "TriggerAction", "TriggerActionEnqueue",
+    "TriggerActionVoid", "TriggerConfig", "TriggerRef", "TriggerTypeRef", "register_worker",
+]

@@ -1,0 +1,84 @@
+"""``Logger``: structured log lines sent to the engine's ``engine::log::<level>`` functions.
+
+Invariants: a log call never blocks and never raises. A line goes to the engine (a void
+call of ``engine::log::<level>`` with ``{"message", "data"}``) only when the current worker
+is connected and the engine was seen to have that function (probed once per connection by
+``III.engine_log_functions``); otherwise — including the engine we ship today, which has no
+``engine::log::*`` — it goes to Python ``logging`` under the logger name ``iii``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+_py_log = logging.getLogger("iii")
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+
+
+class Logger:
+    """``Logger().info("message", {"structured": "data"})``; also ``warn``, ``error``, ``debug``."""
+
+    def __init__(self, service_name: str | None = None, worker: Any = None) -> None:
+        self.service_name = service_name
+        self._worker = worker
+
+    def debug(self, message: str, data: Any = None) -> None:
+        self._log("debug", message, data)
+
+    def info(self, message: str, data: Any = None) -> None:
+        self._log("info", message, data)
+
+    def warn(self, message: str, data: Any = None) -> None:
+        self._log("warn", message, data)
+
+    warning = warn
+
+    def error(self, message: str, data: Any = None) -> None:
+        self._log("error", message, data)
+
+    def _log(self, level: str, message: str, data: Any) -> None:
+        try:
+            if self._to_engine(level, message, data):
+                return
+        except Exception:  # a log line must never break the handler that writes it
+            _py_log.debug("engine log delivery failed", exc_info=True)
+        if _py_log.isEnabledFor(_LEVELS[level]):
+            suffix = "" if data is None else " " + json.dumps(data, default=str, ensure_ascii=False)
+            _py_log.log(_LEVELS[level], "%s%s", message, suffix)
+
+    def _to_engine(self, level: str, message: str, data: Any) -> bool:
+        worker = self._worker
+        if worker is None:
+            from sdk.worker import current_worker
+
+            worker = current_worker()
+        if worker is None or worker.get_connection_state() != "connected":
+            return False
+        function_id = f"engine::log::{level}"
+        available = worker.engine_log_functions()
+        if not available or function_id not in available:
+            return False
+        payload: dict[str, Any] = {"message": message}
+        if data is not None:
+            payload["data"] = data
+        if self.service_name:
+            payload["service_name"] = self.service_name
+        loop = worker.shell.loop
+        loop.call_soon_threadsafe(worker.shell.start_call,
+                                  {"function_id": function_id, "payload": payload,
+                                   "action": {"type": "void"}}, _Discard())
+        return True
+
+
+class _Discard:
+    """A waiter nobody reads: void calls settle it with None."""
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, _value: Any) -> None:
+        pass
+
+    def set_exception(self, exc: BaseException) -> None:
+        _py_log.debug("engine log call failed: %s", exc)

@@ -1,0 +1,112 @@
+"""Worker options, address/header/name resolution and the reconnect backoff (all pure).
+
+Invariants: the address is the argument, else ``III_URL``, else ``ws://127.0.0.1:49134``;
+backoff is ``min(initial * multiplier**attempt, max)`` ± ``jitter`` (protocol.md §4.7);
+nothing here touches a socket or reads a clock.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_ENGINE_URL = "ws://127.0.0.1:49134"
+DEFAULT_INVOCATION_TIMEOUT_MS = 30_000
+
+
+@dataclass
+class ReconnectionConfig:
+    """Reconnect backoff; the defaults are those of both official SDKs."""
+
+    initial_delay_ms: int = 1000
+    max_delay_ms: int = 30_000
+    backoff_multiplier: float = 2.0
+    jitter_factor: float = 0.3
+    max_retries: int = -1  # -1: retry forever
+
+
+@dataclass
+class InitOptions:
+    """Options of ``register_worker`` (names as in the official Python SDK 0.25)."""
+
+    worker_name: str | None = None
+    worker_description: str | None = None
+    namespace: str | None = None
+    invocation_timeout_ms: int = DEFAULT_INVOCATION_TIMEOUT_MS
+    reconnection_config: ReconnectionConfig | None = None
+    headers: dict[str, str] | None = None
+    # Ours, not the official SDK's: the loop thread is non-daemon by default (as in 0.25), so
+    # a script that registers functions and reaches its end keeps serving them.
+    daemon: bool = False
+    # Size of the pool that runs sync ``def`` handlers off the event loop.
+    handler_threads: int = 64
+    # uvloop on the SDK's own loop when installed (architecture.md §5: +15-55 %).
+    use_uvloop: bool = True
+
+
+def resolve_address(address: str | None) -> str:
+    if address:
+        return address
+    return os.environ.get("III_URL") or DEFAULT_ENGINE_URL
+
+
+def resolve_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    """User headers plus ``Authorization: Bearer $III_TOKEN`` unless the user set Authorization."""
+    out = dict(headers or {})
+    token = os.environ.get("III_TOKEN", "").strip()
+    if token and not any(k.lower() == "authorization" for k in out):
+        out["Authorization"] = f"Bearer {token}"
+    return out
+
+
+def resolve_worker_name(options: InitOptions, hostname: str, pid: int) -> str:
+    """0.25 precedence: ``III_WORKER_NAME``, then the option, then ``hostname:pid``."""
+    return os.environ.get("III_WORKER_NAME") or options.worker_name or f"{hostname}:{pid}"
+
+
+def resolve_namespace(options: InitOptions) -> str | None:
+    """The option (blank refused), else ``III_NAMESPACE`` if non-blank, else None (= default)."""
+    declared = options.namespace
+    if declared is not None:
+        if not declared.strip():
+            raise ValueError(f"namespace is empty: InitOptions.namespace was set to {declared!r}")
+        return declared
+    env = os.environ.get("III_NAMESPACE")
+    return env if env and env.strip() else None
+
+
+def backoff_delay_ms(config: ReconnectionConfig, attempt: int, rand: float) -> float:
+    """Delay before reconnect number ``attempt`` (0-based); ``rand`` is uniform in [0, 1)."""
+    capped = min(config.initial_delay_ms * (config.backoff_multiplier ** attempt), config.max_delay_ms)
+    jitter = capped * config.jitter_factor * (2.0 * rand - 1.0)
+    return max(0.0, capped + jitter)
+
+
+SDK_VERSION = "0.1.0"
+# We accept 64 MiB inbound; we implement neither observe.v1 nor local-dispatch.v1, so we do
+# not declare them (the official 0.25 SDK declares all three).
+SDK_FEATURES = ("large-messages.v1",)
+
+
+def worker_metadata(options: InitOptions) -> dict[str, object]:
+    """The ``data`` of the ``engine::workers::register`` void call (protocol.md §4.3)."""
+    import platform
+
+    pid = os.getpid()
+    meta: dict[str, object] = {
+        "runtime": "python",
+        "version": SDK_VERSION,
+        "name": resolve_worker_name(options, platform.node(), pid),
+        "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "pid": pid,
+        "isolation": os.environ.get("III_ISOLATION") or None,
+        "namespace": resolve_namespace(options),
+        "telemetry": {
+            "language": os.environ.get("LANG", "").split(".")[0] or None,
+            "project_name": os.path.basename(os.getcwd()) or None,
+            "framework": "iii-py",
+        },
+        "features": list(SDK_FEATURES),
+    }
+    if options.worker_description:
+        meta["description"] = options.worker_description
+    return meta
