@@ -86,6 +86,11 @@ class Proc:
                 "uptime": round(uptime, 3), "restarts": self.restarts, "last_exit": self.last_exit}
 
 
+def _ran(p: Proc, now: float) -> float:
+    """How long ``p`` has been up (0 if it never started)."""
+    return 0.0 if p.started_at is None else now - p.started_at
+
+
 class Arbiter:
     """Decides for a fixed, ordered set of processes (the config's plan)."""
 
@@ -146,7 +151,7 @@ class Arbiter:
     def exited(self, name: str, code: int, now: float) -> list[Action]:
         """Process ``name`` exited with ``code`` (negative: killed by that signal)."""
         p = self.procs[name]
-        ran = now - (p.started_at or now)
+        ran = _ran(p, now)
         p.pid, p.last_exit, p.stop_deadline = None, code, None
         actions: list[Action] = [Event(name, "exit", {"code": code, "ran": round(ran, 3)})]
         if self.stopping:
@@ -165,9 +170,10 @@ class Arbiter:
         """Advance timers: STARTING -> RUNNING, BACKOFF -> respawn, stop timeout -> KILL."""
         actions: list[Action] = []
         for p in self.procs.values():
-            if p.state is ProcState.STARTING and now - (p.started_at or now) >= self.policy.startsecs:
+            if p.state is ProcState.STARTING and _ran(p, now) >= self.policy.startsecs:
                 p.state, p.failures = ProcState.RUNNING, 0
-            elif p.state is ProcState.BACKOFF and not self.stopping and now >= (p.next_start or 0):
+            elif (p.state is ProcState.BACKOFF and not self.stopping
+                  and p.next_start is not None and now >= p.next_start):
                 p.restarts += 1
                 p.next_start = None
                 actions.append(Spawn(p.name))
