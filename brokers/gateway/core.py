@@ -1,0 +1,334 @@
+"""The gateway's protocol core: WebSocket messages and bus frames in, effects out.
+
+No sockets and no event loop here: effects go through an ``Outbox`` (``ws`` to write to a
+connection, ``bus`` to send a frame, ``close`` to drop a connection, ``arm_grace`` to start
+the namespace timer). The shell in ``service.py`` implements it; tests use a recorder.
+
+The call path (protocol.md §5.2) is the hot path: one JSON parse, a route lookup in the
+local table, one JSON encode of the delivered call; results are relayed as the bytes the
+callee sent. A call between two connections of this process never leaves it.
+
+Invariants:
+- registrations of a connection reach the router in arrival order, and not before its
+  namespace is fixed (by ``engine::workers::register`` or the grace timer, §4.4);
+- every call delivered to a connection is answered exactly once to a waiting caller: by
+  the callee's result, or ``invocation_stopped`` when the callee goes away (§4.6);
+- a result is accepted only from the connection the call was delivered to (fixes §12.3).
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, Protocol
+
+from iii.core import frames, wire
+from iii.core.errors import ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE
+from iii.core.routes import RouteTable, not_found_message
+
+log = logging.getLogger(__name__)
+
+ROUTER = "router"
+ENQUEUE_FN = "engine::queue::enqueue"
+REGISTER_FN = "engine::workers::register"
+REGISTRATIONS = frozenset({"registerfunction", "unregisterfunction", "registertrigger", "unregistertrigger",
+                           "registertriggertype", "unregistertriggertype", "registerservice"})
+TELEMETRY_PREFIXES = (b"OTLP", b"MTRC", b"LOGS")
+
+
+class Outbox(Protocol):
+    def ws(self, conn: str, data: bytes) -> None: ...
+    def bus(self, node: str, header: dict, body: bytes = b"") -> None: ...
+    def close(self, conn: str) -> None: ...
+    def arm_grace(self, conn: str) -> None: ...
+
+
+class Conn:
+    """One worker connection and what it registered (kept for router resync)."""
+
+    __slots__ = ("id", "token", "ip", "ns", "buffer", "held", "meta", "delivered", "outgoing")
+
+    def __init__(self, conn_id: str, token: str, ip: str | None) -> None:
+        self.id = conn_id
+        self.token = token
+        self.ip = ip
+        self.ns: str | None = None
+        self.buffer: list[tuple[dict, bytes]] = []
+        self.held: dict[tuple[str, str], bytes] = {}
+        self.meta: bytes | None = None
+        self.delivered: dict[str, tuple[str | None, str | None, str]] = {}
+        self.outgoing: dict[str, tuple[str, str]] = {}
+
+
+class GatewayCore:
+    """All connections of one gateway process and its copy of the routes."""
+
+    def __init__(self, node: str, out: Outbox) -> None:
+        self.node = node
+        self.out = out
+        self.routes = RouteTable()
+        self.conns: dict[str, Conn] = {}
+
+    # ---- connection lifecycle -----------------------------------------------------------
+
+    def open(self, conn_id: str, ip: str | None = None) -> Conn:
+        """A worker connected (the shell picked ``conn_id`` and can already write to it)."""
+        conn = Conn(conn_id, str(uuid.uuid4()), ip)
+        self.conns[conn.id] = conn
+        self.out.bus(ROUTER, {"k": frames.CONN, "c": conn.id, "ev": "open", "token": conn.token, "ip": ip})
+        self.out.ws(conn.id, wire.dumps({"type": "workerregistered", "worker_id": conn.id,
+                                         "reattach_token": conn.token}))
+        self.out.arm_grace(conn.id)
+        return conn
+
+    def closed(self, conn_id: str) -> None:
+        """The socket is gone: stop its calls, tell the router (§4.6)."""
+        conn = self.conns.pop(conn_id, None)
+        if conn is None:
+            return
+        for inv_id, (rnode, rconn, fid) in conn.delivered.items():
+            self._answer(rnode, rconn, inv_id, wire.stopped(inv_id, fid))
+        self.out.bus(ROUTER, {"k": frames.CONN, "c": conn.id, "ev": "close"})
+
+    def grace_expired(self, conn_id: str) -> None:
+        conn = self.conns.get(conn_id)
+        if conn is not None and conn.ns is None:
+            self._fix_namespace(conn, "default")
+
+    # ---- messages from a worker ---------------------------------------------------------
+
+    def on_message(self, conn_id: str, raw: str | bytes) -> None:
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return
+        if isinstance(raw, bytes) and raw[:4] in TELEMETRY_PREFIXES:
+            return  # telemetry on the worker socket (§9.3): accepted and dropped for now
+        if not raw or (isinstance(raw, str) and raw.isspace()):
+            return
+        try:
+            msg = wire.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("dropping undecodable frame from %s", conn_id)
+            return
+        if not isinstance(msg, dict):
+            return
+        kind = msg.get("type")
+        try:
+            if kind == "invokefunction":
+                self._invoke(conn, msg)
+            elif kind == "invocationresult":
+                self._result(conn, msg, raw)
+            elif kind in REGISTRATIONS:
+                self._registration(conn, msg, raw if isinstance(raw, bytes) else raw.encode())
+            elif kind == "triggerregistrationresult":
+                self.out.bus(ROUTER, {"k": frames.UP, "c": conn.id, "ns": conn.ns}, wire.dumps(msg))
+            elif kind == "reattach":
+                self.out.bus(ROUTER, {"k": frames.UP, "c": conn.id, "ns": conn.ns}, wire.dumps(msg))
+            elif kind == "ping":
+                self.out.ws(conn.id, b'{"type":"pong"}')
+        except (KeyError, TypeError, AttributeError) as exc:
+            log.warning("dropping malformed %s frame from %s: %r", kind, conn_id, exc)
+
+    def _invoke(self, conn: Conn, msg: dict) -> None:
+        fid = msg["function_id"]
+        if not isinstance(fid, str):
+            raise TypeError("function_id must be a string")
+        inv_id = msg.get("invocation_id")
+        action = msg.get("action")
+        ns = msg.get("namespace")
+        if ns is None:
+            ns = "default"
+        elif not isinstance(ns, str) or not ns.strip():
+            if inv_id:
+                self.out.ws(conn.id, wire.error(inv_id, fid, INVALID_NAMESPACE, "namespace must not be blank"))
+            return
+        kind = action.get("type") if isinstance(action, dict) else None
+        if kind == "enqueue":
+            self._enqueue(conn, msg, fid, ns, inv_id, action)
+            return
+        if fid == REGISTER_FN:
+            self._register_worker(conn, msg.get("data"), inv_id)
+            return
+        route = self.routes.get(ns, fid)
+        if route is None:
+            if inv_id:
+                self.out.ws(conn.id, wire.error(inv_id, fid, FUNCTION_NOT_FOUND, not_found_message(
+                    fid, ns, self.routes.namespaces_of(fid))))
+            return
+        data = msg.get("data")
+        if isinstance(data, dict):
+            data["_caller_worker_id"] = conn.id
+        void = kind == "void" or not inv_id
+        if void:
+            inv_id = str(uuid.uuid4())
+        body = wire.invoke(inv_id, fid, data, msg.get("metadata"), msg.get("traceparent"), msg.get("baggage"))
+        self._send_call(conn, None if void else conn.id, route, inv_id, fid, body)
+
+    def _send_call(self, caller: Conn, reply_conn: str | None, route, inv_id: str, fid: str, body: bytes) -> None:
+        node, target = route
+        if reply_conn is not None:
+            caller.outgoing[inv_id] = (node, fid)
+        if node == self.node:
+            callee = self.conns.get(target)
+            if callee is None:
+                self._answer(self.node if reply_conn else None, reply_conn, inv_id, wire.stopped(inv_id, fid))
+                return
+            callee.delivered[inv_id] = (self.node if reply_conn else None, reply_conn, fid)
+            self.out.ws(target, body)
+            return
+        header = {"k": frames.INV, "id": inv_id, "fn": fid, "to": target,
+                  "rn": self.node if reply_conn else None, "rc": reply_conn}
+        self.out.bus(node, header, body)
+
+    def _enqueue(self, conn: Conn, msg: dict, fid: str, ns: str, inv_id: Any, action: dict) -> None:
+        """§5.5: the call goes to the queue broker; the caller gets its receipt."""
+        route = self.routes.get("default", ENQUEUE_FN)
+        if route is None:
+            if inv_id:
+                self.out.ws(conn.id, wire.error(inv_id, fid, ENQUEUE_ERROR,
+                                                "No queue worker is installed: add iii-queue to the engine config."))
+            return
+        job: dict[str, Any] = {"queue": action.get("queue"), "function_id": fid, "data": msg.get("data"),
+                               "messageReceiptId": str(uuid.uuid4())}
+        for key in ("traceparent", "baggage", "metadata"):
+            if msg.get(key) is not None:
+                job[key] = msg[key]
+        if ns != "default":
+            job["namespace"] = ns
+        reply = conn.id if inv_id else None
+        inv_id = inv_id or str(uuid.uuid4())
+        self._send_call(conn, reply, route, inv_id, ENQUEUE_FN, wire.invoke(inv_id, ENQUEUE_FN, job))
+
+    def _result(self, conn: Conn, msg: dict, raw: str | bytes) -> None:
+        inv_id = msg["invocation_id"]
+        entry = conn.delivered.pop(inv_id, None)
+        if entry is None:
+            return  # unknown, late, or not delivered to this connection: dropped
+        rnode, rconn, _ = entry
+        if rnode is None:
+            return  # void: the engine discards the reply
+        if isinstance(raw, str):
+            raw = raw.encode()
+        if wire.needs_reencode(raw):
+            raw = wire.dumps(msg)
+        self._answer(rnode, rconn, inv_id, raw)
+
+    def _answer(self, rnode: str | None, rconn: str | None, inv_id: str, body: bytes) -> None:
+        if rnode is None:
+            return
+        if rnode == self.node:
+            caller = self.conns.get(rconn) if rconn else None
+            if caller is not None and caller.outgoing.pop(inv_id, None) is not None:
+                self.out.ws(rconn, body)
+            return
+        self.out.bus(rnode, {"k": frames.RES, "id": inv_id, "to": rconn}, body)
+
+    # ---- registrations ------------------------------------------------------------------
+
+    def _registration(self, conn: Conn, msg: dict, raw: bytes) -> None:
+        if conn.ns is None:
+            conn.buffer.append((msg, raw))
+            return
+        self._forward_registration(conn, msg, raw)
+
+    def _forward_registration(self, conn: Conn, msg: dict, raw: bytes) -> None:
+        kind = msg["type"]
+        key = msg.get("id")
+        if kind in ("registerfunction", "registertrigger", "registertriggertype") and isinstance(key, str):
+            conn.held[(kind, key)] = raw
+        elif kind in ("unregisterfunction", "unregistertrigger", "unregistertriggertype"):
+            conn.held.pop(("register" + kind[len("unregister"):], key), None)
+        self.out.bus(ROUTER, {"k": frames.UP, "c": conn.id, "ns": conn.ns}, raw)
+
+    def _register_worker(self, conn: Conn, data: Any, inv_id: Any) -> None:
+        if isinstance(data, dict):
+            ns = data.get("namespace")
+            if ns is not None and (not isinstance(ns, str) or not ns.strip()):
+                if inv_id:
+                    self.out.ws(conn.id, wire.error(inv_id, REGISTER_FN, INVALID_NAMESPACE,
+                                                    "namespace must not be blank"))
+                return
+            data["_caller_worker_id"] = conn.id
+        conn.meta = wire.dumps(data)
+        self.out.bus(ROUTER, {"k": frames.META, "c": conn.id, "id": inv_id, "fixed": conn.ns}, conn.meta)
+
+    def _fix_namespace(self, conn: Conn, ns: str) -> None:
+        conn.ns = ns
+        buffered, conn.buffer = conn.buffer, []
+        for msg, raw in buffered:
+            self._forward_registration(conn, msg, raw)
+
+    # ---- frames from the bus ------------------------------------------------------------
+
+    def on_frame(self, sender: str, header: dict, body: bytes) -> None:
+        kind = header["k"]
+        if kind == frames.INV:
+            self._deliver(header, body)
+        elif kind == frames.RES:
+            rconn = header.get("to")
+            caller = self.conns.get(rconn) if rconn else None
+            if caller is not None and caller.outgoing.pop(header["id"], None) is not None:
+                self.out.ws(rconn, body)
+        elif kind == frames.ROUTES:
+            self.routes.apply(header["ops"])
+        elif kind == frames.DOWN:
+            if header.get("c") in self.conns:
+                self.out.ws(header["c"], body)
+        elif kind == frames.METAOK:
+            self._meta_ok(header)
+        elif kind == frames.CLOSE:
+            if header.get("c") in self.conns:
+                self.out.close(header["c"])
+                self.closed(header["c"])
+        elif kind == frames.HELLO and sender == ROUTER:
+            self.resync()
+        elif kind == frames.RESET and header.get("node") != self.node:
+            self._reset(header["node"])
+
+    def _deliver(self, header: dict, body: bytes) -> None:
+        target = header.get("to")
+        callee = self.conns.get(target) if target else None
+        rnode, rconn, inv_id = header.get("rn"), header.get("rc"), header["id"]
+        if callee is None:
+            self._answer(rnode, rconn, inv_id, wire.stopped(inv_id, header.get("fn", "")))
+            return
+        callee.delivered[inv_id] = (rnode, rconn, header.get("fn", ""))
+        self.out.ws(target, body)
+
+    def _meta_ok(self, header: dict) -> None:
+        conn = self.conns.get(header.get("c"))
+        if conn is None:
+            return
+        inv_id = header.get("id")
+        if not header.get("ok"):
+            if inv_id:
+                self.out.ws(conn.id, wire.result(inv_id, REGISTER_FN, {"success": False}))
+            self.out.close(conn.id)
+            self.closed(conn.id)
+            return
+        if conn.ns is None:
+            self._fix_namespace(conn, header.get("ns") or "default")
+        if inv_id:
+            self.out.ws(conn.id, wire.result(inv_id, REGISTER_FN, {"success": True}))
+
+    def _reset(self, node: str) -> None:
+        """``node`` restarted: calls waiting on it will never be answered (§4.6)."""
+        for conn in self.conns.values():
+            for inv_id, (target, fid) in list(conn.outgoing.items()):
+                if target == node:
+                    del conn.outgoing[inv_id]
+                    self.out.ws(conn.id, wire.stopped(inv_id, fid))
+            for inv_id, entry in list(conn.delivered.items()):
+                if entry[0] == node:
+                    conn.delivered[inv_id] = (None, None, entry[2])
+
+    def resync(self) -> None:
+        """The router restarted: replay every connection and its registrations."""
+        for conn in self.conns.values():
+            self.out.bus(ROUTER, {"k": frames.CONN, "c": conn.id, "ev": "open", "token": conn.token, "ip": conn.ip})
+            if conn.meta is not None:
+                self.out.bus(ROUTER, {"k": frames.META, "c": conn.id, "id": None, "fixed": conn.ns}, conn.meta)
+            for (kind, _), raw in sorted(conn.held.items(), key=lambda kv: _REPLAY_ORDER[kv[0][0]]):
+                self.out.bus(ROUTER, {"k": frames.UP, "c": conn.id, "ns": conn.ns}, raw)
+
+
+_REPLAY_ORDER = {"registertriggertype": 0, "registerfunction": 1, "registertrigger": 2}

@@ -1,0 +1,124 @@
+"""The gateway process: the WebSocket listener and the bus, around ``GatewayCore``.
+
+Several gateway processes may share the port (``SO_REUSEPORT``); each is a node on the bus
+of its own. Writes to a worker use the same synchronous path as ``websockets.broadcast``
+(frame into the protocol, bytes into the transport) so relaying a call costs no task.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+import uuid
+from http import HTTPStatus
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.protocol import State
+
+from brokers.gateway.core import ROUTER, GatewayCore
+from iii.core import frames
+from iii.core.bus import Bus, BusFull
+from iii.core.units import RunContext
+
+log = logging.getLogger(__name__)
+
+
+def grace_seconds(ctx: RunContext) -> float:
+    env = os.environ.get("III_NAMESPACE_GRACE_MS")
+    if env:
+        return int(env) / 1000
+    return getattr(ctx.engine, "registration_namespace_grace_ms", 5000) / 1000
+
+
+class Gateway:
+    """Implements the core's Outbox with real sockets."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config
+        self.core = GatewayCore(ctx.process, self)
+        self.node_bus = Bus(ctx.process, ctx.runtime_dir, self.core.on_frame)
+        self.sockets: dict[str, ServerConnection] = {}
+        self.grace_s = grace_seconds(ctx)
+        self.epoch = f"{os.getpid()}-{time.time_ns()}"
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- Outbox --------------------------------------------------------------------------
+
+    def ws(self, conn: str, data: bytes) -> None:
+        sock = self.sockets.get(conn)
+        if sock is None or sock.protocol.state is not State.OPEN:
+            return
+        sock.protocol.send_text(data)
+        sock.send_data()
+
+    def bus(self, node: str, header: dict, body: bytes = b"") -> None:
+        try:
+            self.node_bus.send(node, header, body)
+        except BusFull:
+            log.error("bus queue to %s full; %s frame dropped", node, header.get("k"))
+
+    def close(self, conn: str) -> None:
+        sock = self.sockets.get(conn)
+        if sock is not None:
+            asyncio.ensure_future(sock.close())
+
+    def arm_grace(self, conn: str) -> None:
+        assert self.loop is not None
+        self.loop.call_later(self.grace_s, self.core.grace_expired, conn)
+
+    # ---- WebSocket side -------------------------------------------------------------------
+
+    @staticmethod
+    def route_request(connection: ServerConnection, request):
+        if request.path.startswith("/ws/channels/"):
+            return connection.respond(HTTPStatus.NOT_FOUND, "channels are not available yet\n")
+        return None
+
+    async def handle(self, sock: ServerConnection) -> None:
+        if sock.request.path.split("?", 1)[0].rstrip("/") == "/otel":
+            async for _ in sock:  # telemetry: read and dropped until observability lands
+                pass
+            return
+        conn_id = str(uuid.uuid4())
+        peer = sock.remote_address[0] if sock.remote_address else None
+        self.sockets[conn_id] = sock
+        self.core.open(conn_id, peer)
+        on_message = self.core.on_message
+        try:
+            async for raw in sock:
+                on_message(conn_id, raw)
+        except Exception as exc:  # a broken socket is a disconnect, nothing more
+            log.debug("connection %s ended: %r", conn_id, exc)
+        finally:
+            self.sockets.pop(conn_id, None)
+            self.core.closed(conn_id)
+
+    async def serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, stop.set)
+        self.node_bus.start()
+        self.bus(ROUTER, {"k": frames.HELLO, "epoch": self.epoch})
+        async with serve(self.handle, self.cfg["host"], self.cfg["port"], reuse_port=True,
+                         compression=None, max_size=self.cfg["max_message_bytes"], max_queue=64,
+                         ping_interval=None, open_timeout=self.cfg["handshake_timeout_ms"] / 1000,
+                         process_request=self.route_request) as server:
+            log.info("%s listening on %s:%s", self.ctx.process, self.cfg["host"], self.cfg["port"])
+            await stop.wait()
+            server.close(close_connections=True)
+        self.node_bus.close()
+
+
+def main(ctx: RunContext) -> None:
+    """Entry point of a gateway process."""
+    try:
+        import uvloop
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(Gateway(ctx).serve())

@@ -1,0 +1,363 @@
+"""The registry: functions, trigger types, trigger bindings, workers, name leases.
+
+Pure: every effect goes out through the ``send(node, header, body)`` and
+``fire(binding, payload)`` callables given to the constructor; time comes in as
+``now_ms``. An owner is ``(node, conn)``: a WebSocket connection on a gateway, or
+``(node, None)`` for a broker process itself.
+
+Invariants: one live owner per ``(namespace, function_id)`` (protocol.md §5.4); a binding
+is either delivered to exactly one provider or parked (``provider is None``); everything a
+connection registered goes away with it (§4.6), except durable bindings (owner ``None``,
+made through ``engine::register_trigger``), which stay until unregistered; every route
+change is broadcast to every peer in the order it happened.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from iii.core import frames, wire
+
+Owner = tuple[str, "str | None"]
+Key = tuple[str, str]
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def sanitize_name(value: Any) -> str | None:
+    """Worker names and descriptions: control/bidi characters removed, trimmed, <= 280."""
+    if not isinstance(value, str):
+        return None
+    cleaned = _UNSAFE.sub("", value).strip()[:280]
+    return cleaned or None
+
+
+def blank(value: Any) -> bool:
+    """A namespace that is present but whitespace-only (always refused, §10.1)."""
+    return isinstance(value, str) and not value.strip()
+
+
+@dataclass
+class Worker:
+    node: str
+    conn: str | None
+    token: str | None = None
+    ip: str | None = None
+    connected_at_ms: int = 0
+    ns: str = "default"
+    meta: dict = field(default_factory=dict)
+    name: str | None = None
+
+
+@dataclass
+class Function:
+    ns: str
+    id: str
+    owner: Owner
+    message: dict
+
+
+@dataclass
+class TriggerType:
+    ns: str
+    id: str
+    provider: Owner
+    message: dict
+
+
+@dataclass
+class Binding:
+    id: str
+    trigger_type: str
+    function_id: str
+    config: Any
+    metadata: Any
+    target_ns: str
+    trigger_ns: str | None
+    home_ns: str
+    owner: Owner | None
+    provider: Key | None = None
+
+
+class Registry:
+    """The engine's registry; methods are the router's reactions to frames."""
+
+    def __init__(self, me: str, peers: list[str], send: Callable[[str, dict, bytes], None],
+                 fire: Callable[[Binding, Any], None]) -> None:
+        self.me = me
+        self.peers = [p for p in peers if p != me]
+        self.send = send
+        self.fire = fire
+        self.workers: dict[Owner, Worker] = {}
+        self.epochs: dict[str, str] = {}
+        self.functions: dict[Key, Function] = {}
+        self.trigger_types: dict[Key, TriggerType] = {}
+        self.bindings: dict[str, Binding] = {}
+        self.leases: dict[Key, Owner] = {}
+        self.functions_changed = False
+        self.on_route_ops: Callable[[list], None] = lambda ops: None
+
+    # ---- output helpers -----------------------------------------------------------------
+
+    def broadcast_routes(self, ops: list) -> None:
+        self.on_route_ops(ops)
+        for peer in self.peers:
+            self.send(peer, {"k": frames.ROUTES, "ops": ops})
+
+    def snapshot(self) -> list:
+        ops: list = [["="]]
+        ops.extend(["+", f.ns, f.id, f.owner[0], f.owner[1]] for f in self.functions.values())
+        return ops
+
+    def to_conn(self, owner: Owner, message: dict) -> None:
+        if owner[0] == self.me:
+            return
+        self.send(owner[0], {"k": frames.DOWN, "c": owner[1]}, wire.dumps(message))
+
+    def alive(self, owner: Owner | None) -> bool:
+        return owner is not None and owner in self.workers
+
+    # ---- nodes and connections ----------------------------------------------------------
+
+    def hello(self, node: str, epoch: str, worker_name: str | None, now_ms: int) -> None:
+        """A process (re)started: forget what its previous life owned, send it the routes."""
+        old = self.epochs.get(node)
+        if old is not None and old != epoch:
+            self.drop_node(node)
+            for peer in self.peers:
+                self.send(peer, {"k": frames.RESET, "node": node})
+        self.epochs[node] = epoch
+        if worker_name is not None:  # a broker: it owns things as (node, None)
+            self.workers.setdefault((node, None), Worker(node, None, connected_at_ms=now_ms,
+                                                         name=worker_name, meta={"runtime": "engine"}))
+        self.send(node, {"k": frames.ROUTES, "ops": self.snapshot()})
+
+    def drop_node(self, node: str) -> None:
+        for owner in [o for o in self.workers if o[0] == node]:
+            self.disconnect(owner)
+
+    def connect(self, owner: Owner, token: str | None, ip: str | None, now_ms: int) -> None:
+        if owner not in self.workers:
+            self.workers[owner] = Worker(owner[0], owner[1], token, ip, now_ms)
+            self.fire_engine("engine::workers-available", {"event": "worker_connected", "worker_id": owner[1]})
+
+    def disconnect(self, owner: Owner) -> None:
+        """Connection cleanup, protocol.md §4.6 steps 2, 4, 5, 7, 8."""
+        worker = self.workers.get(owner)
+        if worker is None:
+            return
+        gone = [key for key, f in self.functions.items() if f.owner == owner]
+        for key in gone:
+            del self.functions[key]
+        if gone:
+            self.broadcast_routes([["-", ns, fid, owner[0], owner[1]] for ns, fid in gone])
+            self.functions_changed = True
+        for binding in [b for b in self.bindings.values() if b.owner == owner]:
+            self._unbind(binding)
+        for key in [k for k, t in self.trigger_types.items() if t.provider == owner]:
+            del self.trigger_types[key]
+            self._rehome_from(key)
+        for lease, holder in list(self.leases.items()):
+            if holder == owner:
+                del self.leases[lease]
+        del self.workers[owner]
+        if owner[1] is not None:
+            self.fire_engine("engine::workers-available", {"event": "worker_disconnected", "worker_id": owner[1]})
+
+    def reattach(self, owner: Owner, message: dict) -> None:
+        """§4.7: a reconnected worker retires its previous connection, wherever it was."""
+        prev_id, token = message.get("previous_worker_id"), message.get("reattach_token")
+        if not isinstance(prev_id, str) or not token or prev_id == owner[1]:
+            return
+        prev = next((o for o in self.workers if o[1] == prev_id), None)
+        if prev is None or self.workers[prev].token != token:
+            return
+        self.disconnect(prev)
+        self.send(prev[0], {"k": frames.CLOSE, "c": prev[1]})
+
+    def register_worker(self, owner: Owner, data: Any, fixed_ns: str | None) -> tuple[bool, str]:
+        """``engine::workers::register`` (§4.3): store metadata, take the name lease."""
+        worker = self.workers.get(owner)
+        if worker is None:
+            return False, "default"
+        data = data if isinstance(data, dict) else {}
+        ns = fixed_ns or data.get("namespace") or "default"
+        name = sanitize_name(data.get("name"))
+        if name is not None:
+            holder = self.leases.get((ns, name))
+            if holder is not None and holder != owner and self.alive(holder):
+                self.to_conn(owner, {"type": "registrationrejected", "code": "WORKER_NAMESPACE_CONFLICT",
+                                     "namespace": ns, "worker_name": name,
+                                     "owner_worker_id": holder[1] or ""})
+                return False, ns
+            self.leases[(ns, name)] = owner
+        meta = {k: v for k, v in data.items() if k != "_caller_worker_id"}
+        meta["runtime"] = meta.get("runtime") or "unknown"
+        meta["description"] = sanitize_name(meta.get("description"))
+        worker.meta, worker.name, worker.ns = meta, name, ns
+        self.fire_engine("engine::workers-available", {"event": "worker_metadata_updated", "worker_id": owner[1]})
+        return True, ns
+
+    # ---- registrations (UP frames) ------------------------------------------------------
+
+    def up(self, owner: Owner, ns: str, msg: dict) -> None:
+        kind = msg.get("type")
+        handler = {
+            "registerfunction": self.register_function,
+            "unregisterfunction": self.unregister_function,
+            "registertrigger": self.register_trigger,
+            "unregistertrigger": self.unregister_trigger,
+            "registertriggertype": self.register_trigger_type,
+            "unregistertriggertype": self.unregister_trigger_type,
+            "triggerregistrationresult": self.trigger_result,
+        }.get(kind)
+        if handler is not None and owner in self.workers:
+            handler(owner, ns, msg)
+        elif kind == "reattach" and owner in self.workers:
+            self.reattach(owner, msg)
+
+    def register_function(self, owner: Owner, ns: str, msg: dict) -> None:
+        fid = msg.get("id")
+        if not isinstance(fid, str) or not fid.strip():
+            return
+        current = self.functions.get((ns, fid))
+        reserved = fid.startswith("engine::") and ns != "default"
+        if reserved or (current is not None and current.owner != owner and self.alive(current.owner)):
+            self.to_conn(owner, {"type": "registrationrejected", "code": "FUNCTION_NAMESPACE_CONFLICT",
+                                 "namespace": ns, "function_id": fid,
+                                 "owner_worker_id": "" if reserved else (current.owner[1] or "")})
+            return
+        self.functions[(ns, fid)] = Function(ns, fid, owner, msg)
+        if current is None or current.owner != owner:
+            self.broadcast_routes([["+", ns, fid, owner[0], owner[1]]])
+        self.functions_changed = True
+
+    def unregister_function(self, owner: Owner, ns: str, msg: dict) -> None:
+        key = (ns, msg.get("id"))
+        current = self.functions.get(key)
+        if current is not None and current.owner == owner:
+            del self.functions[key]
+            self.broadcast_routes([["-", key[0], key[1], owner[0], owner[1]]])
+            self.functions_changed = True
+
+    def register_trigger(self, owner: Owner | None, ns: str, msg: dict) -> Binding | None:
+        bid, ttype, fid = msg.get("id"), msg.get("trigger_type"), msg.get("function_id")
+        if blank(msg.get("namespace")) or blank(msg.get("trigger_namespace")):
+            self._binding_error(owner, msg, "INVALID_NAMESPACE", "namespace must not be blank")
+            return None
+        if not all(isinstance(v, str) and v for v in (bid, ttype, fid)):
+            return None
+        old = self.bindings.get(bid)
+        if old is not None:
+            self._unbind(old)
+        binding = Binding(bid, ttype, fid, msg.get("config"), msg.get("metadata"),
+                          msg.get("namespace") or "default", msg.get("trigger_namespace"), ns, owner)
+        self.bindings[bid] = binding
+        self._place(binding)
+        return binding
+
+    def unregister_trigger(self, owner: Owner | None, ns: str, msg: dict) -> bool:
+        binding = self.bindings.get(msg.get("id"))
+        if binding is None or (owner is not None and binding.owner != owner):
+            return False
+        self._unbind(binding)
+        return True
+
+    def register_trigger_type(self, owner: Owner, ns: str, msg: dict) -> None:
+        tid = msg.get("id")
+        tns = msg.get("namespace") or ns
+        if not isinstance(tid, str) or not tid or blank(msg.get("namespace")):
+            return
+        key = (tns, tid)
+        self.trigger_types[key] = TriggerType(tns, tid, owner, msg)
+        for binding in list(self.bindings.values()):
+            if binding.owner is not None and not self.alive(binding.owner):
+                del self.bindings[binding.id]
+            elif binding.provider == key:
+                self._deliver(binding)  # a restarted provider learns its bindings again
+            elif binding.provider is None or (binding.provider == ("default", tid) and key[0] != "default"):
+                if self._resolve(binding) == key:
+                    self._withdraw(binding)
+                    self._place(binding)
+
+    def unregister_trigger_type(self, owner: Owner, ns: str, msg: dict) -> None:
+        key = (msg.get("namespace") or ns, msg.get("id"))
+        current = self.trigger_types.get(key)
+        if current is not None and current.provider == owner:
+            del self.trigger_types[key]
+            self._rehome_from(key)
+
+    def trigger_result(self, owner: Owner, ns: str, msg: dict) -> dict | None:
+        """A provider's answer; failures park the binding and reach the binder (§6.1.6)."""
+        binding = self.bindings.get(msg.get("id"))
+        if binding is None or binding.provider is None:
+            return None
+        provider = self.trigger_types.get(binding.provider)
+        if provider is None or provider.provider != owner or not msg.get("error"):
+            return None
+        binding.provider = None
+        if binding.owner is not None:
+            self.to_conn(binding.owner, {"type": "triggerregistrationresult", "id": binding.id,
+                                         "trigger_type": binding.trigger_type,
+                                         "function_id": binding.function_id, "error": msg["error"]})
+        return msg["error"]
+
+    # ---- binding placement --------------------------------------------------------------
+
+    def _resolve(self, binding: Binding) -> Key | None:
+        if binding.trigger_ns is not None:
+            key = (binding.trigger_ns, binding.trigger_type)
+            return key if key in self.trigger_types else None
+        for key in ((binding.home_ns, binding.trigger_type), ("default", binding.trigger_type)):
+            if key in self.trigger_types:
+                return key
+        return None
+
+    def _place(self, binding: Binding) -> None:
+        binding.provider = self._resolve(binding)
+        if binding.provider is not None:
+            self._deliver(binding)
+
+    def _deliver(self, binding: Binding) -> None:
+        provider = self.trigger_types[binding.provider]
+        msg: dict[str, Any] = {"type": "registertrigger", "id": binding.id, "trigger_type": binding.trigger_type,
+                               "function_id": binding.function_id, "config": binding.config}
+        if binding.metadata is not None:
+            msg["metadata"] = binding.metadata
+        if binding.target_ns != "default":
+            msg["namespace"] = binding.target_ns
+        if binding.provider[0] != "default":
+            msg["trigger_namespace"] = binding.provider[0]
+        self.to_conn(provider.provider, msg)
+
+    def _withdraw(self, binding: Binding) -> None:
+        if binding.provider is not None and binding.provider in self.trigger_types:
+            provider = self.trigger_types[binding.provider]
+            self.to_conn(provider.provider, {"type": "unregistertrigger", "id": binding.id,
+                                             "trigger_type": binding.trigger_type})
+        binding.provider = None
+
+    def _unbind(self, binding: Binding) -> None:
+        self._withdraw(binding)
+        self.bindings.pop(binding.id, None)
+
+    def _rehome_from(self, key: Key) -> None:
+        for binding in self.bindings.values():
+            if binding.provider == key:
+                self._place(binding)
+
+    def _binding_error(self, owner: Owner | None, msg: dict, code: str, message: str) -> None:
+        if owner is not None:
+            self.to_conn(owner, {"type": "triggerregistrationresult", "id": msg.get("id"),
+                                 "trigger_type": msg.get("trigger_type"), "function_id": msg.get("function_id"),
+                                 "error": {"code": code, "message": message}})
+
+    # ---- engine trigger types -----------------------------------------------------------
+
+    def fire_engine(self, type_id: str, payload: Any) -> None:
+        """Fire a router-provided trigger type to every binding placed on it."""
+        key = ("default", type_id)
+        for binding in list(self.bindings.values()):
+            if binding.provider == key:
+                self.fire(binding, payload)

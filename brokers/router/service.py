@@ -1,0 +1,181 @@
+"""The router process: the registry's I/O shell and the ``engine::*`` functions.
+
+It reads UP/CONN/META/HELLO frames from gateways and brokers, applies them to the
+``Registry`` and publishes route changes. It is not on the call path: calls go straight
+from a gateway to the owner. On start it says HELLO to every peer, and each answers by
+replaying what it holds, so a restarted router rebuilds the registry from the live
+processes; after a short settling delay it sends every peer a full route snapshot.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from brokers.router import builtins
+from brokers.router.core import Binding, Registry
+from iii.core import frames, wire
+from iii.core.broker import Broker, run
+from iii.core.errors import INVALID_ARGUMENTS, TRIGGER_REGISTRATION_FAILED, EngineError, deserialization_error
+from iii.core.units import RunContext
+
+log = logging.getLogger(__name__)
+
+SETTLE_S = 0.3
+FUNCTIONS_AVAILABLE_DEBOUNCE_S = 0.1
+PROVIDER_ACK_WAIT_S = 10.0
+
+ENGINE_TRIGGER_TYPES = {
+    "engine::functions-available": "Triggered when functions are registered/unregistered",
+    "engine::workers-available": "Triggered when workers connect/disconnect",
+}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Router(Broker):
+    worker_name = "iii-engine-functions"
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx)
+        self.registry = Registry(self.name, ctx.peers, self.send, self._fire)
+        self.registry.on_route_ops = self.routes.apply
+        self._acks: dict[str, asyncio.Future] = {}
+        self._functions_timer: asyncio.TimerHandle | None = None
+        self._kinds.update({frames.UP: self._on_up, frames.CONN: self._on_conn, frames.META: self._on_meta})
+
+    async def setup(self) -> None:
+        for fid, (fn, desc) in builtins.FUNCTIONS.items():
+            self.function(fid, lambda data, meta, fn=fn: fn(self.registry, data), description=desc)
+        self.function("engine::register_trigger", self._register_trigger, description="Bind a durable trigger")
+        self.function("engine::unregister_trigger", self._unregister_trigger, description="Remove a trigger")
+        self.function("engine::workers::register", self._workers_register, description="Worker metadata")
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(SETTLE_S, self._send_snapshots)
+        await super().serve()
+
+    def announce(self) -> None:
+        """The router registers its own functions in-process and greets every peer."""
+        me = (self.name, None)
+        self.registry.hello(self.name, self.epoch, self.worker_name, now_ms())
+        for spec in self.functions.values():
+            self.registry.register_function(me, "default", spec.message)
+        for tid, desc in ENGINE_TRIGGER_TYPES.items():
+            self.registry.register_trigger_type(me, "default", {"id": tid, "description": desc})
+        for peer in self.registry.peers:
+            self.send(peer, {"k": frames.HELLO, "epoch": self.epoch})
+        self._touch_functions()
+
+    def _send_snapshots(self) -> None:
+        snapshot = self.registry.snapshot()
+        for peer in self.registry.peers:
+            self.send(peer, {"k": frames.ROUTES, "ops": snapshot})
+
+    # ---- frames from other processes ---------------------------------------------------
+
+    def _on_hello(self, sender: str, header: dict, body: bytes) -> None:
+        self.registry.hello(sender, header.get("epoch", ""), header.get("worker"), now_ms())
+
+    def _on_conn(self, sender: str, header: dict, body: bytes) -> None:
+        owner = (sender, header["c"])
+        if header.get("ev") == "open":
+            self.registry.connect(owner, header.get("token"), header.get("ip"), now_ms())
+        else:
+            self.registry.disconnect(owner)
+        self._touch_functions()
+
+    def _on_meta(self, sender: str, header: dict, body: bytes) -> None:
+        owner = (sender, header["c"])
+        try:
+            data = wire.loads(body)
+        except ValueError:
+            data = None
+        ok, ns = self.registry.register_worker(owner, data, header.get("fixed"))
+        self.send(sender, {"k": frames.METAOK, "c": header["c"], "ok": ok, "ns": ns, "id": header.get("id")})
+
+    def _on_up(self, sender: str, header: dict, body: bytes) -> None:
+        try:
+            msg = wire.loads(body)
+        except ValueError:
+            return
+        if not isinstance(msg, dict):
+            return
+        owner = (sender, header.get("c"))
+        error = None
+        if msg.get("type") == "triggerregistrationresult":
+            error = self.registry.trigger_result(owner, header.get("ns") or "default", msg)
+            ack = self._acks.pop(str(msg.get("id")), None)
+            if ack is not None and not ack.done():
+                ack.set_result(error if error is not None else msg.get("error"))
+        else:
+            self.registry.up(owner, header.get("ns") or "default", msg)
+        self._touch_functions()
+
+    # ---- engine trigger types ----------------------------------------------------------
+
+    def _fire(self, binding: Binding, payload: Any) -> None:
+        try:
+            self.call_void(binding.function_id, payload, namespace=binding.target_ns, metadata=binding.metadata)
+        except EngineError as exc:
+            log.debug("engine trigger %s -> %s: %s", binding.trigger_type, binding.function_id, exc.message)
+
+    def _touch_functions(self) -> None:
+        if self.registry.functions_changed and self._functions_timer is None:
+            loop = asyncio.get_running_loop()
+            self._functions_timer = loop.call_later(FUNCTIONS_AVAILABLE_DEBOUNCE_S, self._functions_available)
+
+    def _functions_available(self) -> None:
+        self._functions_timer = None
+        self.registry.functions_changed = False
+        self.registry.fire_engine("engine::functions-available",
+                                  {"event": "functions_changed", "functions": builtins.function_summaries(self.registry)})
+
+    # ---- durable bindings (§6.4) -------------------------------------------------------
+
+    async def _register_trigger(self, data: Any, metadata: Any) -> dict:
+        if not isinstance(data, dict) or not isinstance(data.get("trigger_type"), str) \
+                or not isinstance(data.get("function_id"), str):
+            raise deserialization_error("engine::register_trigger", "trigger_type and function_id are required")
+        bid = str(uuid.uuid4())
+        msg = {"id": bid, "trigger_type": data["trigger_type"], "function_id": data["function_id"],
+               "config": data.get("config"), "metadata": data.get("metadata"),
+               "trigger_namespace": data.get("trigger_namespace")}
+        fut = asyncio.get_running_loop().create_future()
+        self._acks[bid] = fut
+        binding = self.registry.register_trigger(None, "default", msg)
+        if binding is None:
+            self._acks.pop(bid, None)
+            raise EngineError(INVALID_ARGUMENTS, "invalid trigger registration")
+        provider = self.registry.trigger_types.get(binding.provider) if binding.provider else None
+        if provider is not None and provider.provider != (self.name, None):
+            try:
+                error = await asyncio.wait_for(fut, PROVIDER_ACK_WAIT_S)
+            except asyncio.TimeoutError:
+                error = None  # no answer in time counts as accepted (§6.4)
+            if error:
+                self.registry.unregister_trigger(None, "default", {"id": bid})
+                message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+                raise EngineError(TRIGGER_REGISTRATION_FAILED, message)
+        self._acks.pop(bid, None)
+        return {"id": bid}
+
+    def _unregister_trigger(self, data: Any, metadata: Any) -> dict:
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise deserialization_error("engine::unregister_trigger", "id is required")
+        return {"removed": self.registry.unregister_trigger(None, "default", {"id": data["id"]})}
+
+    def _workers_register(self, data: Any, metadata: Any) -> dict:
+        # Gateways answer this for their own connections; reaching the router means the
+        # caller is not a WebSocket worker, which has no metadata to register.
+        return {"success": False}
+
+
+def main(ctx: RunContext) -> None:
+    """Entry point of the router process."""
+    run(Router, ctx)
