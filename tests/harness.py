@@ -1,0 +1,242 @@
+"""Starts the real engine (``iii-supervisor start CONFIG``) for end-to-end and interop tests.
+
+What it owns: a temporary config with a free port, the supervisor subprocess (in its own
+process group), its log file, and the short runtime dir. Nothing here knows the engine's
+internals: it talks to it only through the CLI (``start``, ``status --json``) and the
+WebSocket port, as an operator or an SDK would.
+
+Invariants:
+- the runtime dir is made with ``tempfile.mkdtemp(prefix="iii-", dir="/tmp")`` because ipc
+  socket paths must stay under ~107 bytes (pytest's ``tmp_path`` is too long);
+- ``start_engine`` returns only once a worker connection on the port has received
+  ``workerregistered``; if the supervisor dies first, the error carries its stderr;
+- ``Engine.stop`` always leaves no process of this engine behind (SIGTERM, wait, then SIGKILL
+  of the process group and of any descendant that left it).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.wsclient import RawClient
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+LIVE: list["Engine"] = []
+"""Engines started and not yet stopped; conftest dumps their logs into failing reports."""
+
+
+class EngineError(RuntimeError):
+    """The engine did not start or did not reach the state a test waited for."""
+
+
+def supervisor_cmd() -> list[str]:
+    """``iii-supervisor`` of the venv that runs the tests (ours, never ``.venv-official``)."""
+    exe = Path(sys.executable).parent / "iii-supervisor"
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", "from iii.supervisor.cli import main; main()"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_config(*, port: int, runtime_dir: str, data_dir: str, gateway_processes: int = 1,
+                queues: dict[str, Any] | None = None, extra_workers_yaml: str = "") -> str:
+    """The iii-format config text for a test engine."""
+    text = textwrap.dedent(f"""\
+        engine:
+          runtime_dir: {runtime_dir}
+          data_dir: {data_dir}
+        workers:
+          - name: iii-worker-manager
+            config:
+              host: 127.0.0.1
+              port: {port}
+              processes: {gateway_processes}
+        """)
+    if queues is not None:
+        text += "  - name: iii-queue\n    config:\n      queue_configs: " + json.dumps(queues) + "\n"
+    if extra_workers_yaml:
+        text += textwrap.indent(textwrap.dedent(extra_workers_yaml).strip("\n"), "  ") + "\n"
+    return text
+
+
+class Engine:
+    """One running ``iii-supervisor start`` and the temp files it uses."""
+
+    def __init__(self, *, config_text: str, port: int, runtime_dir: str, data_dir: str) -> None:
+        self.port = port
+        self.url = f"ws://127.0.0.1:{port}"
+        self.runtime_dir = runtime_dir
+        self.data_dir = data_dir
+        self.config_path = os.path.join(runtime_dir, "iii-config.yaml")
+        Path(self.config_path).write_text(config_text)
+        self.log_path = os.path.join(runtime_dir, "supervisor.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._descendants: set[int] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, timeout: float = 20.0) -> "Engine":
+        logf = open(self.log_path, "wb")
+        try:
+            self.proc = subprocess.Popen(
+                supervisor_cmd() + ["start", self.config_path], cwd=REPO,
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                start_new_session=True)  # own process group: stop() can kill it whole
+        finally:
+            logf.close()
+        LIVE.append(self)
+        try:
+            self.wait_accepting(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_accepting(self, timeout: float = 20.0) -> None:
+        """Until a worker connection receives ``workerregistered``."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise EngineError(f"iii-supervisor exited with {self.proc.returncode} before "
+                                  f"the port accepted workers:\n{self.log_tail()}")
+            try:
+                with RawClient.worker(self.url, timeout=2.0):
+                    return
+            except Exception as exc:  # refused, reset, timeout: not up yet
+                last = exc
+                time.sleep(0.1)
+        raise EngineError(f"engine on {self.url} not accepting workers after {timeout}s "
+                          f"(last error: {last!r}):\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the supervisor, wait, then SIGKILL whatever is left of this engine."""
+        if self in LIVE:
+            LIVE.remove(self)
+        if self.proc is None:
+            return None
+        self._remember_descendants()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("iii-supervisor ignored SIGTERM for %ss; killing its group", timeout)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in self._descendants:  # children that setsid() away from the group
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+        rc = self.proc.wait(5)
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        return rc
+
+    def _remember_descendants(self) -> None:
+        try:
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                self._descendants.add(child.pid)
+        except psutil.Error:
+            pass
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def log_tail(self, limit: int = 20000) -> str:
+        try:
+            data = Path(self.log_path).read_bytes()
+        except OSError:
+            return "(no supervisor log)"
+        return data[-limit:].decode("utf-8", "replace")
+
+    def status(self) -> list[dict[str, Any]]:
+        """``iii-supervisor status --config CONFIG --json``: [{name, state, pid, ...}]."""
+        out = subprocess.run(supervisor_cmd() + ["status", "--config", self.config_path, "--json"],
+                             capture_output=True, text=True, timeout=10, cwd=REPO)
+        if out.returncode != 0:
+            raise EngineError(f"status failed ({out.returncode}): {out.stderr or out.stdout}")
+        data = json.loads(out.stdout)
+        if isinstance(data, dict):  # tolerate {"processes": [...]}
+            data = data.get("processes", data)
+        return list(data)
+
+    def process(self, name: str) -> dict[str, Any]:
+        for entry in self.status():
+            if entry.get("name") == name:
+                return entry
+        raise EngineError(f"no process {name!r} in status: {self.status()}")
+
+    def pid(self, name: str) -> int:
+        pid = self.process(name).get("pid")
+        if not pid:
+            raise EngineError(f"process {name!r} has no pid: {self.process(name)}")
+        return int(pid)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Signal one engine process by its name; returns the pid signalled."""
+        self._remember_descendants()
+        pid = self.pid(name)
+        os.kill(pid, sig)
+        return pid
+
+    def wait_running(self, name: str, timeout: float = 5.0, *, not_pid: int | None = None
+                     ) -> dict[str, Any]:
+        """Until ``name`` is RUNNING (with a pid other than ``not_pid``); returns its entry."""
+        deadline = time.monotonic() + timeout
+        entry: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                entry = self.process(name)
+            except EngineError:
+                entry = {}
+            if (str(entry.get("state", "")).upper() == "RUNNING" and entry.get("pid")
+                    and entry.get("pid") != not_pid):
+                return entry
+            time.sleep(0.05)
+        raise EngineError(f"{name} not RUNNING (pid != {not_pid}) within {timeout}s: {entry}")
+
+
+def start_engine(*, gateway_processes: int = 1, queues: dict[str, Any] | None = None,
+                 extra_workers_yaml: str = "", config_text: str | None = None,
+                 timeout: float = 20.0) -> Engine:
+    """Write a temp config with a free port and start ``iii-supervisor start`` on it.
+
+    ``config_text`` may contain ``{port}``, ``{runtime_dir}`` and ``{data_dir}``, which are
+    filled in; otherwise the config is built from the keyword arguments.
+    """
+    runtime_dir = tempfile.mkdtemp(prefix="iii-", dir="/tmp")
+    data_dir = os.path.join(runtime_dir, "data")
+    os.makedirs(data_dir)
+    port = free_port()
+    if config_text is not None:
+        # str.replace, not str.format: YAML flow maps use braces too.
+        text = (config_text.replace("{port}", str(port)).replace("{runtime_dir}", runtime_dir)
+                .replace("{data_dir}", data_dir))
+    else:
+        text = make_config(port=port, runtime_dir=runtime_dir, data_dir=data_dir,
+                           gateway_processes=gateway_processes, queues=queues,
+                           extra_workers_yaml=extra_workers_yaml)
+    return Engine(config_text=text, port=port, runtime_dir=runtime_dir,
+                  data_dir=data_dir).start(timeout)

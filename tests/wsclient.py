@@ -1,0 +1,154 @@
+"""A tiny raw client of the worker protocol, for tests that need to see exact frames.
+
+It owns one WebSocket connection (``websockets.sync``) and nothing else: no retries, no
+reconnects, no protocol logic beyond JSON. Tests use it to send what the official SDKs never
+send (bad JSON, unknown types, binary garbage, ``ping``) and to assert on the frames the engine
+answers with.
+
+Invariants: ``recv`` never blocks longer than the timeout it is given; frames read while
+waiting for a particular one are kept in ``backlog`` in arrival order and handed out first by
+later ``recv`` / ``recv_until`` calls, so no frame is lost between two waits.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Callable
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+Frame = dict[str, Any]
+
+
+class RawClient:
+    """One worker-protocol connection speaking raw JSON."""
+
+    def __init__(self, url: str, *, path: str = "/", max_size: int | None = 128 * 1024 * 1024,
+                 open_timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/") + path
+        # compression=None: the engine may decline permessage-deflate; we need not offer it.
+        self.ws: ClientConnection = connect(self.url, max_size=max_size, open_timeout=open_timeout,
+                                            compression=None)
+        self.backlog: list[Frame] = []
+        self.welcome: Frame | None = None
+
+    # -- connection ----------------------------------------------------------------------
+
+    @classmethod
+    def worker(cls, url: str, timeout: float = 5.0) -> "RawClient":
+        """Connect on ``/`` and wait for ``workerregistered`` (kept in ``.welcome``)."""
+        client = cls(url)
+        try:
+            client.welcome = client.recv_until(lambda f: f.get("type") == "workerregistered",
+                                               timeout)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    @property
+    def worker_id(self) -> str:
+        assert self.welcome is not None, "not a worker connection"
+        return self.welcome["worker_id"]
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:  # closing twice or after the peer vanished is fine in tests
+            pass
+
+    @property
+    def is_open(self) -> bool:
+        """True while the socket is open: probed with a WebSocket ping."""
+        try:
+            self.ws.ping().wait(2.0)
+            return True
+        except (ConnectionClosed, TimeoutError, RuntimeError):
+            return False
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, frame: Frame) -> None:
+        self.ws.send(json.dumps(frame))
+
+    def send_raw(self, data: str | bytes) -> None:
+        """Send text (``str``) or binary (``bytes``) exactly as given."""
+        self.ws.send(data)
+
+    def register_function(self, function_id: str, **extra: Any) -> None:
+        self.send({"type": "registerfunction", "id": function_id, **extra})
+
+    def declare(self, name: str = "raw-test", namespace: str | None = None) -> None:
+        """Send ``engine::workers::register`` as the SDKs do, fixing the namespace now."""
+        data = {"runtime": "python", "version": "raw", "name": name, "pid": 0,
+                "namespace": namespace}
+        self.send({"type": "invokefunction", "function_id": "engine::workers::register",
+                   "data": data, "action": {"type": "void"}})
+
+    def call(self, function_id: str, data: Any = None, *, timeout: float = 5.0,
+             omit_data: bool = False, **extra: Any) -> Frame:
+        """A sync call: send ``invokefunction`` and wait for its ``invocationresult``."""
+        inv = str(uuid.uuid4())
+        frame: Frame = {"type": "invokefunction", "function_id": function_id,
+                        "invocation_id": inv, **extra}
+        if not omit_data:
+            frame["data"] = data
+        self.send(frame)
+        return self.recv_until(
+            lambda f: f.get("type") == "invocationresult" and f.get("invocation_id") == inv,
+            timeout)
+
+    def answer(self, invocation: Frame, result: Any) -> None:
+        self.send({"type": "invocationresult", "invocation_id": invocation["invocation_id"],
+                   "function_id": invocation["function_id"], "result": result})
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def recv(self, timeout: float = 5.0) -> Frame:
+        """The next JSON frame (raises TimeoutError after ``timeout`` seconds)."""
+        if self.backlog:
+            return self.backlog.pop(0)
+        return self._read(timeout)
+
+    def _read(self, timeout: float) -> Frame:
+        raw = self.ws.recv(timeout=max(timeout, 0.0))
+        return json.loads(raw)
+
+    def recv_until(self, pred: Callable[[Frame], bool], timeout: float = 5.0) -> Frame:
+        """The first frame matching ``pred``; others are kept in ``backlog``."""
+        for i, frame in enumerate(self.backlog):
+            if pred(frame):
+                return self.backlog.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no matching frame within {timeout}s; "
+                                   f"seen meanwhile: {self.backlog[-5:]}")
+            try:
+                frame = self._read(left)
+            except TimeoutError:
+                raise TimeoutError(f"no matching frame within {timeout}s; "
+                                   f"seen meanwhile: {self.backlog[-5:]}") from None
+            if pred(frame):
+                return frame
+            self.backlog.append(frame)
+
+    def frames_within(self, seconds: float) -> list[Frame]:
+        """Every frame that arrives within ``seconds`` (backlog included)."""
+        out, self.backlog = self.backlog, []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                out.append(self._read(left))
+            except TimeoutError:
+                break
+        return out
+
+    def __enter__(self) -> "RawClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
