@@ -1,0 +1,1 @@
+"""The pub/sub broker (``iii-pubsub``): ``publish`` and ``subscribe`` triggers, in memory."""

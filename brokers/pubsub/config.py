@@ -1,0 +1,28 @@
+"""The ``iii-pubsub`` config block (workers-a §1.6): ``adapter`` only.
+
+Only the in-process ``local`` adapter exists here; ``redis`` is rejected with a clear
+message rather than silently replaced by ``local`` (it would change who receives what).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from iii.core.schema import ConfigError, Field, validate
+
+
+def _parse_adapter(raw: Any, path: str) -> dict[str, Any]:
+    adapter = validate(raw, {"name": Field(str, "local"), "config": Field(dict, None)}, path)
+    if adapter["name"] != "local":
+        raise ConfigError(f"{path}.name: adapter '{adapter['name']}' is not supported by this "
+                          "engine (only 'local')")
+    if adapter["config"]:
+        raise ConfigError(f"{path}.config: the 'local' adapter takes no config")
+    return adapter
+
+
+FIELDS = {"adapter": Field(dict, lambda: {"name": "local", "config": None}, parse=_parse_adapter)}
+
+
+def parse(raw: Any, path: str) -> dict[str, Any]:
+    """Validate the ``iii-pubsub`` block."""
+    return validate(raw, FIELDS, path)
