@@ -25,13 +25,6 @@ from iii.core.units import RunContext
 log = logging.getLogger(__name__)
 
 
-def grace_seconds(ctx: RunContext) -> float:
-    env = os.environ.get("III_NAMESPACE_GRACE_MS")
-    if env:
-        return int(env) / 1000
-    return getattr(ctx.engine, "registration_namespace_grace_ms", 5000) / 1000
-
-
 class Gateway:
     """Implements the core's Outbox with real sockets."""
 
@@ -41,7 +34,7 @@ class Gateway:
         self.core = GatewayCore(ctx.process, self)
         self.node_bus = Bus(ctx.process, ctx.runtime_dir, self.core.on_frame)
         self.sockets: dict[str, ServerConnection] = {}
-        self.grace_s = grace_seconds(ctx)
+        self.grace_s = ctx.engine.registration_namespace_grace_ms / 1000  # env already applied
         self.epoch = f"{os.getpid()}-{time.time_ns()}"
         self.loop: asyncio.AbstractEventLoop | None = None
 
