@@ -30,7 +30,7 @@ class RawClient:
         self.url = url.rstrip("/") + path
         # compression=None: the engine may decline permessage-deflate; we need not offer it.
         self.ws: ClientConnection = connect(self.url, max_size=max_size, open_timeout=open_timeout,
-                                            compression=None)
+                                            compression=None, legacy=True)
         self.backlog: list[Frame] = []
         self.welcome: Frame | None = None
 

@@ -4,8 +4,8 @@ What it owns: one subprocess per ``SdkWorker`` (Node ``tests/interop/node/worker
 ``node``, or ``tests/interop/official_py/worker.py`` under ``.venv-official/bin/python``), a
 reader thread per stdout, and the list of events seen so far.
 
-Invariants: events are kept in arrival order and never dropped (``expect`` searches from a
-cursor, so two waits for the same kind of event see two different events); a worker's stderr
+Invariants: events are kept in arrival order and never dropped; ``expect`` hands out each
+event at most once (two waits for the same kind of event see two different events); a worker's stderr
 goes to a file whose tail is shown when an expectation fails; ``stop``/``kill`` always reap.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ class SdkWorker:
         self.events: list[Event] = []
         self.noise: list[str] = []
         self._q: queue.Queue[Event | None] = queue.Queue()
-        self._cursor = 0
+        self._used: set[int] = set()
         threading.Thread(target=self._read, daemon=True).start()
 
     def __repr__(self) -> str:
@@ -117,13 +117,13 @@ class SdkWorker:
             return ""
 
     def expect(self, pred: Callable[[Event], bool], timeout: float = 10.0, what: str = "") -> Event:
-        """The next event (after the previous match) satisfying ``pred``."""
+        """The first event not handed out before that satisfies ``pred``."""
         deadline = time.monotonic() + timeout
         alive = True
         while True:
-            for i in range(self._cursor, len(self.events)):
-                if pred(self.events[i]):
-                    self._cursor = i + 1
+            for i in range(len(self.events)):
+                if i not in self._used and pred(self.events[i]):
+                    self._used.add(i)
                     return self.events[i]
             left = deadline - time.monotonic()
             if left <= 0 or not alive:
