@@ -136,11 +136,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
             print(f"iii-supervisor: not running ({exc})", file=sys.stderr)
             return EXIT_ERROR
         os.kill(pid, signal.SIGTERM)  # the socket is gone but the process is not
+    # Done when the pid file is gone (removed on the way out) or names no live process.
     deadline = time.monotonic() + args.timeout
     while pid is not None and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if read_pid(runtime_dir) is None:
             return EXIT_OK
         time.sleep(0.05)
     if pid is not None:
