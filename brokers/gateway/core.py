@@ -62,8 +62,9 @@ class Conn:
 class GatewayCore:
     """All connections of one gateway process and its copy of the routes."""
 
-    def __init__(self, node: str, out: Outbox) -> None:
+    def __init__(self, node: str, out: Outbox, epoch: str = "") -> None:
         self.node = node
+        self.epoch = epoch
         self.out = out
         self.routes = RouteTable()
         self.conns: dict[str, Conn] = {}
@@ -322,7 +323,9 @@ class GatewayCore:
                     conn.delivered[inv_id] = (None, None, entry[2])
 
     def resync(self) -> None:
-        """The router restarted: replay every connection and its registrations."""
+        """The router restarted: say who we are, then replay every connection and its
+        registrations (the HELLO lets it tell our next restart from this life)."""
+        self.out.bus(ROUTER, {"k": frames.HELLO, "epoch": self.epoch})
         for conn in self.conns.values():
             self.out.bus(ROUTER, {"k": frames.CONN, "c": conn.id, "ev": "open", "token": conn.token, "ip": conn.ip})
             if conn.meta is not None:

@@ -31,11 +31,11 @@ class Gateway:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.cfg = ctx.config
-        self.core = GatewayCore(ctx.process, self)
+        self.epoch = f"{os.getpid()}-{time.time_ns()}"
+        self.core = GatewayCore(ctx.process, self, self.epoch)
         self.node_bus = Bus(ctx.process, ctx.runtime_dir, self.core.on_frame)
         self.sockets: dict[str, ServerConnection] = {}
         self.grace_s = ctx.engine.registration_namespace_grace_ms / 1000  # env already applied
-        self.epoch = f"{os.getpid()}-{time.time_ns()}"
         self.loop: asyncio.AbstractEventLoop | None = None
 
     # ---- Outbox --------------------------------------------------------------------------

@@ -129,7 +129,13 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
 
     async def commit(self, ops: list[Op]) -> None:
-        """Returns once ``ops`` are durable; raises if their transaction failed."""
+        """Returns once ``ops`` are durable; raises if their transaction failed.
+
+        With no ops it is a barrier: it returns once every earlier call's ops are durable
+        (at once when nothing is in progress), without a transaction of its own.
+        """
+        if not ops and self._task is None:
+            return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._ops.extend(ops)
@@ -145,7 +151,8 @@ class GroupCommitter:
                 ops, waiters = self._ops, self._waiters
                 self._ops, self._waiters = [], []
                 try:
-                    await loop.run_in_executor(self._pool, self.store.commit, ops)
+                    if ops:
+                        await loop.run_in_executor(self._pool, self.store.commit, ops)
                 except Exception as exc:
                     log.error("queue commit of %d writes failed: %s", len(ops), exc)
                     for w in waiters:

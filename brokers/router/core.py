@@ -120,8 +120,11 @@ class Registry:
 
     # ---- nodes and connections ----------------------------------------------------------
 
-    def hello(self, node: str, epoch: str, worker_name: str | None, now_ms: int) -> None:
-        """A process (re)started: forget what its previous life owned, send it the routes."""
+    def hello(self, node: str, epoch: str, worker_name: str | None, now_ms: int,
+              snapshot: bool = True) -> None:
+        """A process (re)started: forget what its previous life owned, send it the routes
+        (unless the router itself is still collecting replays: a partial snapshot would
+        blank routes the peer still needs; the full one follows)."""
         old = self.epochs.get(node)
         if old is not None and old != epoch:
             self.drop_node(node)
@@ -131,7 +134,8 @@ class Registry:
         if worker_name is not None:  # a broker: it owns things as (node, None)
             self.workers.setdefault((node, None), Worker(node, None, connected_at_ms=now_ms,
                                                          name=worker_name, meta={"runtime": "engine"}))
-        self.send(node, {"k": frames.ROUTES, "ops": self.snapshot()})
+        if snapshot:
+            self.send(node, {"k": frames.ROUTES, "ops": self.snapshot()})
 
     def drop_node(self, node: str) -> None:
         for owner in [o for o in self.workers if o[0] == node]:

@@ -46,6 +46,7 @@ class Router(Broker):
         self.registry.on_route_ops = self.routes.apply
         self._acks: dict[str, asyncio.Future] = {}
         self._functions_timer: asyncio.TimerHandle | None = None
+        self.settled = False
         self._kinds.update({frames.UP: self._on_up, frames.CONN: self._on_conn, frames.META: self._on_meta})
 
     async def setup(self) -> None:
@@ -63,7 +64,7 @@ class Router(Broker):
     def announce(self) -> None:
         """The router registers its own functions in-process and greets every peer."""
         me = (self.name, None)
-        self.registry.hello(self.name, self.epoch, self.worker_name, now_ms())
+        self.registry.hello(self.name, self.epoch, self.worker_name, now_ms(), snapshot=False)
         for spec in self.functions.values():
             self.registry.register_function(me, "default", spec.message)
         for tid, desc in ENGINE_TRIGGER_TYPES.items():
@@ -73,6 +74,7 @@ class Router(Broker):
         self._touch_functions()
 
     def _send_snapshots(self) -> None:
+        self.settled = True
         snapshot = self.registry.snapshot()
         for peer in self.registry.peers:
             self.send(peer, {"k": frames.ROUTES, "ops": snapshot})
@@ -80,7 +82,7 @@ class Router(Broker):
     # ---- frames from other processes ---------------------------------------------------
 
     def _on_hello(self, sender: str, header: dict, body: bytes) -> None:
-        self.registry.hello(sender, header.get("epoch", ""), header.get("worker"), now_ms())
+        self.registry.hello(sender, header.get("epoch", ""), header.get("worker"), now_ms(), self.settled)
 
     def _on_conn(self, sender: str, header: dict, body: bytes) -> None:
         owner = (sender, header["c"])

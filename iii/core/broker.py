@@ -200,7 +200,8 @@ class Broker:
         self.routes.apply(header["ops"])
 
     def _on_hello(self, sender: str, header: dict, body: bytes) -> None:
-        if sender == ROUTER:  # the router (re)started: tell it everything again
+        if sender == ROUTER:  # the router (re)started: tell it who we are and everything again
+            self.send(ROUTER, {"k": frames.HELLO, "epoch": self.epoch, "worker": self.worker_name})
             self.announce()
             self.on_router_restart()
 
