@@ -1,0 +1,54 @@
+"""The pub/sub broker process: ``publish`` and the ``subscribe`` trigger type on the bus.
+
+Fire-and-forget (workers-a §4.1): ``publish`` answers null at once after sending one void
+call per subscriber; a subscriber that is not routable is logged and skipped, and the
+handlers' results and errors never reach the publisher.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from brokers.pubsub.core import PUBLISH, TRIGGER_TYPE, PubSubCore, parse_publish
+from iii.core.broker import Broker, run
+from iii.core.errors import EngineError
+from iii.core.units import RunContext
+
+log = logging.getLogger(__name__)
+
+PUBLISH_FORMAT = {"type": "object", "properties": {"topic": {"type": "string"}, "data": {}},
+                  "required": ["topic", "data"]}
+SUBSCRIBE_FORMAT = {"type": "object", "properties": {"topic": {"type": "string"}},
+                    "required": ["topic"]}
+
+
+class PubSubBroker(Broker):
+    worker_name = "iii-pubsub"
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx)
+        self.core = PubSubCore()
+
+    async def setup(self) -> None:
+        self.function(PUBLISH, self._publish, request_format=PUBLISH_FORMAT,
+                      description="Publish data to every subscriber of a topic")
+        self.trigger_type(TRIGGER_TYPE, "Subscribe to a pub/sub topic", on_register=self._subscribe,
+                          on_unregister=self.core.unsubscribe, trigger_request_format=SUBSCRIBE_FORMAT)
+
+    def _publish(self, data: Any, metadata: Any) -> None:
+        topic, payload = parse_publish(data)
+        for delivery in self.core.publish(topic, payload):
+            try:
+                self.call_void(delivery.function_id, delivery.data, namespace=delivery.namespace)
+            except EngineError as exc:
+                log.warning("publish to %s: subscriber %s skipped: %s", topic,
+                            delivery.function_id, exc.message)
+
+    def _subscribe(self, binding: dict) -> None:
+        self.core.subscribe(binding["id"], binding.get("config"), binding["function_id"],
+                            binding["namespace"])
+
+
+def main(ctx: RunContext) -> None:
+    """Entry point of the pub/sub process."""
+    run(PubSubBroker, ctx)

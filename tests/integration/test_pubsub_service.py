@@ -1,0 +1,60 @@
+"""The pub/sub broker process in a real engine: fan-out to two subscribers, unsubscribe of
+one leaves the other, publish input errors."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.harness import start_engine
+from tests.wsclient import RawClient
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = start_engine(extra_workers_yaml="- name: iii-pubsub\n")
+    try:
+        deadline = time.monotonic() + 10
+        with RawClient.worker(eng.url) as w:
+            while "error" in w.call("publish", {"topic": "warmup", "data": None}):
+                assert time.monotonic() < deadline, "pubsub never registered publish"
+                time.sleep(0.05)
+        yield eng
+    finally:
+        eng.stop()
+
+
+def calls_of(w: RawClient, fns: set[str], seconds: float) -> list[dict]:
+    out = []
+    for frame in w.frames_within(seconds):
+        if frame.get("type") == "invokefunction" and frame["function_id"] in fns:
+            out.append(frame)
+    return out
+
+
+def test_fanout_and_unsubscribe_one_of_two(engine) -> None:
+    topic = f"news-{uuid.uuid4().hex[:8]}"
+    a, b = f"a::{topic}", f"b::{topic}"
+    with RawClient.worker(engine.url) as w:
+        w.declare("pubsub-test")
+        for fn in (a, b):
+            w.register_function(fn)
+            w.send({"type": "registertrigger", "id": "t-" + fn, "trigger_type": "subscribe",
+                    "function_id": fn, "config": {"topic": topic}})
+        time.sleep(0.3)  # trigger registration has no success ack
+        assert w.call("publish", {"topic": topic, "data": {"n": 1}}).get("result") is None
+        got = calls_of(w, {a, b}, 0.5)
+        assert sorted((f["function_id"], f["data"]["n"]) for f in got) == [(a, 1), (b, 1)]
+        w.send({"type": "unregistertrigger", "id": "t-" + a, "trigger_type": "subscribe"})
+        time.sleep(0.3)
+        w.call("publish", {"topic": topic, "data": {"n": 2}})
+        got = calls_of(w, {a, b}, 0.5)
+        assert [(f["function_id"], f["data"]["n"]) for f in got] == [(b, 2)]
+
+
+def test_publish_input_errors(engine) -> None:
+    with RawClient.worker(engine.url) as w:
+        assert w.call("publish", {"topic": "", "data": 1})["error"] == {
+            "code": "topic_not_set", "message": "Topic is not set"}
+        assert w.call("publish", {"topic": "t"})["error"]["code"] == "deserialization_error"
