@@ -22,7 +22,7 @@ import uuid
 from typing import Any, Protocol
 
 from iii.core import frames, wire
-from iii.core.errors import ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE
+from iii.core.errors import ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE, PAYLOAD_TOO_LARGE
 from iii.core.routes import RouteTable, not_found_message
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ REGISTER_FN = "engine::workers::register"
 REGISTRATIONS = frozenset({"registerfunction", "unregisterfunction", "registertrigger", "unregistertrigger",
                            "registertriggertype", "unregistertriggertype", "registerservice"})
 TELEMETRY_PREFIXES = (b"OTLP", b"MTRC", b"LOGS")
+SMALL_PEER_LIMIT = 1024 * 1024
 
 
 class Outbox(Protocol):
@@ -45,7 +46,7 @@ class Outbox(Protocol):
 class Conn:
     """One worker connection and what it registered (kept for router resync)."""
 
-    __slots__ = ("id", "token", "ip", "ns", "buffer", "held", "meta", "delivered", "outgoing")
+    __slots__ = ("id", "token", "ip", "ns", "buffer", "held", "meta", "delivered", "outgoing", "small_only")
 
     def __init__(self, conn_id: str, token: str, ip: str | None) -> None:
         self.id = conn_id
@@ -57,6 +58,8 @@ class Conn:
         self.meta: bytes | None = None
         self.delivered: dict[str, tuple[str | None, str | None, str]] = {}
         self.outgoing: dict[str, tuple[str, str]] = {}
+        self.small_only = False
+        """A Python SDK older than 0.25 closes its socket on messages over 1 MiB (§10.4)."""
 
 
 class GatewayCore:
@@ -173,8 +176,7 @@ class GatewayCore:
             if callee is None:
                 self._answer(self.node if reply_conn else None, reply_conn, inv_id, wire.stopped(inv_id, fid))
                 return
-            callee.delivered[inv_id] = (self.node if reply_conn else None, reply_conn, fid)
-            self.out.ws(target, body)
+            self._to_callee(callee, self.node if reply_conn else None, reply_conn, inv_id, fid, body)
             return
         header = {"k": frames.INV, "id": inv_id, "fn": fid, "to": target,
                   "rn": self.node if reply_conn else None, "rc": reply_conn}
@@ -249,6 +251,9 @@ class GatewayCore:
                                                     "namespace must not be blank"))
                 return
             data["_caller_worker_id"] = conn.id
+            features = data.get("features")
+            conn.small_only = data.get("runtime") == "python" and not (
+                isinstance(features, list) and "large-messages.v1" in features)
         conn.meta = wire.dumps(data)
         self.out.bus(ROUTER, {"k": frames.META, "c": conn.id, "id": inv_id, "fixed": conn.ns}, conn.meta)
 
@@ -292,8 +297,17 @@ class GatewayCore:
         if callee is None:
             self._answer(rnode, rconn, inv_id, wire.stopped(inv_id, header.get("fn", "")))
             return
-        callee.delivered[inv_id] = (rnode, rconn, header.get("fn", ""))
-        self.out.ws(target, body)
+        self._to_callee(callee, rnode, rconn, inv_id, header.get("fn", ""), body)
+
+    def _to_callee(self, callee: Conn, rnode: str | None, rconn: str | None, inv_id: str, fid: str,
+                   body: bytes) -> None:
+        if callee.small_only and len(body) > SMALL_PEER_LIMIT:
+            self._answer(rnode, rconn, inv_id, wire.error(
+                inv_id, fid, PAYLOAD_TOO_LARGE, "payload over 1 MiB for a worker that did not declare "
+                "large-messages.v1"))
+            return
+        callee.delivered[inv_id] = (rnode, rconn, fid)
+        self.out.ws(callee.id, body)
 
     def _meta_ok(self, header: dict) -> None:
         conn = self.conns.get(header.get("c"))
