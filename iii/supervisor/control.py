@@ -54,6 +54,7 @@ class Commands:
     def cmd_stop(self, args: dict[str, Any]) -> Any:
         """stop: stop every process (ingress first, storage last) and exit the supervisor.
         Args: ``drain`` (bool, default true); false kills the children at once."""
+        log.info("stop requested over the control socket")
         self.act(self.arbiter.stop_all(self.clock(), drain=bool(args.get("drain", True))))
         return {"stopping": True}
 
@@ -63,6 +64,7 @@ class Commands:
         name = args.get("name")
         if name not in self.arbiter.procs:
             raise ValueError(f"unknown process {name!r} (known: {', '.join(self.arbiter.procs)})")
+        log.info("restart of %s requested over the control socket", name)
         self.act(self.arbiter.restart(name, self.clock()))
         return {"restarting": name}
 
