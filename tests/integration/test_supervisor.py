@@ -24,6 +24,7 @@ from iii.core.units import RunContext, Unit
 from iii.supervisor import control
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))  # for whichever import mode pytest used
 
 
 def sleeper_main(ctx: RunContext) -> None:
@@ -56,13 +57,13 @@ engine:
 
 
 @pytest.fixture
-def engine(tmp_path):
+def toy_engine(tmp_path):
     runtime = tempfile.mkdtemp(prefix="iii-", dir="/tmp")  # short: ipc paths
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG % runtime)
     env = dict(os.environ, III_TEST_UNITS=",".join(f"{__name__}:{u}" for u in ("STORE", "SVC", "EDGE")),
                III_TEST_UNITS_ONLY="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")])))
+               PYTHONPATH=os.pathsep.join(filter(None, [HERE, ROOT, os.environ.get("PYTHONPATH")])))
     sup = subprocess.Popen([sys.executable, "-m", "iii.supervisor.cli", "start", str(path)], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     yield sup, runtime, str(path), env
@@ -104,8 +105,8 @@ def all_running(runtime: str) -> dict[str, dict]:
     return ps if all(p["state"] == "RUNNING" for p in ps.values()) else {}
 
 
-def test_start_status_kill9_restart_and_sigterm_stops_in_order(engine):
-    sup, runtime, path, env = engine
+def test_start_status_kill9_restart_and_sigterm_stops_in_order(toy_engine):
+    sup, runtime, path, env = toy_engine
     ps = wait_for(lambda: all_running(runtime), timeout=10)
     assert list(ps) == ["tstore", "tsvc", "tedge-0", "tedge-1"]  # storage first, ingress last
     assert all(p["pid"] and alive(p["pid"]) for p in ps.values())
@@ -151,8 +152,8 @@ def test_start_status_kill9_restart_and_sigterm_stops_in_order(engine):
     assert not os.path.exists(os.path.join(runtime, "supervisor.pid"))
 
 
-def test_stop_command_and_children_die_with_a_killed_supervisor(engine):
-    sup, runtime, path, env = engine
+def test_stop_command_and_children_die_with_a_killed_supervisor(toy_engine):
+    sup, runtime, path, env = toy_engine
     ps = wait_for(lambda: all_running(runtime), timeout=10)
     out = subprocess.run([sys.executable, "-m", "iii.supervisor.cli", "start", path], env=env,
                          capture_output=True, text=True, timeout=20)
@@ -167,8 +168,8 @@ def test_stop_command_and_children_die_with_a_killed_supervisor(engine):
     wait_for(lambda: not any(alive(pid) for pid in pids), timeout=5)
 
 
-def test_cli_stop(engine):
-    sup, runtime, path, env = engine
+def test_cli_stop(toy_engine):
+    sup, runtime, path, env = toy_engine
     wait_for(lambda: procs(runtime), timeout=10)
     out = subprocess.run([sys.executable, "-m", "iii.supervisor.cli", "stop", "--runtime-dir", runtime],
                          env=env, capture_output=True, text=True, timeout=30)
