@@ -1,0 +1,207 @@
+"""The state broker process: ``state::*`` on the bus, group-committed to LMDB, and the
+``state`` trigger type.
+
+Write path (group commit): a write call is decoded at once (bad input fails alone and
+writes nothing), then queued. One writer task takes everything queued, runs ONE
+``store.apply_batch`` in a dedicated thread (one transaction, one fsync; LMDB releases the
+GIL, so reads and new calls are served meanwhile and pile up into the next batch), and
+only after that commit resolves the batch's calls, so every ack follows its fsync.
+
+Trigger fan-out: after a commit, each successful write's event goes to the matching
+bindings (filters read at commit time). Events queue per (scope, key) and one task per
+key delivers them in commit order, condition first (§0: only JSON ``false`` or a condition
+error skips), each handler awaited; handler errors are logged, never returned to writers,
+and the writer never waits for fan-out.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from brokers.state import core
+from brokers.state.config import store_path
+from brokers.state.store import LmdbStore, MemoryStore
+from iii.core.broker import Broker, run
+from iii.core.errors import EngineError
+from iii.core.units import RunContext
+
+log = logging.getLogger(__name__)
+
+WORKER_DESCRIPTION = "Distributed key-value state management with reactive change triggers."
+
+_DESCRIPTIONS = {
+    core.SET: "Set a value in state", core.GET: "Get a value from state",
+    core.DELETE: "Delete a value from state", core.UPDATE: "Update a value in state with ops",
+    core.LIST: "List all values in a scope", core.LIST_GROUPS: "List all scopes",
+}
+
+
+class StateBroker(Broker):
+    """``iii-state``: one process, one store, one writer."""
+
+    worker_name = "iii-state"
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx)
+        self.cfg: dict[str, Any] = ctx.config
+        self.store: LmdbStore | MemoryStore | None = None
+        self._queue: list[tuple[core.Write, asyncio.Future]] = []
+        self._wake = asyncio.Event()
+        self._writer_task: asyncio.Task | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self.state_triggers: dict[str, tuple[core.TriggerConfig, dict]] = {}
+        self._events: dict[tuple[str, str], deque] = {}
+        self.batches = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def setup(self) -> None:
+        path = store_path(self.cfg, self.ctx.data_dir)
+        if path is None:
+            log.warning("iii-state uses the in-memory store: nothing is persisted")
+            self.store = MemoryStore()
+        else:
+            os.makedirs(path, exist_ok=True)
+            self.store = LmdbStore(path)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="state-writer")
+            log.info("iii-state store at %s", path)
+        for fn in (core.SET, core.DELETE, core.UPDATE):
+            self.function(fn, self._write_handler(fn), description=_DESCRIPTIONS[fn])
+        self.function(core.GET, self._get, description=_DESCRIPTIONS[core.GET])
+        self.function(core.LIST, self._list, description=_DESCRIPTIONS[core.LIST])
+        self.function(core.LIST_GROUPS, self._list_groups, description=_DESCRIPTIONS[core.LIST_GROUPS])
+        self.trigger_type(core.TRIGGER_TYPE, "State change trigger", on_register=self._on_bind,
+                          on_unregister=self._on_unbind)
+        self._writer_task = asyncio.ensure_future(self._writer())
+
+    async def teardown(self) -> None:
+        # Commit whatever was accepted before the stop; no ack can leave any more.
+        while self._queue:
+            await self._commit_once()
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        if self.store is not None:
+            self.store.close()
+
+    # ------------------------------------------------------------ functions
+
+    def _write_handler(self, function_id: str):
+        def handler(data: Any, metadata: Any) -> asyncio.Future:
+            write = core.decode_call(function_id, data, self.cfg["max_value_bytes"])
+            fut: asyncio.Future = asyncio.get_running_loop().create_future()
+            self._queue.append((write, fut))
+            self._wake.set()
+            return fut
+        return handler
+
+    def _get(self, data: Any, metadata: Any) -> Any:
+        req = core.decode_call(core.GET, data)
+        return core.get_result(self.store.get(req.scope, req.key))
+
+    def _list(self, data: Any, metadata: Any) -> Any:
+        req = core.decode_call(core.LIST, data)
+        return self.store.list(req.scope)
+
+    def _list_groups(self, data: Any, metadata: Any) -> Any:
+        core.decode_call(core.LIST_GROUPS, data)
+        return core.list_groups_result(self.store.list_groups())
+
+    # ------------------------------------------------------------ group commit
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                await self._commit_once()
+
+    async def _commit_once(self) -> None:
+        batch, self._queue = self._queue, []
+        writes = [w for w, _ in batch]
+        try:
+            if self._thread is not None:
+                outcomes = await asyncio.get_running_loop().run_in_executor(
+                    self._thread, self.store.apply_batch, writes)
+            else:
+                outcomes = self.store.apply_batch(writes)
+        except Exception as exc:  # nothing of this batch is stored
+            log.error("state commit of %d writes failed: %s", len(writes), exc)
+            err = exc if isinstance(exc, EngineError) else EngineError("SET_ERROR", f"Failed to set value: {exc}")
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        self.batches += 1
+        for (_, fut), outcome in zip(batch, outcomes):
+            if fut.done():
+                continue
+            try:
+                fut.set_result(core.write_result(outcome))
+            except EngineError as exc:
+                fut.set_exception(exc)
+        if self.cfg["triggers_enabled"] and self.state_triggers:
+            for outcome in outcomes:
+                if outcome.failure is None:
+                    self._enqueue_event(outcome)
+
+    # ------------------------------------------------------------ triggers
+
+    def _on_bind(self, binding: dict) -> None:
+        self.state_triggers[binding["id"]] = (core.parse_trigger_config(binding["config"]), binding)
+        log.info("state trigger %s bound to %s", binding["id"], binding["function_id"])
+
+    def _on_unbind(self, trigger_id: str) -> None:
+        self.state_triggers.pop(trigger_id, None)
+
+    def _enqueue_event(self, outcome: core.Outcome) -> None:
+        scope, key = outcome.write.scope, outcome.write.key
+        targets = [(cfg, b) for cfg, b in self.state_triggers.values() if cfg.matches(scope, key)]
+        if not targets:
+            return
+        slot = (scope, key)
+        pending = self._events.get(slot)
+        item = (core.event_for(outcome), targets)
+        if pending is not None:
+            pending.append(item)  # its task is running and will deliver this in order
+            return
+        self._events[slot] = deque([item])
+        asyncio.ensure_future(self._deliver(slot))
+
+    async def _deliver(self, slot: tuple[str, str]) -> None:
+        pending = self._events[slot]
+        try:
+            while pending:
+                event, targets = pending.popleft()
+                for cfg, binding in targets:
+                    await self._fire(cfg, binding, event)
+        finally:
+            del self._events[slot]
+
+    async def _fire(self, cfg: core.TriggerConfig, binding: dict, event: dict) -> None:
+        namespace = binding.get("namespace") or "default"
+        if cfg.condition_function_id:
+            try:
+                verdict = await self.call(cfg.condition_function_id, event, namespace=namespace)
+            except Exception as exc:  # an erroring condition skips the handler (§0)
+                log.error("state trigger %s: condition %s failed: %s", binding["id"],
+                          cfg.condition_function_id, exc)
+                return
+            if not core.condition_allows(verdict):
+                return
+        try:
+            await self.call(binding["function_id"], event, namespace=namespace,
+                            metadata=binding.get("metadata"))
+        except Exception as exc:  # logged only; never reaches the writer
+            log.warning("state trigger %s: handler %s failed: %s", binding["id"],
+                        binding["function_id"], exc)
+
+
+def main(ctx: RunContext) -> None:
+    """Process entry point (``UNIT.main``)."""
+    run(StateBroker, ctx)

@@ -1,0 +1,170 @@
+"""The state broker in a real engine (supervisor, gateway, router, state on LMDB), driven by
+a raw protocol client: every state::* function, error codes, group commit, state triggers
+with filters and conditions, and acknowledged writes surviving ``kill -9`` of the state
+process."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.harness import start_engine
+from tests.wsclient import RawClient
+
+STATE_YAML = """
+- name: iii-state
+  config:
+    max_value_bytes: 1000
+"""
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = start_engine(extra_workers_yaml=STATE_YAML)
+    try:
+        yield eng
+    finally:
+        eng.stop()
+
+
+@pytest.fixture
+def client(engine):
+    c = RawClient.worker(engine.url)
+    c.declare()  # registrations of an undeclared connection wait for the namespace grace
+    wait_for_state(c)
+    yield c
+    c.close()
+
+
+def wait_for_state(c: RawClient, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        frame = c.call("state::list_groups", {})
+        if "error" not in frame or frame["error"].get("code") != "function_not_found":
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"state::* never registered: {frame}")
+        time.sleep(0.1)
+
+
+def ok(frame):
+    assert "error" not in frame or frame["error"] is None, frame
+    return frame.get("result")
+
+
+def test_functions_roundtrip(client):
+    scope = f"s-{uuid.uuid4().hex[:6]}"
+    assert ok(client.call("state::set", {"scope": scope, "key": "a", "value": {"n": 1}})) == \
+        {"old_value": None, "new_value": {"n": 1}}
+    assert ok(client.call("state::get", {"scope": scope, "key": "a"})) == {"n": 1}
+    assert ok(client.call("state::get", {"scope": scope, "key": "zz"})) is None
+    res = ok(client.call("state::update", {"scope": scope, "key": "a", "ops": [
+        {"type": "increment", "path": "n", "by": 4}, {"type": "append", "path": "n", "value": "x"}]}))
+    assert res["old_value"] == {"n": 1} and res["new_value"] == {"n": 5}
+    assert [e["code"] for e in res["errors"]] == ["append.type_mismatch"]
+    ok(client.call("state::set", {"scope": scope, "key": "b", "data": 2}))
+    assert sorted(ok(client.call("state::list", {"scope": scope})), key=str) == [2, {"n": 5}]
+    assert scope in ok(client.call("state::list_groups", {}))["groups"]
+    assert ok(client.call("state::delete", {"scope": scope, "key": "a"})) == {"n": 5}
+    assert ok(client.call("state::get", {"scope": scope, "key": "a"})) is None
+
+
+def test_errors(client):
+    err = client.call("state::set", {"key": "k", "value": 1})["error"]
+    assert err["code"] == "deserialization_error"
+    assert err["message"] == "Failed to deserialize input for state::set: missing field `scope`"
+    err = client.call("state::update", {"scope": "s", "key": "k", "ops": [{"type": "zap"}]})["error"]
+    assert err["code"] == "deserialization_error"
+    err = client.call("state::set", {"scope": "s", "key": "big", "value": "x" * 2000})["error"]
+    assert err["code"] == "VALUE_TOO_LARGE"
+    assert ok(client.call("state::get", {"scope": "s", "key": "big"})) is None
+
+
+def test_many_in_flight_all_acked(client):
+    """Pipelined writes: every call answered with its own old/new value."""
+    scope = f"p-{uuid.uuid4().hex[:6]}"
+    ids = []
+    for i in range(200):
+        inv = str(uuid.uuid4())
+        ids.append(inv)
+        client.send({"type": "invokefunction", "function_id": "state::update", "invocation_id": inv,
+                     "data": {"scope": scope, "key": "ctr", "ops": [{"type": "increment", "path": "", "by": 1}]}})
+    olds = []
+    for inv in ids:
+        frame = client.recv_until(lambda f, inv=inv: f.get("invocation_id") == inv)
+        olds.append(ok(frame)["old_value"])
+    assert sorted(olds, key=lambda v: -1 if v is None else v) == [None] + list(range(1, 200))
+    assert ok(client.call("state::get", {"scope": scope, "key": "ctr"})) == 200
+
+
+def bind(client, fn, config):
+    client.register_function(fn)
+    tid = str(uuid.uuid4())
+    client.send({"type": "registertrigger", "id": tid, "trigger_type": "state",
+                 "function_id": fn, "config": config})
+    return tid
+
+
+def test_triggers_filters_order_and_condition(client, engine):
+    scope = f"t-{uuid.uuid4().hex[:6]}"
+    handler, cond = f"h::{scope}", f"c::{scope}"
+    client.register_function(cond)
+    bind(client, handler, {"scope": scope, "condition_function_id": cond})
+    time.sleep(0.3)  # the binding travels gateway -> router -> state
+
+    # A writer in another connection: the events come to `client`, which answers them.
+    writer = RawClient.worker(engine.url)
+    try:
+        ok(writer.call("state::set", {"scope": "elsewhere", "key": "k", "value": 0}))
+        for i in range(3):
+            ok(writer.call("state::set", {"scope": scope, "key": "k", "value": i}))
+        ok(writer.call("state::delete", {"scope": scope, "key": "k"}))
+    finally:
+        writer.close()
+
+    seen = []
+    for _ in range(4):
+        inv = client.recv_until(lambda f: f.get("type") == "invokefunction" and f["function_id"] == cond)
+        event = inv["data"]
+        # only the second event is vetoed, by an exact JSON false
+        client.answer(inv, False if event["new_value"] == 1 else "anything")
+        if event["new_value"] != 1:
+            h = client.recv_until(lambda f: f.get("type") == "invokefunction" and f["function_id"] == handler)
+            assert h["data"] == event
+            client.answer(h, None)
+        seen.append((event["event_type"], event["old_value"], event["new_value"]))
+    assert seen == [("state:created", None, 0), ("state:updated", 0, 1), ("state:updated", 1, 2),
+                    ("state:deleted", 2, None)]
+    assert all(f.get("data", {}).get("scope") != "elsewhere" for f in client.frames_within(0.3))
+
+
+def test_acknowledged_writes_survive_kill_9(engine):
+    """Writes acknowledged before a SIGKILL of the state process are there after its restart."""
+    c = RawClient.worker(engine.url)
+    acked: dict[str, int] = {}
+    try:
+        wait_for_state(c)
+        old_pid = engine.pid("state")
+        killer = threading.Timer(0.3, engine.kill, args=("state",))
+        killer.start()
+        t_end = time.monotonic() + 1.0
+        i = 0
+        while time.monotonic() < t_end:
+            key = f"k{i % 50}"
+            frame = c.call("state::set", {"scope": "crash", "key": key, "value": i}, timeout=10)
+            if frame.get("error") is None:
+                acked[key] = i
+            i += 1
+        killer.join()
+        deadline = time.monotonic() + 15
+        while engine.pid("state") in (old_pid, None, 0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert engine.pid("state") not in (old_pid, None, 0), "the state process was not restarted"
+        wait_for_state(c, within=15)
+        for key, value in acked.items():
+            assert ok(c.call("state::get", {"scope": "crash", "key": key})) == value, key
+    finally:
+        c.close()
+    assert len(acked) > 10
