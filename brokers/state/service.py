@@ -31,8 +31,6 @@ from iii.core.units import RunContext
 
 log = logging.getLogger(__name__)
 
-WORKER_DESCRIPTION = "Distributed key-value state management with reactive change triggers."
-
 _DESCRIPTIONS = {
     core.SET: "Set a value in state", core.GET: "Get a value from state",
     core.DELETE: "Delete a value from state", core.UPDATE: "Update a value in state with ops",

@@ -195,10 +195,20 @@ class MemoryStore:
         self.commits = 0
 
     def apply_batch(self, writes: Sequence[Write]) -> list[Outcome]:
-        staged = dict(self.data)  # all or nothing, like a transaction
-        io = KeyIO(staged.get, staged.__setitem__, staged.__delitem__)
+        # All or nothing, like a transaction: changes go to an overlay (None = deleted)
+        # that is folded into ``data`` only when every write of the batch has run.
+        overlay: dict[bytes, bytes | None] = {}
+
+        def get(key: bytes) -> bytes | None:
+            return overlay[key] if key in overlay else self.data.get(key)
+
+        io = KeyIO(get, overlay.__setitem__, lambda key: overlay.__setitem__(key, None))
         outcomes = [apply_one(io, w, encode_key) for w in writes]
-        self.data = staged
+        for key, raw in overlay.items():
+            if raw is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = raw
         self.commits += 1
         self._touched.update(w.scope for w in writes)
         return outcomes
