@@ -255,10 +255,21 @@ class Broker:
         except Exception as exc:
             self._reply_error(header, exc)
             return
-        if inspect.isawaitable(value):
+        if isinstance(value, asyncio.Future):
+            # A handler that parks the call (group commit) costs a callback, not a task.
+            value.add_done_callback(lambda fut: self._settle(header, fut))
+        elif inspect.isawaitable(value):
             asyncio.ensure_future(self._run_async(header, value))
         else:
             self._reply(header, value)
+
+    def _settle(self, header: dict, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            self._reply_error(header, EngineError(errors.INVOCATION_STOPPED, "Invocation stopped"))
+        elif fut.exception() is not None:
+            self._reply_error(header, fut.exception())
+        else:
+            self._reply(header, fut.result())
 
     async def _run_async(self, header: dict, awaitable: Awaitable) -> None:
         try:
