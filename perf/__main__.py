@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from . import core, report, runner
 
@@ -22,10 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-engine", action="store_true", help="baselines only")
     p.add_argument("--seconds", type=float, help="length of one measurement window")
     p.add_argument("--runs", type=int, help="runs per figure (median); default 3")
+    p.add_argument("--results-dir", type=Path, default=report.RESULTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     doc, path = runner.run(quick=args.quick, only=args.only, engine=not args.no_engine,
-                           seconds=args.seconds, runs=args.runs)
+                           seconds=args.seconds, runs=args.runs, results_dir=args.results_dir)
     print(core.format_table(doc["rows"]))
     eng = doc["engine"]
     if eng.get("requested") and not eng.get("available", True):

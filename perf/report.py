@@ -65,7 +65,7 @@ def _key(r: dict[str, Any]) -> str:
     return f"{r['target']} {r['bench']} {r.get('variant', '')}".strip()
 
 
-def chart(current_path: Path, doc: dict[str, Any], results_dir: Path = RESULTS) -> str:
+def chart(current_path: Path, doc: dict[str, Any]) -> str:
     """PNG of each row's headline figure, this run against the previous one."""
     try:
         import matplotlib
@@ -73,7 +73,7 @@ def chart(current_path: Path, doc: dict[str, Any], results_dir: Path = RESULTS) 
         import matplotlib.pyplot as plt
     except ImportError:
         return "chart skipped: matplotlib is not installed (pip install -e '.[perf]')"
-    prev = previous_run(current_path, results_dir)
+    prev = previous_run(current_path, current_path.parent)
     prev_rows = {_key(r): r for r in (prev or {}).get("rows", []) if r.get("status") == "ok"}
     rows = [r for r in doc["rows"] if r.get("status") == "ok" and "throughput" in r.get("metrics", {})]
     if not rows:

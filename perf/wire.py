@@ -54,7 +54,10 @@ def local_port(ws: ClientConnection) -> int:
     return int(ws.transport.get_extra_info("sockname")[1])
 
 
-def worker_hello(name: str) -> bytes:
+def worker_hello(role: str) -> bytes:
+    # Unique names: two live workers with one name in one namespace are a conflict and the
+    # engine closes the second connection (protocol.md §4.3).
+    name = f"{role}-{uuid.uuid4().hex[:8]}"
     # Sent first so the engine fixes the namespace at once instead of after the 5 s grace
     # timer that buffers registrations (protocol.md §4.4).
     return orjson.dumps({"type": "invokefunction", "function_id": "engine::workers::register",
