@@ -80,10 +80,18 @@ class RawClient:
     def register_function(self, function_id: str, **extra: Any) -> None:
         self.send({"type": "registerfunction", "id": function_id, **extra})
 
-    def declare(self, name: str = "raw-test", namespace: str | None = None) -> None:
-        """Send ``engine::workers::register`` as the SDKs do, fixing the namespace now."""
-        data = {"runtime": "python", "version": "raw", "name": name, "pid": 0,
-                "namespace": namespace}
+    def declare(self, name: str = "raw-test", namespace: str | None = None, *,
+                runtime: str = "python",
+                features: list[str] | None = ("large-messages.v1",)) -> None:  # type: ignore[assignment]
+        """Send ``engine::workers::register`` as the 0.25 Python SDK does, fixing the namespace.
+
+        By default it declares ``large-messages.v1`` like that SDK; ``features=None`` poses as
+        an older Python SDK, to which the engine must not send more than 1 MiB (spec §10.4).
+        """
+        data: dict[str, Any] = {"runtime": runtime, "version": "raw", "name": name, "pid": 0,
+                                "namespace": namespace}
+        if features is not None:
+            data["features"] = list(features)
         self.send({"type": "invokefunction", "function_id": "engine::workers::register",
                    "data": data, "action": {"type": "void"}})
 

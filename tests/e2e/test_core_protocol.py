@@ -205,6 +205,19 @@ def test_20_mib_message_accepted(caller, callee):
     assert len(res["result"]["blob"]) == len(blob)
 
 
+def test_over_1_mib_to_old_python_worker_fails_the_call(engine, caller):
+    """Spec §10.4: older Python SDKs close on > 1 MiB; the engine fails the call instead."""
+    with RawClient.worker(engine.url) as old:
+        old.fn = fid("raw::old")
+        old.register_function(old.fn)
+        old.declare("raw-old-python", features=None)
+        wait_callable(caller, old)
+        res = caller.call(old.fn, {"blob": "x" * (2 * 1024 * 1024)}, timeout=8)
+        assert res["error"]["code"] == "payload_too_large", res
+        assert old.is_open
+        assert [f for f in old.frames_within(0.3) if f.get("type") == "invokefunction"] == []
+
+
 def test_function_registered_twice_rejected_first_keeps_it(engine, caller, callee):
     wait_callable(caller, callee)
     with RawClient.worker(engine.url) as second:
