@@ -87,3 +87,37 @@ def test_kill_9_restarted_within_1s_and_workers_serve_again(engine, pair, victim
     # Same worker processes: nobody restarted them.
     assert node.proc.poll() is None and py.proc.poll() is None
     assert (node.proc.pid, py.proc.pid) == (node_pid, py_pid)
+
+
+def test_two_gateway_processes_share_the_port_and_route_between_them(engine_factory):
+    """`processes: 2`: two gateway processes on one port; calls work whichever one a worker
+    lands on (the kernel spreads connections over SO_REUSEPORT listeners)."""
+    check_installed()
+    eng = engine_factory(gateway_processes=2)
+    names = {p["name"] for p in eng.status()}
+    assert {"gateway-0", "gateway-1", "router"} <= names, names
+    assert eng.pid("gateway-0") != eng.pid("gateway-1")
+    workers = []
+    try:
+        fns = []
+        for i in range(4):
+            fn = f"multi::add{i}-{uuid.uuid4().hex[:6]}"
+            fns.append(fn)
+            workers.append(SdkWorker("node" if i % 2 else "python", eng.url,
+                                     register=[{"op": "register", "function_id": fn,
+                                                "kind": "add"}]))
+        for w in workers:
+            w.ready()
+        # Which gateway holds each worker is up to the kernel: check the spread happened.
+        holders = set()
+        for gw in ("gateway-0", "gateway-1"):
+            conns = psutil.Process(eng.pid(gw)).net_connections("tcp")
+            if any(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == eng.port for c in conns):
+                holders.add(gw)
+        for caller in workers:
+            for i, fn in enumerate(fns):
+                ev = caller.call_when_found(fn, {"a": i, "b": 100})
+                assert ev["ok"] and ev["result"] == {"c": i + 100}, (caller, fn, ev, holders)
+    finally:
+        for w in workers:
+            w.stop()
