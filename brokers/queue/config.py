@@ -5,14 +5,16 @@ explicit ``default`` entry is kept as written); every fifo queue names its
 ``message_group_field``; ``concurrency`` is at least 1.
 
 Storage: the reference's ``builtin`` adapter is the only one accepted. Its
-``store_method`` defaults here to ``file_based`` (LMDB under the data dir, or under
-``file_path`` when given) instead of the reference's ``in_memory``, because this broker
+``store_method`` defaults here to ``file_based`` (LMDB in ``<data_dir>/queue``, or in
+``file_path``: a relative one lives under the engine's data dir, never under the current
+directory, as for the state broker) instead of the reference's ``in_memory``, because this broker
 promises that an acknowledged enqueue survives a crash; ``in_memory`` keeps every job in
 memory only. ``redis``, ``bridge`` and ``rabbitmq`` are rejected with a clear message
 rather than silently replaced.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from iii.core.schema import ConfigError, Field, validate
@@ -73,6 +75,20 @@ def _parse_adapter(raw: Any, path: str) -> dict[str, Any]:
                           "engine (only 'builtin', stored in LMDB)")
     adapter["config"] = validate(adapter["config"], BUILTIN_FIELDS, f"{path}.config")
     return adapter
+
+
+DEFAULT_DIR = "queue"
+
+
+def store_path(cfg: dict[str, Any], data_dir: str) -> str | None:
+    """The LMDB directory of a parsed block, or None for ``in_memory``.
+
+    Relative paths (and the default) are joined to ``data_dir``; absolute ones are kept.
+    """
+    adapter = cfg["adapter"]["config"]
+    if adapter["store_method"] == "in_memory":
+        return None
+    return os.path.normpath(os.path.join(data_dir, adapter["file_path"] or DEFAULT_DIR))
 
 
 FIELDS = {

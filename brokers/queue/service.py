@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
 from brokers.queue import inputs, inspect
+from brokers.queue.config import store_path
 from brokers.queue.core import Delivery, QueueCore
 from brokers.queue.store import GroupCommitter, LmdbStore, MemoryStore, Store, encode
 from brokers.queue.topics import TRIGGER_TYPE, parse_subscription
@@ -75,11 +75,8 @@ class QueueBroker(Broker):
 
     # -- lifecycle -----------------------------------------------------------------
     def _open_store(self) -> Store:
-        adapter = self.ctx.config["adapter"]["config"]
-        if adapter["store_method"] == "in_memory":
-            return MemoryStore()
-        path = adapter["file_path"] or os.path.join(self.ctx.data_dir, "queue")
-        return LmdbStore(path)
+        path = store_path(self.ctx.config, self.ctx.data_dir)
+        return MemoryStore() if path is None else LmdbStore(path)
 
     async def setup(self) -> None:
         self.store = self._open_store()

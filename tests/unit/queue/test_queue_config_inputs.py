@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from brokers.queue import inputs
-from brokers.queue.config import parse
+from brokers.queue.config import parse, store_path
 from brokers.queue.unit import UNIT
 from iii.core.errors import EngineError
 from iii.core.schema import ConfigError
@@ -78,3 +78,15 @@ def test_dlq_function_inputs() -> None:
     assert inputs.dlq_page({"topic": "t"}) == ("t", 0, 50)
     assert inputs.dlq_page({"topic": "t", "offset": 2, "limit": 3}) == ("t", 2, 3)
     assert code_of(inputs.dlq_page, {"topic": "t", "limit": "x"})[0] == "deserialization_error"
+
+
+@pytest.mark.parametrize("adapter, expected", [
+    (None, "/srv/data/queue"),
+    ({"name": "builtin", "config": {"file_path": "jobs/q"}}, "/srv/data/jobs/q"),
+    ({"name": "builtin", "config": {"file_path": "./x/../q"}}, "/srv/data/q"),
+    ({"name": "builtin", "config": {"file_path": "/var/lib/q"}}, "/var/lib/q"),
+    ({"name": "builtin", "config": {"store_method": "in_memory", "file_path": "q"}}, None),
+])
+def test_store_path_is_under_the_data_dir_unless_absolute(adapter, expected) -> None:
+    raw = {} if adapter is None else {"adapter": adapter}
+    assert store_path(parse(raw, "workers[0].config"), "/srv/data") == expected
