@@ -288,3 +288,12 @@ def test_large_messages_feature_or_node_runtime_lifts_the_guard(core, rec) -> No
     call(core, "A", data={"s": big})
     call(core, "A", fid="n::f", inv="i2", data={"s": big})
     assert len(rec.ws_to("B")) == 1 and len(rec.ws_to("N")) == 1
+
+
+def test_a_worker_can_call_its_own_function(core, rec) -> None:
+    call(core, "B", data={})
+    assert rec.take() == [("ws", "B", b'{"type":"invokefunction","invocation_id":"i1","function_id":"math::add",'
+                                      b'"data":{"_caller_worker_id":"B"}}')]
+    res = b'{"type":"invocationresult","invocation_id":"i1","function_id":"math::add","result":3}'
+    core.on_message("B", res)
+    assert rec.take() == [("ws", "B", res)]

@@ -187,3 +187,24 @@ def test_reattach_and_provider_results_go_to_the_router_unbuffered(core, rec) ->
     assert [h for _, h, _ in frames] == [{"k": "up", "c": "A", "ns": None}] * 2
     assert orjson.loads(frames[0][2])["previous_worker_id"] == "old"
     assert orjson.loads(frames[1][2])["type"] == "triggerregistrationresult"
+
+
+def test_registrations_between_meta_and_metaok_stay_buffered_in_order(core, rec) -> None:
+    core.on_message("A", REG_TT)
+    core.on_message("A", _register("orders"))
+    core.on_message("A", REG_F)  # the router has not answered yet
+    core.on_message("A", '{"type":"ping"}')  # never buffered
+    assert [e[0] for e in rec.take()] == ["bus", "ws"]  # META, pong
+    core.on_frame("router", {"k": "metaok", "c": "A", "ok": True, "ns": "orders", "id": None}, b"")
+    assert [b for _, _, b in rec.bus_frames()] == [REG_TT, REG_F]
+
+
+def test_unregistered_bindings_and_types_are_not_replayed(core, rec) -> None:
+    core.grace_expired("A")
+    core.on_message("A", REG_T)
+    core.on_message("A", REG_TT)
+    core.on_message("A", '{"type":"unregistertrigger","id":"t1"}')
+    core.on_message("A", '{"type":"unregistertriggertype","id":"webhook"}')
+    core.on_message("A", '{"type":"registerservice","id":"svc"}')  # forwarded, not replayed
+    assert len(rec.bus_frames()) == 5
+    assert core.conns["A"].held == {}
