@@ -111,7 +111,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         m = row.get("metrics", {})
         r = row.get("ratio", {}) or {}
         if row.get("status") != "ok":
-            lines.append([row["target"], row["bench"], row.get("variant", ""), "n/a", "", "", "",
+            lines.append([row["target"], row["bench"], row.get("variant", ""), row.get("status", "n/a"), "", "", "",
                           row.get("baseline") or "", "", "", row.get("reason", "")[:48]])
             continue
         value = m.get("value")

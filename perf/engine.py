@@ -54,10 +54,12 @@ class Engine:
         self.port = port
         self.processes = processes
         self.runtime_dir = tempfile.mkdtemp(prefix="iii-", dir="/tmp")
-        self.config_path = os.path.join(self.runtime_dir, "bench.yaml")
+        # config and log live outside the runtime dir: the engine owns that one
+        self.files_dir = tempfile.mkdtemp(prefix="iii-perf-", dir="/tmp")
+        self.config_path = os.path.join(self.files_dir, "bench.yaml")
         with open(self.config_path, "w") as fh:
             yaml.safe_dump(make_config(self.runtime_dir, port, processes), fh)
-        self.log_path = os.path.join(self.runtime_dir, "supervisor.log")
+        self.log_path = os.path.join(self.files_dir, "supervisor.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
@@ -127,3 +129,4 @@ class Engine:
                 pass
             self.proc.wait()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        shutil.rmtree(self.files_dir, ignore_errors=True)

@@ -80,7 +80,10 @@ async def _caller(conn: Any, spec: dict[str, Any]) -> None:
     failure = await wire.probe(callers[0], fid, make_data(kind, size, 0),
                                spec.get("probe_timeout", PROBE_TIMEOUT), action)
     if failure is not None:
-        conn.send({"status": "n/a", "reason": f"{fid}: {failure}"})
+        # only a missing function (or no answer at all) means "feature not available";
+        # any other error code is the engine failing the call, reported as an error
+        missing = failure in (FUNCTION_NOT_FOUND, "no answer", "timeout")
+        conn.send({"status": "n/a" if missing else "error", "reason": f"{fid}: {failure}"})
         return
     if kind == "state_get":  # reads must hit: write every key first
         for n in range(100):

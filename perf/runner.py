@@ -16,7 +16,7 @@ from typing import Any
 
 from . import core, report
 from .benches import Baselines
-from .engine_benches import EngineBenches, EngineDown, start_engine
+from .engine_benches import FAILED_STARTS, EngineBenches, EngineDown, start_engine
 from .harness import Harness, Settings
 
 ENGINE_BENCHES = ("ws_roundtrip", "concurrent_invocation", "payload_sizes", "trigger_fanout",
@@ -65,6 +65,8 @@ def run(quick: bool = False, only: list[str] | None = None, engine: bool = True,
         h.stop_all()
         progress.done()
     rows = list(base.memo.values()) + rows
+    if FAILED_STARTS:
+        eng_info["failed_starts"] = list(FAILED_STARTS)
     doc = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "mode": "quick" if quick else "full",
            "duration_s": round(time.monotonic() - t0, 1),
            "settings": vars(settings), "engine": eng_info,

@@ -63,7 +63,10 @@ def worker_hello(role: str) -> bytes:
     return orjson.dumps({"type": "invokefunction", "function_id": "engine::workers::register",
                          "action": {"type": "void"},
                          "data": {"runtime": "python", "name": name, "namespace": None,
-                                  "version": "perf"}})
+                                  "version": "perf",
+                                  # we accept 64 MiB (MAX_SIZE), so the engine may send us
+                                  # more than 1 MiB (protocol.md §10.4)
+                                  "features": ["large-messages.v1"]}})
 
 
 class Caller:
