@@ -15,12 +15,29 @@ from iii.core.errors import INVALID_ARGUMENTS, NOT_FOUND, EngineError, deseriali
 ENGINE_VERSION = "0.1.0"
 
 KNOWN_PROVIDERS = {"http": "iii-http", "cron": "iii-cron", "subscribe": "iii-pubsub", "state": "iii-state",
-                   "durable:subscriber": "queue", "stream": "iii-stream", "log": "iii-observability"}
+                   "durable:subscriber": "queue", "stream": "iii-stream", "stream:join": "iii-stream",
+                   "stream:leave": "iii-stream", "log": "iii-observability", "trace": "iii-observability",
+                   "configuration": "configuration"}
+
+
+_ARG_TYPES: dict[str, type] = {
+    "search": str, "prefix": str, "worker": str, "workers": list, "include_internal": bool,
+    "function_id": str, "function_ids": list, "namespace": str, "name": str, "runtime": str,
+    "status": str, "trigger_type": str, "id": str,
+}
+_LIST_OF_STR = ("workers", "function_ids")
 
 
 def _args(function_id: str, data: Any) -> dict:
+    """The call's input object, every known key checked for its type (workers-a §0)."""
     if not isinstance(data, dict):
         raise deserialization_error(function_id, "expected an object")
+    for key, kind in _ARG_TYPES.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or (key in _LIST_OF_STR and not all(isinstance(v, str) for v in value)):
+            raise deserialization_error(function_id, f"invalid type for `{key}`")
     return data
 
 
@@ -185,7 +202,8 @@ def triggers_list(reg: Registry, data: Any) -> dict:
             continue
         if args.get("worker") and row["worker_name"] != args["worker"]:
             continue
-        if args.get("search") and args["search"].lower() not in (t.id + row["description"]).lower():
+        needle = (args.get("search") or "").lower()
+        if needle and needle not in t.id.lower() and needle not in row["description"].lower():
             continue
         rows.append(row)
     return {"triggers": sorted(rows, key=lambda r: (r["id"], r["namespace"]))}

@@ -13,7 +13,7 @@ change is broadcast to every peer in the order it happened.
 """
 from __future__ import annotations
 
-import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,15 +22,16 @@ from iii.core import frames, wire
 Owner = tuple[str, "str | None"]
 Key = tuple[str, str]
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def sanitize_name(value: Any) -> str | None:
-    """Worker names and descriptions: control/bidi characters removed, trimmed, <= 280."""
+    """Worker names and descriptions: control (Unicode Cc, as Rust's ``is_control``) and
+    bidi-override characters removed, trimmed, at most 280 characters."""
     if not isinstance(value, str):
         return None
-    cleaned = _UNSAFE.sub("", value).strip()[:280]
-    return cleaned or None
+    cleaned = "".join(ch for ch in value if ch not in _BIDI and unicodedata.category(ch) != "Cc")
+    return cleaned.strip()[:280] or None
 
 
 def blank(value: Any) -> bool:
@@ -195,6 +196,9 @@ class Registry:
                                      "namespace": ns, "worker_name": name,
                                      "owner_worker_id": holder[1] or ""})
                 return False, ns
+        for lease in [k for k, v in self.leases.items() if v == owner and k != (ns, name)]:
+            del self.leases[lease]  # one name per connection: a rename frees the old one
+        if name is not None:
             self.leases[(ns, name)] = owner
         meta = {k: v for k, v in data.items() if k != "_caller_worker_id"}
         meta["runtime"] = meta.get("runtime") or "unknown"
