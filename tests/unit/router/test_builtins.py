@@ -153,7 +153,7 @@ def test_functions_info_batch_keeps_order_dedups_and_marks_misses(full: Reg) -> 
 
 @pytest.mark.parametrize("data", [
     {}, {"function_id": "a", "function_ids": ["a"]}, {"function_ids": []},
-    {"function_ids": [f"f{i}" for i in range(33)]}, {"function_ids": "math::add"}])
+    {"function_ids": [f"f{i}" for i in range(33)]}])
 def test_functions_info_invalid_arguments(full: Reg, data) -> None:
     assert err(bi.functions_info, full, data).code == "INVALID_ARGUMENTS"
 
@@ -263,3 +263,11 @@ def test_registered_triggers_info(full: Reg) -> None:
 
 def test_function_summaries_include_internal(full: Reg) -> None:
     assert len(bi.function_summaries(full)) == len(full.functions)
+
+
+def test_functions_info_wrong_types_are_deserialization_errors(full: Reg) -> None:
+    # A string where a list belongs fails decoding, as serde does in the reference.
+    for data in ({"function_ids": "math::add"}, {"function_id": {"a": 1}}, {"function_ids": [{"a": 1}]}):
+        assert err(bi.functions_info, full, data).code == "deserialization_error"
+    assert err(bi.functions_list, full, {"search": 5}).code == "deserialization_error"
+    assert err(bi.functions_list, full, {"workers": "abc"}).code == "deserialization_error"
