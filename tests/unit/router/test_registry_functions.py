@@ -184,3 +184,15 @@ def test_workers_available_fires_on_connect_metadata_and_disconnect(reg: Reg) ->
     reg.conn(new)  # a second connect of a known owner fires nothing more
     reg.conn(new)
     assert len(reg.fired) == 4
+
+
+def test_rename_frees_the_old_name(reg: Reg) -> None:
+    assert reg.register_worker(A, {"name": "x"}, None) == (True, "default")
+    assert reg.register_worker(A, {"name": "y"}, None) == (True, "default")
+    assert reg.register_worker(B, {"name": "x"}, None) == (True, "default")
+
+
+def test_names_lose_every_control_and_bidi_character() -> None:
+    from brokers.router.core import sanitize_name
+    assert sanitize_name("a\x85b\x9bc\u202e ") == "abc"
+    assert sanitize_name(" \x00 ") is None
