@@ -6,8 +6,9 @@ attempt counter. It never touches a socket, an event loop or a clock: ``now`` is
 (seconds, any monotonic base) and frames leave through ``outbox`` as JSON text.
 
 Invariants:
-- On connect the frames go out in the §4.2 order: reattach, trigger types, functions,
-  triggers, queued messages, then the ``engine::workers::register`` void call.
+- On connect the frames go out in the §4.2 order (reattach, trigger types, functions,
+  triggers), then the ``engine::workers::register`` call; calls (queued or new) are held
+  until that call answers (see ``connection_made`` for why this deviates from §4.2).
 - Registrations are never queued while offline (they are replayed); calls and results are,
   at most ``MAX_QUEUE`` of them, the oldest dropped first.
 - A pending call completes exactly once: by its result, its deadline, a fatal rejection or
@@ -127,16 +128,18 @@ class Core:
         self.queue: deque[str] = deque()
         self.dropped = 0
         self.outbox: list[str] = []
+        self.register_id: str | None = None  # the metadata call of this connection
+        self.holding = False  # calls wait in ``queue`` until the metadata call answered
 
     # -- output --------------------------------------------------------------------------
     def take_outbox(self) -> list[str]:
         out, self.outbox = self.outbox, []
         return out
 
-    def _emit(self, text: str, *, queue_if_offline: bool) -> None:
-        if self.state == "connected":
+    def _emit(self, text: str, *, queue_if_offline: bool, call: bool = False) -> None:
+        if self.state == "connected" and not (call and self.holding):
             self.outbox.append(text)
-        elif queue_if_offline and self.state == "disconnected":
+        elif queue_if_offline and self.state in ("disconnected", "connected"):
             if len(self.queue) >= MAX_QUEUE:
                 self.queue.popleft()
                 self.dropped += 1
@@ -147,7 +150,7 @@ class Core:
         """Frames the transport could not write: keep the calls, drop the rest (replayed)."""
         for text in frames:
             if '"type":"invokefunction"' in text and WORKERS_REGISTER not in text:
-                self._emit(text, queue_if_offline=True)
+                self._emit(text, queue_if_offline=True, call=True)
 
     # -- connection lifecycle ------------------------------------------------------------
     def connection_made(self) -> None:
@@ -163,17 +166,34 @@ class Core:
         out.extend(encode(msg) for msg, _ in self.trigger_types.values())
         out.extend(encode(msg) for msg, _ in self.functions.values())
         out.extend(encode(msg) for msg in self.triggers.values())
-        out.extend(self.queue)
-        self.queue.clear()
+        # §4.2 puts the metadata call (void) after the queued messages. But the engine buffers
+        # this connection's registrations until the metadata fixes its namespace, and calls are
+        # never buffered: a call queued before the first connect (register_worker returns at
+        # once here) to one of our own functions overtakes its registration and fails with
+        # function_not_found. The official SDK mostly escapes this because its register_worker
+        # blocks until connected. So we send the metadata call WITH an invocation id and hold
+        # every call (queued or new) until its result: the engine answers only after it fixed
+        # the namespace and applied the buffered registrations (§4.3 steps 5 and 7).
+        self.register_id = str(uuid.uuid4())
+        self.holding = True
         out.append(encode({
             "function_id": WORKERS_REGISTER, "data": self.metadata,
-            "action": {"type": "void"}, "type": "invokefunction",
+            "invocation_id": self.register_id, "type": "invokefunction",
         }))
         self.attempt = 0  # reset only after a successful setup (as both SDKs do)
 
     def connection_lost(self) -> None:
         if self.state == "connected":
             self.state = "disconnected"
+        self.holding = False
+        self.register_id = None
+
+    def release(self) -> None:
+        """Stop holding calls: the metadata call answered (or the shell gave up waiting)."""
+        if self.holding and self.state == "connected":
+            self.holding = False
+            self.outbox.extend(self.queue)
+            self.queue.clear()
 
     def next_reconnect_delay(self, rand: float) -> float | None:
         """Seconds to wait before the next attempt, or None when retries are exhausted."""
@@ -287,7 +307,7 @@ class Core:
         if invocation_id is not None:
             timeout = timeout_ms or self.invocation_timeout_ms
             self.pending[invocation_id] = Pending(function_id, waiter, now + timeout / 1000.0, timeout)
-        self._emit(text, queue_if_offline=True)
+        self._emit(text, queue_if_offline=True, call=True)
         return invocation_id
 
     def cancel(self, invocation_id: str) -> None:
@@ -344,6 +364,12 @@ class Core:
         kind = msg.get("type")
         if kind == "invocationresult":
             iid = msg.get("invocation_id")
+            if iid is not None and iid == self.register_id:
+                if msg.get("error"):
+                    log.warning("engine::workers::register failed: %s", msg.get("error"))
+                self.register_id = None
+                self.release()
+                return []
             p = self.pending.pop(iid, None) if isinstance(iid, str) else None
             if p is None:
                 return []  # unknown, late or timed out: dropped

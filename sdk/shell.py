@@ -10,7 +10,6 @@ loop thread; every other thread goes through ``call_soon_threadsafe``; a waiter 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
 import random
@@ -22,8 +21,11 @@ from websockets.exceptions import ConnectionClosed
 
 from sdk.codec import MAX_MESSAGE_BYTES
 from sdk.core import Completion, Core, Fatal, Invoke, ProviderCall, handler_error_body
+from sdk.pool import HandlerPool
 
 log = logging.getLogger(__name__)
+
+HOLD_FALLBACK_S = 5.0
 
 
 class HandlerSpec:
@@ -78,7 +80,7 @@ class Shell:
         self.url = url
         self.headers = headers
         self.loop = _new_loop(use_uvloop)
-        self.pool = concurrent.futures.ThreadPoolExecutor(handler_threads, thread_name_prefix="iii-handler")
+        self.pool = HandlerPool(handler_threads)
         self.connected = threading.Event()
         self._ws: ClientConnection | None = None
         self._wake: asyncio.Event | None = None
@@ -179,6 +181,9 @@ class Shell:
             self._ws = ws
             self._wake = asyncio.Event()
             core.connection_made()
+            # If the engine never answers the metadata call, stop holding calls after the
+            # engine's own namespace grace period (5 s, protocol.md §4.1).
+            self.loop.call_later(HOLD_FALLBACK_S, self._release_hold, core.epoch)
             writer = asyncio.create_task(self._writer(ws, self._wake))
             self.connected.set()
             self._notify("connected")
@@ -197,6 +202,12 @@ class Shell:
             self._notify(core.state)
             if not await self._backoff():
                 return
+
+    def _release_hold(self, epoch: int) -> None:
+        if self.core.epoch == epoch and self.core.holding:
+            log.warning("no answer to engine::workers::register in %.0f s; sending calls anyway", HOLD_FALLBACK_S)
+            self.core.release()
+            self.flush()
 
     async def _backoff(self) -> bool:
         delay = self.core.next_reconnect_delay(random.random())
@@ -230,17 +241,23 @@ class Shell:
 
     def _on_frame(self, raw: str | bytes) -> None:
         for ev in self.core.receive(raw):
-            if isinstance(ev, Completion):
-                _settle(ev)
-            elif isinstance(ev, Invoke):
-                self._invoke(ev)
-            elif isinstance(ev, ProviderCall):
-                self._provider(ev)
-            elif isinstance(ev, Fatal):
-                self._notify("failed")
-                if self._ws is not None:
-                    self.loop.create_task(self._ws.close())
+            try:
+                self._dispatch(ev)
+            except Exception:  # one bad event must not end the receive loop
+                log.exception("failed to handle %s", type(ev).__name__)
         self.flush()
+
+    def _dispatch(self, ev: object) -> None:
+        if isinstance(ev, Completion):
+            _settle(ev)
+        elif isinstance(ev, Invoke):
+            self._invoke(ev)
+        elif isinstance(ev, ProviderCall):
+            self._provider(ev)
+        elif isinstance(ev, Fatal):
+            self._notify("failed")
+            if self._ws is not None:
+                self.loop.create_task(self._ws.close())
 
     # -- running handlers ------------------------------------------------------------------
     def _invoke(self, ev: Invoke) -> None:
@@ -248,7 +265,7 @@ class Shell:
         if spec.is_async:
             fut: asyncio.Future[Any] = self.loop.create_task(spec.call(ev.data, ev.metadata))
         else:
-            fut = self.loop.run_in_executor(self.pool, spec.call, ev.data, ev.metadata)
+            fut = self.pool.run(self.loop, spec.call, ev.data, ev.metadata)
         fut.add_done_callback(lambda f: self._finish(ev, f))
 
     def _finish(self, ev: Invoke, fut: asyncio.Future[Any]) -> None:
@@ -270,7 +287,7 @@ class Shell:
         if inspect.iscoroutinefunction(method):
             fut: asyncio.Future[Any] = self.loop.create_task(method(ev.trigger))
         else:
-            fut = self.loop.run_in_executor(self.pool, method, ev.trigger)
+            fut = self.pool.run(self.loop, method, ev.trigger)
 
         def done(f: asyncio.Future[Any]) -> None:
             exc = f.exception() if not f.cancelled() else asyncio.CancelledError()
@@ -308,7 +325,7 @@ class Shell:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout)
-            self.pool.shutdown(wait=False)
+            self.pool.shutdown()
 
 
 def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:

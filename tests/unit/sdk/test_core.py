@@ -33,9 +33,15 @@ def frames(core: Core) -> list[dict]:
     return [json.loads(t) for t in core.take_outbox()]
 
 
+def answer_register(core: Core) -> None:
+    core.receive(json.dumps({"type": "invocationresult", "invocation_id": core.register_id,
+                             "function_id": "engine::workers::register", "result": {"success": True}}))
+
+
 def connected_core(**kw) -> Core:
     core = Core(metadata=META, **kw)
     core.connection_made()
+    answer_register(core)
     core.take_outbox()
     return core
 
@@ -50,11 +56,35 @@ def test_first_connect_order_and_no_reattach():
     core.connection_made()
     out = frames(core)
     assert [f["type"] for f in out] == ["registertriggertype", "registerfunction", "registertrigger",
-                                         "invokefunction", "invokefunction"]
-    assert out[3]["function_id"] == "math::add" and out[3]["data"] == {"a": 1}
-    last = out[4]
-    assert last == {"function_id": "engine::workers::register", "data": META,
-                    "action": {"type": "void"}, "type": "invokefunction"}
+                                         "invokefunction"]
+    assert out[3] == {"function_id": "engine::workers::register", "data": META,
+                      "invocation_id": core.register_id, "type": "invokefunction"}
+    # calls are held until the engine answered the metadata call; results are not
+    core.call("later", {}, waiter=Waiter(), now=0.0)
+    core.result("i9", "math::add", result=1)
+    assert [f["type"] for f in frames(core)] == ["invocationresult"]
+    answer_register(core)
+    assert not core.holding and core.register_id is None
+    assert [(f["function_id"], f.get("data")) for f in frames(core)] == [("math::add", {"a": 1}), ("later", {})]
+    core.call("now", {}, waiter=Waiter(), now=0.0)
+    assert [f["function_id"] for f in frames(core)] == ["now"]
+
+
+def test_hold_is_released_by_an_error_answer_or_the_shell():
+    core = Core(metadata=META)
+    core.call("f", {}, waiter=Waiter(), now=0.0)
+    core.connection_made()
+    core.take_outbox()
+    core.receive(json.dumps({"type": "invocationresult", "invocation_id": core.register_id,
+                             "function_id": "engine::workers::register",
+                             "error": {"code": "function_not_found", "message": "no"}}))
+    assert [f["function_id"] for f in frames(core)] == ["f"]
+    core.connection_lost()
+    core.call("g", {}, waiter=Waiter(), now=0.0)
+    core.connection_made()
+    core.take_outbox()
+    core.release()  # the shell's fallback timer
+    assert [f["function_id"] for f in frames(core)] == ["g"]
 
 
 def test_reconnect_sends_reattach_first_then_replays():
@@ -68,7 +98,8 @@ def test_reconnect_sends_reattach_first_then_replays():
     out = frames(core)
     assert out[0] == {"type": "reattach", "previous_worker_id": "w-1", "reattach_token": "tok"}
     assert [f.get("id") for f in out[1:3]] == ["f::a", "f::b"]
-    assert out[-1]["function_id"] == "engine::workers::register"
+    assert out[3]["function_id"] == "engine::workers::register" and len(out) == 4
+    assert "action" not in out[3] and out[3]["invocation_id"] == core.register_id
 
 
 def test_offline_queue_is_bounded_oldest_dropped():
@@ -77,6 +108,7 @@ def test_offline_queue_is_bounded_oldest_dropped():
         core.call("f", {"i": i}, waiter=Waiter(), now=0.0)
     assert len(core.queue) == MAX_QUEUE and core.dropped == 5
     core.connection_made()
+    answer_register(core)
     calls = [f for f in frames(core) if f["function_id"] == "f"]
     assert len(calls) == MAX_QUEUE and calls[0]["data"] == {"i": 5} and calls[-1]["data"] == {"i": MAX_QUEUE + 4}
 

@@ -203,6 +203,7 @@ def test_trigger_type_provider_answers(eng: FakeEngine):
 def test_function_and_trigger_refs_unregister(eng: FakeEngine):
     iii = worker(eng.url)
     try:
+        assert iii.wait_connected(5)
         ref = iii.register_function("orders::create", lambda d: 1)
         trig = iii.register_trigger({"type": "http", "function_id": "orders::create",
                                      "config": {"api_path": "/orders", "http_method": "POST"}})
@@ -210,9 +211,13 @@ def test_function_and_trigger_refs_unregister(eng: FakeEngine):
         trig.unregister()
         with pytest.raises(ValueError):
             iii.register_function("iii::mine", lambda d: 1)
-        assert iii.wait_connected(5)
-        wait_for(lambda: any(f.get("type") == "unregistertrigger" for f in eng.frames[0]) or
-                 iii.core.triggers == {})
-        iii.register_function("orders::create", lambda d: 2)  # free again after unregister
+        wait_for(lambda: eng.frames and any(f.get("type") == "unregistertrigger" for f in eng.frames[0]))
+        kinds = [f["type"] for f in eng.frames[0] if f["type"] != "invokefunction"]
+        assert kinds == ["registerfunction", "registertrigger", "unregisterfunction", "unregistertrigger"]
+        reg = [f for f in eng.frames[0] if f["type"] == "registertrigger"][0]
+        assert reg["trigger_type"] == "http" and reg["config"] == {"api_path": "/orders", "http_method": "POST"}
+        assert "orders::create" not in eng.owners
+        iii.register_function("orders::create", lambda d: 2)  # the id is free again
+        assert iii.trigger({"function_id": "orders::create", "payload": {}}) == 2
     finally:
         iii.shutdown()
