@@ -1,0 +1,128 @@
+"""The seed's ``orders::create`` example (Enqueue to ``payment``) end to end, on our SDK.
+
+The example's Python block is read from the seed page itself
+(``shared/seed/use-functions-and-triggers.md``, block ``trigger_enqueue.py``) and run
+unchanged as its own worker process, with the context the page's earlier examples give it
+(``iii = register_worker(III_URL)``, ``uuid``, ``TriggerAction``). The engine's ``payment``
+queue is the one of ``conf/iii-config.yaml`` (FIFO on ``transaction_id``), so the input
+carries a ``transaction_id``. This process registers ``orders::process-order`` (the
+example's target) and checks that the job it receives is the order the example built.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from iii import InitOptions, InvocationError, register_worker
+from tests.harness import REPO, start_engine
+from tests.wsclient import RawClient
+
+SEED_PAGE = REPO.parent / "shared" / "seed" / "use-functions-and-triggers.md"
+PAYMENT = {"payment": {"max_retries": 10, "concurrency": 2, "type": "fifo",
+                       "message_group_field": "transaction_id", "backoff_ms": 50}}
+
+RUNNER = """
+import os, sys, uuid
+from iii import TriggerAction, register_worker
+iii = register_worker(os.environ["III_URL"])
+exec(compile(sys.stdin.read(), "trigger_enqueue.py", "exec"),
+     {"__name__": "__main__", "iii": iii, "uuid": uuid, "os": os, "TriggerAction": TriggerAction})
+print("SEED-READY", flush=True)
+"""
+
+
+def seed_block(title: str) -> str:
+    """The code block titled ``title`` on the seed page, dedented as written."""
+    text = SEED_PAGE.read_text()
+    m = re.search(r'^( *)```\w+ title="' + re.escape(title) + r'"[^\n]*\n(.*?)^\1```', text,
+                  re.S | re.M)
+    assert m, f"no block {title} on {SEED_PAGE}"
+    indent = len(m.group(1))
+    return "".join(line[indent:] for line in m.group(2).splitlines(keepends=True))
+
+
+def wait_queue_broker(url: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    with RawClient.worker(url) as w:
+        while time.monotonic() < deadline:
+            if "error" not in w.call("engine::queue::list_topics", {}):
+                return
+            time.sleep(0.05)
+    raise AssertionError("the queue broker never registered engine::queue::list_topics")
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Any]:
+    eng = start_engine(queues=PAYMENT)
+    try:
+        wait_queue_broker(eng.url)
+        yield eng
+    finally:
+        eng.stop()
+
+
+@pytest.fixture
+def seed_worker(engine: Any) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "III_URL": engine.url, "PYTHONUNBUFFERED": "1"})
+    proc.stdin.write(seed_block("trigger_enqueue.py"))  # type: ignore[union-attr]
+    proc.stdin.close()  # type: ignore[union-attr]
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    assert line.startswith("SEED-READY"), line + proc.stdout.read(2000)  # type: ignore[union-attr]
+    yield proc
+    proc.kill()
+    proc.wait(5)
+
+
+def call(iii: Any, function_id: str, payload: Any, timeout_s: float = 5.0) -> Any:
+    """Call, retrying function_not_found briefly: the example's registration may be in flight."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return iii.trigger({"function_id": function_id, "payload": payload})
+        except InvocationError as exc:
+            if exc.code != "function_not_found" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_orders_create_enqueues_to_payment_through_our_sdk(engine: Any, seed_worker: Any) -> None:
+    jobs: queue.Queue[Any] = queue.Queue()
+    iii = register_worker(engine.url, InitOptions(worker_name="orders-consumer", daemon=True,
+                                                  invocation_timeout_ms=10_000))
+    try:
+        assert iii.wait_connected(10)
+        iii.register_function("orders::process-order", lambda order: jobs.put(order) or {"paid": True})
+        out = call(iii, "orders::create", {"transaction_id": "tx-1", "items": ["book"], "total": 12})
+        assert set(out) == {"orderId", "messageReceiptId"}
+        uuid.UUID(out["orderId"])
+        uuid.UUID(out["messageReceiptId"])
+        order = jobs.get(timeout=5)
+        # The example spreads its input into the order, and the engine added
+        # ``_caller_worker_id`` to that input (a sync call with an object payload, spec §5.3);
+        # the enqueue itself adds nothing (workers-b §1.1 step 4).
+        assert isinstance(order.pop("_caller_worker_id"), str)
+        assert order == {"id": out["orderId"], "transaction_id": "tx-1", "items": ["book"], "total": 12}
+        # FIFO queue: an input without the group field is refused at enqueue, and the
+        # example's trigger raises that error back to its caller.
+        with pytest.raises(InvocationError) as info:
+            call(iii, "orders::create", {"items": []})
+        assert "transaction_id" in str(info.value), info.value
+        assert jobs.empty()
+    finally:
+        iii.shutdown()
+    stats = json.dumps(RawClient.worker(engine.url).call("engine::queue::topic_stats",
+                                                         {"topic": "payment"}))
+    assert '"dlq_depth": 0' in stats, stats
