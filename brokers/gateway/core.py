@@ -91,6 +91,8 @@ class GatewayCore:
             return
         for inv_id, (rnode, rconn, fid) in conn.delivered.items():
             self._answer(rnode, rconn, inv_id, wire.stopped(inv_id, fid))
+        self.routes.apply([["-", conn.ns, key, self.node, conn.id]
+                           for kind, key in conn.held if kind == "registerfunction"])
         self.out.bus(ROUTER, {"k": frames.CONN, "c": conn.id, "ev": "close"})
 
     def grace_expired(self, conn_id: str) -> None:
@@ -240,7 +242,20 @@ class GatewayCore:
             conn.held[(kind, key)] = raw
         elif kind in ("unregisterfunction", "unregistertrigger", "unregistertriggertype"):
             conn.held.pop(("register" + kind[len("unregister"):], key), None)
+        if kind == "registerfunction" and isinstance(key, str):
+            self._claim_locally(conn, key)
+        elif kind == "unregisterfunction":
+            self.routes.apply([["-", conn.ns, key, self.node, conn.id]])
         self.out.bus(ROUTER, {"k": frames.UP, "c": conn.id, "ns": conn.ns}, raw)
+
+    def _claim_locally(self, conn: Conn, function_id: str) -> None:
+        """Route a new function of ours at once, as the reference engine registers
+        synchronously: a worker may call its function right after registering it. Only a
+        free id is claimed; the router stays the judge and a rejection withdraws the claim."""
+        if function_id.startswith("engine::") and conn.ns != "default":
+            return
+        if self.routes.get(conn.ns, function_id) is None:
+            self.routes.apply([["+", conn.ns, function_id, self.node, conn.id]])
 
     def _register_worker(self, conn: Conn, data: Any, inv_id: Any) -> None:
         if isinstance(data, dict):
@@ -277,8 +292,11 @@ class GatewayCore:
         elif kind == frames.ROUTES:
             self.routes.apply(header["ops"])
         elif kind == frames.DOWN:
-            if header.get("c") in self.conns:
-                self.out.ws(header["c"], body)
+            conn = self.conns.get(header.get("c"))
+            if conn is not None:
+                if body.startswith(b'{"type":"registrationrejected"'):
+                    self._withdraw_claim(conn, body)
+                self.out.ws(conn.id, body)
         elif kind == frames.METAOK:
             self._meta_ok(header)
         elif kind == frames.CLOSE:
@@ -289,6 +307,11 @@ class GatewayCore:
             self.resync()
         elif kind == frames.RESET and header.get("node") != self.node:
             self._reset(header["node"])
+
+    def _withdraw_claim(self, conn: Conn, body: bytes) -> None:
+        msg = wire.loads(body)
+        if msg.get("function_id"):
+            self.routes.apply([["-", msg.get("namespace"), msg["function_id"], self.node, conn.id]])
 
     def _deliver(self, header: dict, body: bytes) -> None:
         target = header.get("to")
