@@ -1,96 +1,282 @@
-"""Round trips through our Python SDK between two workers on one engine.
+"""Our Python SDK's own overhead: SDK workers against the minimal protocol client, same engine.
 
-``run(url, seconds)`` starts a callee worker (``perf::sdk-echo``, a sync ``def`` handler, as in
-the seed examples) and a caller worker in this process, then measures blocking
-``iii.trigger`` round trips with 1 and with 16 calls in flight (16 caller threads). Compare
-with the harness's minimal protocol client on the same engine to get the SDK's own overhead.
-Usage: python perf/sdk_overhead.py ws://127.0.0.1:49134 [seconds]
+Every caller and every callee is its own OS process (multiprocessing, spawn), as in the rest
+of ``perf``. The minimal client is ``perf.wire`` (raw frames, orjson, uvloop). Pairs measured,
+each with 1 and 16 calls in flight, interleaved run by run so that load on the shared machine
+hits every pair alike (a figure is the median of ``runs``):
+
+- ``raw->raw``: wire caller, wire callee: the baseline every other pair is divided by;
+- ``sync->raw`` / ``async->raw``: our SDK as caller (blocking ``iii.trigger`` from N threads,
+  or ``await iii.trigger_async`` from N tasks on the caller's own loop): caller-side cost;
+- ``raw->def`` / ``raw->adef``: our SDK as callee with a plain ``def`` handler (run in the
+  handler pool) or an ``async def`` handler: callee-side cost;
+- ``sync->def``: SDK on both sides, the seed's shape (``iii.trigger`` to a ``def`` handler).
+
+Ratios are SDK throughput / raw throughput (1.00 = no overhead). ``run(url, seconds)`` is the
+entry point of the perf harness (``perf/engine_benches.py``): its top-level
+``throughput``/``p50_us``/``p99_us`` are the ``sync->def`` pair at 16 in flight.
+Usage: ``.venv/bin/python -m perf.sdk_overhead [ws://host:port] [--seconds S] [--runs N]``
+(without a URL it starts its own engine with ``perf.engine``).
 """
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import multiprocessing
 import statistics
-import sys
 import threading
 import time
+import uuid
 from typing import Any
 
-from iii import InitOptions, InvocationError, register_worker
+from perf import core, wire
 
-FUNCTION_ID = "perf::sdk-echo"
-
-
-def _echo(data: Any) -> Any:
-    return data
-
-
-def _measure(caller: Any, in_flight: int, seconds: float) -> dict[str, float]:
-    stop_at = time.perf_counter() + seconds
-    lat: list[list[float]] = [[] for _ in range(in_flight)]
-    errors = [0] * in_flight
-
-    def loop(i: int) -> None:
-        payload = {"n": i}
-        samples = lat[i]
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= stop_at:
-                return
-            try:
-                caller.trigger({"function_id": FUNCTION_ID, "payload": payload})
-            except InvocationError:
-                errors[i] += 1
-                continue
-            samples.append(time.perf_counter() - t0)
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(in_flight)]
-    t_start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t_start
-    all_lat = sorted(x for s in lat for x in s)
-    n = len(all_lat)
-    return {
-        "rt_per_s": n / elapsed if elapsed else 0.0,
-        "p50_us": statistics.median(all_lat) * 1e6 if n else float("nan"),
-        "p99_us": all_lat[min(n - 1, int(n * 0.99))] * 1e6 if n else float("nan"),
-        "calls": float(n),
-        "errors": float(sum(errors)),
-    }
+RAW_FN, DEF_FN, ADEF_FN = "perf::raw-echo", "perf::sdk-echo", "perf::sdk-aecho"
+PAIRS = {  # name -> (caller kind, callee function)
+    "raw->raw": ("raw", RAW_FN), "sync->raw": ("sync", RAW_FN), "async->raw": ("async", RAW_FN),
+    "raw->def": ("raw", DEF_FN), "raw->adef": ("raw", ADEF_FN), "sync->def": ("sync", DEF_FN),
+}
+INFLIGHT = (1, 16)
+PROBE_S = 10.0
 
 
-def run(url: str, seconds: float) -> dict[str, Any]:
-    """Measure for ``seconds`` at each concurrency; returns flat figures for the report."""
-    callee = register_worker(url, InitOptions(worker_name="perf-sdk-callee", daemon=True))
-    caller = register_worker(url, InitOptions(worker_name="perf-sdk-caller", daemon=True))
+# -- callee processes ----------------------------------------------------------------------
+def _sdk_callee_main(url: str, ready: Any) -> None:
+    from iii import InitOptions, register_worker
+
+    def echo(data: Any) -> Any:
+        return data
+
+    async def aecho(data: Any) -> Any:
+        return data
+
+    iii = register_worker(url, InitOptions(worker_name="perf-sdk-callee"))
+    iii.register_function(DEF_FN, echo)
+    iii.register_function(ADEF_FN, aecho)
+    iii.wait_connected(10)
+    ready.set()
+    threading.Event().wait()  # serve until terminated
+
+
+def _raw_callee_main(url: str, ready: Any) -> None:
+    wire.run_loop(wire.serve_callee(url, [RAW_FN], [], lambda: None, lambda _port: ready.set()))
+
+
+# -- caller processes: ready, then one window per ("go", inflight, seconds) -------------------
+def _caller_main(conn: Any, url: str, kind: str, function_id: str) -> None:
     try:
-        callee.register_function(FUNCTION_ID, _echo)
-        if not (callee.wait_connected(10) and caller.wait_connected(10)):
-            raise RuntimeError(f"could not connect to {url}")
-        deadline = time.monotonic() + 10
-        while True:  # until the registration is routable
-            try:
-                caller.trigger({"function_id": FUNCTION_ID, "payload": {"warm": True}, "timeout_ms": 1000})
-                break
-            except InvocationError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        _measure(caller, 1, min(0.5, seconds / 4))  # warm-up
-        one = _measure(caller, 1, seconds)
-        sixteen = _measure(caller, 16, seconds)
+        if kind == "raw":
+            wire.run_loop(_raw_caller(conn, url, function_id))
+        elif kind == "sync":
+            _sync_caller(conn, url, function_id)
+        else:
+            wire.run_loop(_async_caller(conn, url, function_id))
+    except Exception as exc:  # reported, never raised across the process boundary
+        conn.send({"status": "error", "reason": f"{type(exc).__name__}: {exc}"})
+
+
+async def _raw_caller(conn: Any, url: str, function_id: str) -> None:
+    ws = await wire.open_ws(url)
+    await ws.send(wire.worker_hello("perf-raw-caller"), text=True)
+    caller = wire.Caller(ws)
+    failure = await wire.probe(caller, function_id, {"n": 0}, PROBE_S)
+    conn.send({"status": "ready"} if failure is None else {"status": "error", "reason": failure})
+    loop = asyncio.get_running_loop()
+    while (cmd := await loop.run_in_executor(None, conn.recv))[0] == "go":
+        conn.send(await wire.measure([caller], cmd[1], cmd[2], lambda c, n: c.call(function_id, {"n": n})))
+    await caller.close()
+
+
+def _sdk_worker(url: str, name: str) -> Any:
+    from iii import InitOptions, register_worker
+
+    # unique: two live workers with one name in one namespace are a conflict (protocol.md §4.3)
+    iii = register_worker(url, InitOptions(worker_name=f"{name}-{uuid.uuid4().hex[:8]}", daemon=True))
+    if not iii.wait_connected(10):
+        raise RuntimeError(f"could not connect to {url}")
+    return iii
+
+
+def _probe_sdk(iii: Any, function_id: str) -> None:
+    from iii import InvocationError
+
+    deadline = time.monotonic() + PROBE_S
+    while True:  # until the callee's registration is routable
+        try:
+            iii.trigger({"function_id": function_id, "payload": {"n": 0}, "timeout_ms": 2000})
+            return
+        except InvocationError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _sync_caller(conn: Any, url: str, function_id: str) -> None:
+    from iii import InvocationError
+
+    iii = _sdk_worker(url, "perf-sdk-sync-caller")
+    _probe_sdk(iii, function_id)
+    conn.send({"status": "ready"})
+    while (cmd := conn.recv())[0] == "go":
+        inflight, seconds = cmd[1], cmd[2]
+        lat: list[list[int]] = [[] for _ in range(inflight)]
+        errors = [0] * inflight
+        stop_at = time.perf_counter() + seconds
+
+        def lane(i: int) -> None:
+            samples, n = lat[i], 0
+            while time.perf_counter() < stop_at:
+                n += 1
+                t0 = time.perf_counter_ns()
+                try:
+                    iii.trigger({"function_id": function_id, "payload": {"n": n}})
+                except InvocationError:
+                    errors[i] += 1
+                samples.append(time.perf_counter_ns() - t0)
+
+        threads = [threading.Thread(target=lane, args=(i,)) for i in range(inflight)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        conn.send(core.summarize_window([x for s in lat for x in s], time.perf_counter() - start, sum(errors)))
+    iii.shutdown()
+
+
+async def _async_caller(conn: Any, url: str, function_id: str) -> None:
+    from iii import InvocationError
+
+    iii = _sdk_worker(url, "perf-sdk-async-caller")
+    _probe_sdk(iii, function_id)
+    conn.send({"status": "ready"})
+    loop = asyncio.get_running_loop()
+    while (cmd := await loop.run_in_executor(None, conn.recv))[0] == "go":
+        inflight, seconds = cmd[1], cmd[2]
+        lat: list[int] = []
+        errors = 0
+        stop_at = time.perf_counter() + seconds
+
+        async def lane() -> None:
+            nonlocal errors
+            n = 0
+            while time.perf_counter() < stop_at:
+                n += 1
+                t0 = time.perf_counter_ns()
+                try:
+                    await iii.trigger_async({"function_id": function_id, "payload": {"n": n}})
+                except InvocationError:
+                    errors += 1
+                lat.append(time.perf_counter_ns() - t0)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(inflight)))
+        conn.send(core.summarize_window(lat, time.perf_counter() - start, errors))
+    await iii.shutdown_async()
+
+
+# -- the run ---------------------------------------------------------------------------------
+def measure(url: str, seconds: float, runs: int = 1, pairs: list[str] | None = None) -> dict[str, Any]:
+    """Every pair x in-flight count, ``runs`` interleaved windows each; medians and ratios."""
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[Any] = []
+    try:
+        for target in (_raw_callee_main, _sdk_callee_main):
+            ready = ctx.Event()
+            procs.append(ctx.Process(target=target, args=(url, ready), daemon=True))
+            procs[-1].start()
+            if not ready.wait(15):
+                raise RuntimeError(f"{target.__name__} not ready in 15 s")
+        names = ["raw->raw", *[p for p in (pairs or PAIRS) if p != "raw->raw"]]
+        callers: dict[str, Any] = {}
+        for name in names:
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_caller_main, args=(child, url, *PAIRS[name]), daemon=True)
+            p.start()
+            procs.append(p)
+            if not parent.poll(30):
+                raise RuntimeError(f"caller {name} not ready in 30 s")
+            status = parent.recv()
+            if status.get("status") != "ready":
+                raise RuntimeError(f"caller {name}: {status}")
+            parent.send(("go", 16, min(0.3, seconds)))  # warm-up
+            parent.recv()
+            callers[name] = parent
+        windows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for _ in range(runs):
+            for n in INFLIGHT:
+                for name in names:
+                    callers[name].send(("go", n, seconds))
+                    windows.setdefault((name, n), []).append(callers[name].recv())
+        for conn in callers.values():
+            conn.send(("stop",))
     finally:
-        caller.shutdown()
-        callee.shutdown()
-    out: dict[str, Any] = {"shape": "python SDK sync trigger, worker -> engine -> worker (sync def handler)"}
-    for tag, figures in (("1", one), ("16", sixteen)):
-        for key, value in figures.items():
-            out[f"sdk_{key}_{tag}"] = round(value, 1)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+    return _figures(windows)
+
+
+def _figures(windows: dict[tuple[str, int], list[dict[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for (name, n), ws in windows.items():
+        fig = {k: statistics.median(w[k] for w in ws) for k in ("throughput", "p50_us", "p99_us")}
+        fig["errors"] = sum(w["errors"] for w in ws)
+        base = windows.get(("raw->raw", n))
+        if base and name != "raw->raw":
+            fig["ratio"] = core.ratio(fig["throughput"], statistics.median(w["throughput"] for w in base))
+        out[f"{name}@{n}"] = fig
     return out
 
 
-if __name__ == "__main__":
-    import json
+def run(url: str, seconds: float) -> dict[str, Any]:
+    """The perf harness's entry: flat figures; the headline is ``sync->def`` at 16 in flight."""
+    figures = measure(url, seconds)
+    head = figures["sync->def@16"]
+    out: dict[str, Any] = {"shape": "our SDK, sync trigger -> def handler, 16 in flight, caller and "
+                                    "callee in separate processes",
+                           "throughput": head["throughput"], "p50_us": head["p50_us"], "p99_us": head["p99_us"]}
+    for key, fig in figures.items():
+        for metric, value in fig.items():
+            out[f"{key}.{metric}"] = value
+    return out
 
-    print(json.dumps(run(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 3.0), indent=2))
+
+def _table(figures: dict[str, Any]) -> str:
+    lines = [f"{'pair@inflight':<16}{'calls/s':>10}{'p50 us':>9}{'p99 us':>9}{'vs raw':>8}{'errors':>7}"]
+    for key, f in figures.items():
+        ratio = f"{f['ratio']:.2f}" if f.get("ratio") is not None else "-"
+        lines.append(f"{key:<16}{f['throughput']:>10.0f}{f['p50_us']:>9.0f}{f['p99_us']:>9.0f}{ratio:>8}{f['errors']:>7}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("url", nargs="?", help="engine URL; default: start one (perf.engine)")
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pairs", nargs="*", choices=list(PAIRS))
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    eng = None
+    url = args.url
+    if url is None:
+        from perf import engine, servers
+
+        eng = engine.Engine(servers.free_port())
+        eng.start()
+        url = eng.url
+    try:
+        figures = measure(url, args.seconds, args.runs, args.pairs)
+    finally:
+        if eng is not None:
+            eng.stop()
+    print(json.dumps(figures, indent=1) if args.json else _table(figures))
+
+
+if __name__ == "__main__":
+    main()
