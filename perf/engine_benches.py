@@ -197,7 +197,8 @@ class EngineBenches:
                 results[target] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
         for target, res in results.items():
             metrics = {k: res[k] for k in ("throughput", "p50_us", "p99_us") if isinstance(res.get(k), (int, float))}
-            r = {"target": target, "bench": "sdk_overhead", "variant": "official SDK clients",
+            r = {"target": target, "bench": "sdk_overhead", "variant": "SDK clients, 16 in flight",
+                 "note": str(res.get("shape", ""))[:60],
                  "status": res["status"] if metrics or res["status"] != "ok" else "error",
                  "reason": res.get("reason", "" if metrics else "no throughput/p50_us in result"),
                  "metrics": metrics, "raw": res}
@@ -243,6 +244,6 @@ class EngineBenches:
 def results_row(res: dict[str, Any] | None) -> dict[str, Any]:
     res = res or {}
     metrics = {k: res[k] for k in ("throughput", "p50_us", "p99_us") if isinstance(res.get(k), (int, float))}
-    return {"target": "relay", "variant": "official SDK clients", "status": "ok" if metrics else "error",
+    return {"target": "relay", "variant": "SDK clients, 16 in flight", "status": "ok" if metrics else "error",
             "metrics": metrics}
 

@@ -51,14 +51,17 @@ def write_json(doc: dict[str, Any], results_dir: Path = RESULTS) -> Path:
     return path
 
 
-def previous_run(current: Path, results_dir: Path = RESULTS) -> dict[str, Any] | None:
+def previous_run(current: Path, mode: str, results_dir: Path = RESULTS) -> dict[str, Any] | None:
+    """The latest earlier run of the same mode (quick runs are compared with quick runs)."""
     older = sorted(p for p in results_dir.glob("run-*.json") if p != current and p.name < current.name)
-    if not older:
-        return None
-    try:
-        return json.loads(older[-1].read_text())
-    except (OSError, ValueError):
-        return None
+    for path in reversed(older):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if doc.get("mode") == mode:
+            return doc
+    return None
 
 
 def _key(r: dict[str, Any]) -> str:
@@ -73,7 +76,7 @@ def chart(current_path: Path, doc: dict[str, Any]) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "chart skipped: matplotlib is not installed (pip install -e '.[perf]')"
-    prev = previous_run(current_path, current_path.parent)
+    prev = previous_run(current_path, doc.get("mode", ""), current_path.parent)
     prev_rows = {_key(r): r for r in (prev or {}).get("rows", []) if r.get("status") == "ok"}
     rows = [r for r in doc["rows"] if r.get("status") == "ok" and "throughput" in r.get("metrics", {})]
     if not rows:
