@@ -2,8 +2,10 @@
 
 Each example runs as its own worker process (``seed/run_seed.py``) with ``III_URL`` set; the
 test then calls the functions the example registered, through our SDK in this process, and
-checks the results the page documents. Examples that need a worker not in the default
-engine yet are listed in ``NOT_YET_RUNNABLE`` with the reason; they are kept as fixtures.
+checks the results the page documents. ``trigger_enqueue.py`` runs against its own engine
+with an ``iii-queue`` worker holding the ``payment`` queue of ``conf/iii-config.yaml``.
+Examples that need a worker not in our engine yet are listed in ``NOT_YET_RUNNABLE`` with
+the reason; they are kept as fixtures.
 """
 from __future__ import annotations
 
@@ -20,11 +22,11 @@ import pytest
 from iii import InitOptions, InvocationError, register_worker
 
 SEED = Path(__file__).resolve().parent / "seed"
-RUNNABLE = ["math_add.py", "trigger.py", "trigger_void.py", "cross_language.py", "unregister.py"]
+RUNNABLE = ["math_add.py", "trigger.py", "trigger_void.py", "cross_language.py", "unregister.py",
+            "trigger_enqueue.py"]
 NOT_YET_RUNNABLE = {
     "http_invoked.py": "needs iii-http-functions and a reachable HTTPS endpoint; the example "
                        "also hard-codes ws://localhost:49134",
-    "trigger_enqueue.py": "needs the queue worker with a 'payment' queue and an orders::process-order function",
     "http_trigger.py": "needs the iii-http worker (REST API on 3111)",
     "cron_trigger.py": "needs the iii-cron worker (and fires only every 30 minutes)",
     "state_trigger.py": "needs state triggers, iii-http-functions and WEBHOOK_URL",
@@ -159,3 +161,35 @@ def test_unregister_removes_function(seeds: Any, client: Any):
         if info.value.code == "function_not_found" or time.monotonic() > deadline:
             break
     assert info.value.code == "function_not_found"
+
+
+# The payment queue of conf/iii-config.yaml (FIFO grouped by transaction_id); short backoff.
+PAYMENT = {"payment": {"max_retries": 10, "concurrency": 2, "type": "fifo",
+                       "message_group_field": "transaction_id", "backoff_ms": 50}}
+
+
+def test_trigger_enqueue_returns_receipt_and_delivers_the_order(engine_factory: Any):
+    import queue
+    import uuid
+
+    eng = engine_factory(queues=PAYMENT)
+    consumer = register_worker(eng.url, InitOptions(worker_name="seed-orders-consumer", daemon=True,
+                                                    invocation_timeout_ms=10_000))
+    seed = None
+    try:
+        assert consumer.wait_connected(10)
+        call(consumer, "engine::queue::list_topics", {}, timeout_s=10)  # the broker is up
+        jobs: queue.Queue[Any] = queue.Queue()
+        consumer.register_function("orders::process-order", lambda order: jobs.put(order))
+        seed = Seed("trigger_enqueue.py", eng.url)
+        out = call(consumer, "orders::create", {"transaction_id": "tx-7", "items": ["pen"], "total": 3})
+        assert set(out) == {"orderId", "messageReceiptId"}
+        uuid.UUID(out["orderId"])
+        uuid.UUID(out["messageReceiptId"])
+        order = jobs.get(timeout=5)  # delivered by the queue to orders::process-order
+        assert isinstance(order.pop("_caller_worker_id"), str)  # the example spreads its input
+        assert order == {"id": out["orderId"], "transaction_id": "tx-7", "items": ["pen"], "total": 3}
+    finally:
+        if seed is not None:
+            seed.stop()
+        consumer.shutdown()
