@@ -23,8 +23,9 @@ live only in memory and are never written, so every stored job is ready (or wait
 a retry) when the broker restarts: ``restore`` hands leased-at-crash jobs out again.
 
 Contract with the shell (it keeps the durability promise): write ``take_writes()`` to the
-store and wait for the commit before replying to an enqueue and before making the
-deliveries of the next ``poll``.
+store and wait for the commit before replying to an enqueue; hand ``poll`` the ``last_seq``
+read at the ``take_writes`` of the newest commit that completed, so a new job is delivered
+only once its record is on disk (deliveries never wait for unrelated commits).
 """
 from __future__ import annotations
 
@@ -185,12 +186,19 @@ class QueueCore:
             self.lanes[sub.lane].active = False  # queued jobs stay stored
 
     # -- consumers -----------------------------------------------------------------
-    def poll(self, now: int) -> Poll:
-        """Lease every job that may be delivered now."""
+    def poll(self, now: int, durable_seq: int | None = None) -> Poll:
+        """Lease every job that may be delivered now.
+
+        ``durable_seq``: the largest ``seq`` whose record the shell knows is on disk; newer
+        jobs (enqueued, their commit still running) stay ready for a later poll. None = all.
+        Only new jobs need this: a retried or redriven job keeps its old ``seq``, and its
+        record was durable before (a crash before its update commits costs at most a
+        recount of one attempt, never the job).
+        """
         out: list[Delivery] = []
         wake: int | None = None
         for lane in self.lanes.values():
-            for job in lane.take(now):
+            for job in lane.take(now, durable_seq):
                 out.append(Delivery(job, lane.condition_function_id))
             if lane.active:
                 due = lane.next_due()
@@ -221,6 +229,15 @@ class QueueCore:
         """A delivery that never happened (shutdown): ready again, no attempt counted."""
         lane = self._where.get(job_id)
         return lane is not None and lane.release(job_id, now)
+
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the newest job so far: once the writes taken now are committed,
+        every job up to it is durable."""
+        return self._seq
+
+    def has_writes(self) -> bool:
+        return bool(self._dirty)
 
     def take_writes(self) -> list[tuple[str, Job | None]]:
         """Records changed since the last call: (job id, job to put, or None to delete)."""

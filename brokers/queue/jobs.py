@@ -12,7 +12,7 @@ class to read its data.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import msgpack
@@ -50,7 +50,8 @@ class Job:
     """Why the last attempt failed (``"<code>: <message>"``), kept in the DLQ."""
 
     def to_record(self) -> bytes:
-        return msgpack.packb(asdict(self), use_bin_type=True)
+        # Not dataclasses.asdict: that deep-copies ``data``, the largest part of the job.
+        return _pack({name: getattr(self, name) for name in _FIELDS})
 
     @classmethod
     def from_record(cls, raw: bytes) -> Job:
@@ -69,6 +70,10 @@ class Job:
         if self.namespace != "default":
             job["namespace"] = self.namespace
         return {"job": job, "error": self.error, "failed_at": self.failed_at}
+
+
+_FIELDS = tuple(f.name for f in fields(Job))
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 def fn_queue_key(name: str) -> str:

@@ -67,14 +67,20 @@ class Lane:
         else:
             heapq.heappush(self._ready, (job.seq, job.id))
 
-    def take(self, now: int) -> list[Job]:
-        """Lease every job that may go out now; returns them oldest first."""
+    def take(self, now: int, max_seq: int | None = None) -> list[Job]:
+        """Lease every job that may go out now; returns them oldest first.
+
+        ``max_seq``: only jobs with ``seq <= max_seq`` (the durable ones, see core.poll).
+        Both ready heaps are ordered by ``seq``, so the first newer entry ends the pass.
+        """
         if not self.active or len(self._leased) >= self.concurrency:
             return []
         self._release_due(now)
         out: list[Job] = []
         heap = self._ready_groups if self.fifo else self._ready
         while heap and len(self._leased) < self.concurrency:
+            if max_seq is not None and heap[0][0] > max_seq:
+                break
             if self.fifo:
                 seq, gid = heapq.heappop(heap)
                 group = self._groups.get(gid)

@@ -7,17 +7,24 @@ target functions through the bus.
 
 Ordering invariants (the durability promise of core.py):
   * an enqueue/publish is answered only after the transaction holding its job is on disk;
-  * the pump commits (or waits for) every pending write before it hands out jobs, so a
-    job is never delivered before it is durable.
-The broker is event-driven: it pumps on every enqueue and delivery outcome and arms one
-timer for the next retry, so ``poll_interval_ms`` (a polling period in the reference) is
-accepted but has nothing to do.
+  * a job is never delivered before it is durable: ``_durable_seq`` is the core's
+    ``last_seq`` read when the newest completed commit took its writes, and ``poll`` hands
+    out only jobs up to it. Deliveries therefore never wait for a commit of unrelated
+    writes (acks, retries), and an enqueue burst is delivered as soon as its batch lands.
+The broker is event-driven: it pumps (once per loop iteration, however many events) on
+every enqueue, commit and delivery outcome and arms one timer for the next retry, so
+``poll_interval_ms`` (a polling period in the reference) is accepted but has nothing to do.
+
+Hot path, per job: the enqueue INV is answered by a callback on the group commit's future
+(no task), the delivery is a future in the base's reply table with a callback (no task,
+no coroutine), and the ack is one delete in the next group commit.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 from brokers.queue import inputs, inspect
@@ -25,6 +32,7 @@ from brokers.queue.config import store_path
 from brokers.queue.core import Delivery, QueueCore
 from brokers.queue.store import GroupCommitter, LmdbStore, MemoryStore, Store, encode
 from brokers.queue.topics import TRIGGER_TYPE, parse_subscription
+from iii.core import frames, wire
 from iii.core.broker import Broker, run
 from iii.core.errors import EngineError
 from iii.core.units import RunContext
@@ -63,8 +71,9 @@ class QueueBroker(Broker):
         self.core = QueueCore(ctx.config["queue_configs"])
         self.store: Store | None = None
         self.committer: GroupCommitter | None = None
-        self._pump_task: asyncio.Task[None] | None = None
-        self._again = False
+        self._pump_scheduled = False
+        self._durable_seq = 0
+        """Every job with a ``seq`` up to this is on disk (core.poll's ``durable_seq``)."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -82,6 +91,7 @@ class QueueBroker(Broker):
         self.store = self._open_store()
         jobs = self.store.load()
         self.core.restore(jobs, now_ms())  # leased-at-crash jobs are ready again
+        self._durable_seq = self.core.last_seq
         log.info("queue store open: %d stored jobs restored", len(jobs))
         self.committer = GroupCommitter(self.store)
         self.function(inputs.ENQUEUE, self._enqueue, request_format=ENQUEUE_FORMAT,
@@ -114,39 +124,60 @@ class QueueBroker(Broker):
         self.store.close()
 
     # -- functions -----------------------------------------------------------------
-    async def _durable(self) -> None:
+    def _commit(self) -> asyncio.Future[None]:
+        """Submit the core's pending writes; once on disk, jobs up to now are deliverable."""
         assert self.committer is not None
-        await self.committer.commit(encode(self.core.take_writes()))
+        seq = self.core.last_seq
+        fut = self.committer.submit(encode(self.core.take_writes()))
+        fut.add_done_callback(lambda f: self._on_committed(seq, f))
+        return fut
+
+    def _on_committed(self, seq: int, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is None and seq > self._durable_seq:
+            self._durable_seq = seq
         self._kick()
 
-    async def _enqueue(self, data: Any, metadata: Any) -> dict[str, Any]:
+    def _answer_when_durable(self, value: Any) -> asyncio.Future[Any]:
+        """A future the broker base settles by callback (no task per call)."""
+        out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(fut: asyncio.Future[None]) -> None:
+            if out.done():
+                return
+            if fut.cancelled():
+                out.cancel()
+            elif fut.exception() is not None:
+                out.set_exception(fut.exception())  # type: ignore[arg-type]
+            else:
+                out.set_result(value)
+
+        self._commit().add_done_callback(done)
+        return out
+
+    def _enqueue(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
         req = inputs.enqueue(data)
         self.core.enqueue(req, now_ms())
-        await self._durable()
-        return {"messageReceiptId": req.message_id}
+        return self._answer_when_durable({"messageReceiptId": req.message_id})
 
-    async def _publish(self, data: Any, metadata: Any) -> None:
+    def _publish(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
         topic, payload = inputs.publish(data)
         self.core.publish(topic, payload, now_ms())
-        await self._durable()
+        return self._answer_when_durable(None)
 
-    async def _redrive(self, data: Any, metadata: Any) -> dict[str, Any]:
+    def _redrive(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
         name = inputs.queue_name(inputs.REDRIVE, data)
         count = self.core.redrive(name, now_ms())
-        await self._durable()
-        return {"queue": name, "redriven": count}
+        return self._answer_when_durable({"queue": name, "redriven": count})
 
-    async def _redrive_message(self, data: Any, metadata: Any) -> dict[str, Any]:
+    def _redrive_message(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
         name, message_id = inputs.queue_and_message(inputs.REDRIVE_MESSAGE, data)
         count = self.core.redrive_message(name, message_id, now_ms())
-        await self._durable()
-        return {"queue": name, "message_id": message_id, "redriven": count}
+        return self._answer_when_durable({"queue": name, "message_id": message_id, "redriven": count})
 
-    async def _discard_message(self, data: Any, metadata: Any) -> dict[str, Any]:
+    def _discard_message(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
         name, message_id = inputs.queue_and_message(inputs.DISCARD_MESSAGE, data)
         count = self.core.discard_message(name, message_id)
-        await self._durable()
-        return {"queue": name, "message_id": message_id, "redriven": count}
+        return self._answer_when_durable({"queue": name, "message_id": message_id, "redriven": count})
 
     def _subscribe(self, binding: dict) -> None:
         sub = parse_subscription(binding["id"], binding["function_id"], binding["namespace"],
@@ -166,34 +197,26 @@ class QueueBroker(Broker):
             self._kick()
 
     def _kick(self) -> None:
-        """Pump soon; coalesces the many kicks of a burst into one pass."""
-        if self._closing or not self._routes_ready:
+        """Pump once at the end of this loop iteration: a burst of events costs one pass."""
+        if self._closing or not self._routes_ready or self._pump_scheduled:
             return
-        if self._pump_task is None:
-            self._pump_task = asyncio.ensure_future(self._pump())
-        else:
-            self._again = True
+        self._pump_scheduled = True
+        asyncio.get_running_loop().call_soon(self._pump)
 
-    async def _pump(self) -> None:
-        assert self.committer is not None
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        if self._closing:
+            return
         try:
-            while True:
-                self._again = False
-                # Every job handed out below must be durable first (a barrier if empty).
-                await self.committer.commit(encode(self.core.take_writes()))
-                poll = self.core.poll(now_ms())
-                for delivery in poll.deliveries:
-                    task = asyncio.ensure_future(self._deliver(delivery))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
-                self._arm(poll.wake_at)
-                if not self._again:
-                    return
+            if self.core.has_writes():
+                self._commit()  # outcomes (acks, retries) need not be on disk before delivering
+            poll = self.core.poll(now_ms(), self._durable_seq)
+            for delivery in poll.deliveries:
+                self._deliver(delivery)
+            self._arm(poll.wake_at)
         except Exception:
-            log.exception("queue pump failed; retrying on the next event")
+            log.exception("queue pump failed; retrying in a second")
             self._arm(now_ms() + 1000)
-        finally:
-            self._pump_task = None
 
     def _arm(self, at: int | None) -> None:
         if at is None or (self._timer_at is not None and self._timer_at <= at):
@@ -208,30 +231,65 @@ class QueueBroker(Broker):
         self._timer, self._timer_at = None, None
         self._kick()
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    def _deliver(self, delivery: Delivery) -> None:
+        """Invoke the job's target; its outcome arrives by callback (no task per job)."""
+        job = delivery.job
+        if delivery.condition_function_id:
+            task = asyncio.ensure_future(self._deliver_with_condition(delivery))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            return
+        try:
+            fut = self._call_future(job.function_id, job.data, job.namespace)
+        except EngineError as exc:  # no route: a failed attempt, decided at once
+            self._outcome(job.id, exc)
+            return
+        fut.add_done_callback(lambda f: self._outcome(job.id, None if f.cancelled() else f.exception()))
+
+    def _call_future(self, function_id: str, data: Any, namespace: str) -> asyncio.Future[Any]:
+        """``Broker.call`` without its coroutine: the base's reply bookkeeping (``_pending``,
+        settled by ``_on_res`` / ``_on_reset``) with a future we add a callback to."""
+        node, conn = self._route(function_id, namespace)
+        inv_id = str(uuid.uuid4())
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[inv_id] = (fut, node)
+        header = {"k": frames.INV, "id": inv_id, "fn": function_id, "to": conn,
+                  "rn": self.name, "rc": None}
+        if not self.send(node, header, wire.invoke(inv_id, function_id, data)):
+            self._pending.pop(inv_id, None)
+            raise EngineError("channel_send_failed", f"cannot reach {node}")
+        # _on_res pops its entry; _on_reset does not, so a stopped call is dropped here.
+        fut.add_done_callback(lambda f: self._pending.pop(inv_id, None))
+        return fut
+
+    def _outcome(self, job_id: str, exc: BaseException | None) -> None:
+        if self._closing:
+            return  # the job stays stored and is delivered again at the next start
+        if exc is None:
+            self.core.succeeded(job_id, now_ms())
+        elif isinstance(exc, EngineError):
+            self.core.failed(job_id, f"{exc.code}: {exc.message}", now_ms())
+        else:  # a bug on our side counts as a failed attempt, not a loss
+            log.error("delivery of job %s failed: %r", job_id, exc)
+            self.core.failed(job_id, f"invocation_failed: {exc}", now_ms())
+        self._kick()
+
+    async def _deliver_with_condition(self, delivery: Delivery) -> None:
         job = delivery.job
         try:
-            if delivery.condition_function_id:
-                try:
-                    verdict = await self.call(delivery.condition_function_id, job.data,
-                                              namespace=job.namespace)
-                except EngineError as exc:
-                    raise EngineError(exc.code, f"Condition function error: {exc.message}") from None
-                if verdict is False:
-                    self.core.succeeded(job.id, now_ms())  # filtered out: acked, skipped
-                    return
-            await self.call(job.function_id, job.data, namespace=job.namespace)
+            try:
+                verdict = await self.call(delivery.condition_function_id, job.data,  # type: ignore[arg-type]
+                                          namespace=job.namespace)
+            except EngineError as exc:
+                raise EngineError(exc.code, f"Condition function error: {exc.message}") from None
+            if verdict is not False:  # only exactly false skips the job (acked, not run)
+                await self.call(job.function_id, job.data, namespace=job.namespace)
         except asyncio.CancelledError:
             raise
-        except EngineError as exc:
-            self.core.failed(job.id, f"{exc.code}: {exc.message}", now_ms())
-        except Exception as exc:  # a bug on our side counts as a failed attempt, not a loss
-            log.exception("delivery of job %s failed", job.id)
-            self.core.failed(job.id, f"invocation_failed: {exc}", now_ms())
+        except Exception as exc:
+            self._outcome(job.id, exc)
         else:
-            self.core.succeeded(job.id, now_ms())
-        finally:
-            self._kick()
+            self._outcome(job.id, None)
 
 
 def main(ctx: RunContext) -> None:

@@ -136,13 +136,21 @@ class GroupCommitter:
         """
         if not ops and self._task is None:
             return
+        await self.submit(ops)
+
+    def submit(self, ops: list[Op]) -> asyncio.Future[None]:
+        """``commit`` without a coroutine: a future resolved once ``ops`` are durable.
+
+        For the hot path (one enqueue = one callback, no task); futures resolve in
+        submission order.
+        """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._ops.extend(ops)
         self._waiters.append(fut)
         if self._task is None:
             self._task = loop.create_task(self._drain())
-        await fut
+        return fut
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()

@@ -31,6 +31,8 @@ import pytest
 N_JOBS = 10_000
 WINDOW = 256
 """Enqueues in flight at once (pipelined on one connection)."""
+RATE = 1_500
+"""Enqueues sent per second at most, so that every kill lands while enqueues are in flight."""
 ENQUEUE_TIMEOUT = 4.0
 KILLS_AT = (1_500, 4_000, 6_500, 8_500)
 """Acknowledged counts at which the queue broker gets ``kill -9``."""
@@ -48,6 +50,11 @@ async def consume(url: str, out_path: str) -> None:
 
     fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     async with websockets.connect(url, compression=None, max_size=None) as ws:
+        # Declared first, or the engine buffers the registration for its grace period.
+        await ws.send(json.dumps({
+            "type": "invokefunction", "function_id": "engine::workers::register",
+            "action": {"type": "void"}, "data": {"runtime": "python", "name": f"chaos-{os.getpid()}",
+                                                 "namespace": None, "version": "chaos"}}))
         await ws.send(json.dumps({"type": "registerfunction", "id": FN}))
         print("READY", flush=True)
         async for raw in ws:
@@ -96,10 +103,13 @@ class Producer:
             while json.loads(await ws.recv()).get("type") != "workerregistered":
                 pass
             reader = asyncio.ensure_future(self._read(ws))
+            started, sent = time.monotonic(), 0
             try:
                 while (self.todo or self.pending) and time.monotonic() < deadline:
                     self._expire()
-                    while self.todo and len(self.pending) < WINDOW:
+                    allowed = RATE * (time.monotonic() - started)
+                    while self.todo and len(self.pending) < WINDOW and sent < allowed:
+                        sent += 1
                         pid = self.todo.popleft()
                         inv = str(uuid.uuid4())
                         self.pending[inv] = (pid, time.monotonic())
@@ -108,7 +118,7 @@ class Producer:
                             "data": {"id": pid}, "action": {"type": "enqueue", "queue": "chaos"}}))
                     self.room.clear()
                     try:
-                        await asyncio.wait_for(self.room.wait(), 0.2)
+                        await asyncio.wait_for(self.room.wait(), 0.01)
                     except asyncio.TimeoutError:
                         pass
                     if reader.done():
@@ -136,7 +146,10 @@ class Producer:
             if isinstance(result, dict) and result.get("messageReceiptId"):
                 self.acked.add(pid)
             else:
-                self._fail(pid, (msg.get("error") or {}).get("code", "no receipt"))
+                err = msg.get("error") or {}
+                # enqueue_error wraps the provider's failure (no provider while it restarts)
+                why = err.get("code", "no receipt")
+                self._fail(pid, why if why != "enqueue_error" else f"{why}: {err.get('message', '')[:45]}")
             self.room.set()
 
 

@@ -260,3 +260,16 @@ def test_inspection_shapes() -> None:
     assert set(dlq) == {"orders", "default", "events"}
     assert inspect.topic_stats(core, "events")["consumer_count"] == 1
     assert inspect.dlq_messages(core, "orders") == []
+
+
+def test_poll_hands_out_only_durable_jobs() -> None:
+    core = make_core({"q": {"concurrency": 10}})
+    first = core.enqueue(req("q", {"n": 1}), 0)
+    durable = core.last_seq  # the shell takes the writes here and commits them
+    core.take_writes()
+    second = core.enqueue(req("q", {"n": 2}), 0)
+    assert [d.job.id for d in core.poll(0, durable).deliveries] == [first.id]
+    assert core.poll(0, durable).deliveries == []  # the second waits for its commit
+    core.failed(first.id, "boom: x", 0)  # a retry keeps its old seq: still deliverable
+    assert [d.job.id for d in core.poll(10**6, durable).deliveries] == [first.id]
+    assert [d.job.id for d in core.poll(10**6, core.last_seq).deliveries] == [second.id]
