@@ -111,7 +111,7 @@ class GatewayCore:
         if not raw or (isinstance(raw, str) and raw.isspace()):
             return
         try:
-            msg = wire.loads(raw)
+            msg, clean = wire.parse(raw)
         except (ValueError, UnicodeDecodeError):
             log.warning("dropping undecodable frame from %s", conn_id)
             return
@@ -122,7 +122,7 @@ class GatewayCore:
             if kind == "invokefunction":
                 self._invoke(conn, msg)
             elif kind == "invocationresult":
-                self._result(conn, msg, raw)
+                self._result(conn, msg, raw if clean else wire.dumps(msg))
             elif kind in REGISTRATIONS:
                 self._registration(conn, msg, raw if isinstance(raw, bytes) else raw.encode())
             elif kind == "triggerregistrationresult":
@@ -155,6 +155,12 @@ class GatewayCore:
             self._register_worker(conn, msg.get("data"), inv_id)
             return
         route = self.routes.get(ns, fid)
+        if route is None and conn.ns is None and any(
+                m.get("type") == "registerfunction" and m.get("id") == fid for m, _ in conn.buffer):
+            # Node 0.22 sends its queued calls before engine::workers::register, so a call to
+            # its own still-buffered function waits for the buffer instead of failing.
+            conn.buffer.append((msg, b""))
+            return
         if route is None:
             if inv_id:
                 self.out.ws(conn.id, wire.error(inv_id, fid, FUNCTION_NOT_FOUND, not_found_message(
@@ -211,11 +217,7 @@ class GatewayCore:
         rnode, rconn, _ = entry
         if rnode is None:
             return  # void: the engine discards the reply
-        if isinstance(raw, str):
-            raw = raw.encode()
-        if wire.needs_reencode(raw):
-            raw = wire.dumps(msg)
-        self._answer(rnode, rconn, inv_id, raw)
+        self._answer(rnode, rconn, inv_id, raw if isinstance(raw, bytes) else raw.encode())
 
     def _answer(self, rnode: str | None, rconn: str | None, inv_id: str, body: bytes) -> None:
         if rnode is None:
@@ -276,7 +278,10 @@ class GatewayCore:
         conn.ns = ns
         buffered, conn.buffer = conn.buffer, []
         for msg, raw in buffered:
-            self._forward_registration(conn, msg, raw)
+            if msg["type"] == "invokefunction":
+                self._invoke(conn, msg)
+            else:
+                self._forward_registration(conn, msg, raw)
 
     # ---- frames from the bus ------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import uuid
 from http import HTTPStatus
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from brokers.gateway.core import ROUTER, GatewayCore
@@ -80,9 +81,12 @@ class Gateway:
         self.sockets[conn_id] = sock
         self.core.open(conn_id, peer)
         on_message = self.core.on_message
+        recv = sock.recv
         try:
-            async for raw in sock:
-                on_message(conn_id, raw)
+            while True:  # bytes even for text frames: no UTF-8 decode and re-encode per message
+                on_message(conn_id, await recv(decode=False))
+        except ConnectionClosed:
+            pass
         except Exception as exc:  # a broken socket is a disconnect, nothing more
             log.debug("connection %s ended: %r", conn_id, exc)
         finally:

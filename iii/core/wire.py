@@ -22,13 +22,13 @@ def loads(raw: bytes | str) -> Any:
         return json.loads(raw)  # accepts NaN / Infinity; raises ValueError otherwise
 
 
-def needs_reencode(raw: bytes | str) -> bool:
-    """True when ``raw`` is JSON that orjson refuses (NaN tokens): relay a clean copy."""
+def parse(raw: bytes | str) -> tuple[Any, bool]:
+    """Parse one JSON message; also say whether it was clean JSON (False: it held NaN or
+    Infinity, so relaying its bytes as they are would break a JavaScript peer)."""
     try:
-        orjson.loads(raw)
-        return False
+        return orjson.loads(raw), True
     except orjson.JSONDecodeError:
-        return True
+        return json.loads(raw), False
 
 
 def invoke(invocation_id: str, function_id: str, data: Any, metadata: Any = None,

@@ -144,6 +144,7 @@ def test_acknowledged_writes_survive_kill_9(engine):
     """Writes acknowledged before a SIGKILL of the state process are there after its restart."""
     c = RawClient.worker(engine.url)
     acked: dict[str, int] = {}
+    unsure: dict[str, set[int]] = {}  # writes answered with an error: stored or not
     try:
         wait_for_state(c)
         old_pid = engine.pid("state")
@@ -156,6 +157,9 @@ def test_acknowledged_writes_survive_kill_9(engine):
             frame = c.call("state::set", {"scope": "crash", "key": key, "value": i}, timeout=10)
             if frame.get("error") is None:
                 acked[key] = i
+                unsure[key] = set()
+            else:
+                unsure.setdefault(key, set()).add(i)
             i += 1
         killer.join()
         deadline = time.monotonic() + 15
@@ -164,7 +168,10 @@ def test_acknowledged_writes_survive_kill_9(engine):
         assert engine.pid("state") not in (old_pid, None, 0), "the state process was not restarted"
         wait_for_state(c, within=15)
         for key, value in acked.items():
-            assert ok(c.call("state::get", {"scope": "crash", "key": key})) == value, key
+            # The last acknowledged value, unless a later write whose answer was lost with the
+            # killed process made it to disk first (durable but unacknowledged is allowed).
+            stored = ok(c.call("state::get", {"scope": "crash", "key": key}))
+            assert stored == value or stored in unsure.get(key, ()), (key, stored, value)
     finally:
         c.close()
     assert len(acked) > 10

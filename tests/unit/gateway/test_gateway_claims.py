@@ -4,14 +4,14 @@ from __future__ import annotations
 import orjson
 
 from brokers.gateway.core import GatewayCore
-from conftest import Recorder
+
 
 
 def _ready(core: GatewayCore, conn: str) -> None:
     core.grace_expired(conn)  # namespace fixed to default
 
 
-def test_a_function_is_callable_right_after_its_registration(core: GatewayCore, rec: Recorder) -> None:
+def test_a_function_is_callable_right_after_its_registration(core: GatewayCore, rec) -> None:
     _ready(core, "A")
     _ready(core, "B")
     core.on_message("B", b'{"type":"registerfunction","id":"svc::new"}')
@@ -21,7 +21,7 @@ def test_a_function_is_callable_right_after_its_registration(core: GatewayCore, 
     assert delivered and delivered[0]["function_id"] == "svc::new" and delivered[0]["invocation_id"] == "i1"
 
 
-def test_a_taken_id_is_not_claimed_and_a_rejection_withdraws_the_claim(core: GatewayCore, rec: Recorder) -> None:
+def test_a_taken_id_is_not_claimed_and_a_rejection_withdraws_the_claim(core: GatewayCore, rec) -> None:
     _ready(core, "A")
     core.on_message("A", b'{"type":"registerfunction","id":"math::add"}')
     assert core.routes.get("default", "math::add") == ("gw1", "B")  # B keeps it
@@ -34,7 +34,7 @@ def test_a_taken_id_is_not_claimed_and_a_rejection_withdraws_the_claim(core: Gat
     assert rec.ws_to("A")[-1] == rejection
 
 
-def test_closing_a_connection_drops_its_routes_at_once(core: GatewayCore, rec: Recorder) -> None:
+def test_closing_a_connection_drops_its_routes_at_once(core: GatewayCore, rec) -> None:
     _ready(core, "A")
     core.on_message("A", b'{"type":"registerfunction","id":"svc::y"}')
     core.closed("A")
