@@ -39,3 +39,20 @@ def test_closing_a_connection_drops_its_routes_at_once(core: GatewayCore, rec) -
     core.on_message("A", b'{"type":"registerfunction","id":"svc::y"}')
     core.closed("A")
     assert core.routes.get("default", "svc::y") is None
+
+
+def test_a_pending_connection_calling_its_own_buffered_function_waits_for_the_buffer(
+        core: GatewayCore, rec) -> None:
+    # Node 0.22: registerfunction, then its queued call, then engine::workers::register.
+    core.on_message("A", b'{"type":"registerfunction","id":"svc::own"}')
+    core.on_message("A", b'{"type":"invokefunction","function_id":"svc::own","invocation_id":"i9","data":{}}')
+    assert not rec.ws_to("A")  # neither answered nor failed yet
+    core.grace_expired("A")
+    calls = [m for m in rec.ws_to("A") if m.get("type") == "invokefunction"]
+    assert calls and calls[0]["invocation_id"] == "i9" and calls[0]["data"]["_caller_worker_id"] == "A"
+
+
+def test_a_pending_connection_calling_an_unknown_function_is_answered_at_once(core: GatewayCore, rec) -> None:
+    core.on_message("A", b'{"type":"registerfunction","id":"svc::own"}')
+    core.on_message("A", b'{"type":"invokefunction","function_id":"nope::x","invocation_id":"i8"}')
+    assert rec.ws_to("A")[-1]["error"]["code"] == "function_not_found"
