@@ -30,12 +30,11 @@ only once its record is on disk (deliveries never wait for unrelated commits).
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from brokers.queue.inputs import EnqueueRequest
-from brokers.queue.jobs import FN_QUEUE_PREFIX, Job, fn_queue_key, group_key
+from brokers.queue.jobs import FN_QUEUE_PREFIX, Job, fn_queue_key, group_key, new_uuid4
 from brokers.queue.lanes import Lane
 from brokers.queue.topics import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, DEFAULT_CONCURRENCY,
                                   Subscription, Subscriptions)
@@ -59,15 +58,11 @@ class Poll:
     """Call ``poll`` again at this unix ms at the latest (a retry falls due)."""
 
 
-def _new_id() -> str:
-    return str(uuid.uuid4())
-
-
 class QueueCore:
     """Named queues, durable topics and their DLQs."""
 
     def __init__(self, queue_configs: dict[str, dict[str, Any]],
-                 new_id: Callable[[], str] = _new_id) -> None:
+                 new_id: Callable[[], str] = new_uuid4) -> None:
         self.configs = queue_configs
         self.lanes: dict[str, Lane] = {}
         self.subs = Subscriptions()

@@ -12,6 +12,7 @@ class to read its data.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -74,6 +75,13 @@ class Job:
 
 _FIELDS = tuple(f.name for f in fields(Job))
 _pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def new_uuid4() -> str:
+    """A random (version 4) UUID string, ~4x cheaper than ``str(uuid.uuid4())``: two of
+    these per job (job id, delivery invocation id) are on the hot path."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def fn_queue_key(name: str) -> str:

@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any
 
 from brokers.queue import inputs, inspect
 from brokers.queue.config import store_path
 from brokers.queue.core import Delivery, QueueCore
+from brokers.queue.jobs import new_uuid4
 from brokers.queue.store import GroupCommitter, LmdbStore, MemoryStore, Store, encode
 from brokers.queue.topics import TRIGGER_TYPE, parse_subscription
 from iii.core import frames, wire
@@ -72,6 +72,8 @@ class QueueBroker(Broker):
         self.store: Store | None = None
         self.committer: GroupCommitter | None = None
         self._pump_scheduled = False
+        self._batch: asyncio.Future[None] | None = None
+        """The commit collecting this loop iteration's writes (flushed by call_soon)."""
         self._durable_seq = 0
         """Every job with a ``seq`` up to this is on disk (core.poll's ``durable_seq``)."""
         self._timer: asyncio.TimerHandle | None = None
@@ -125,16 +127,34 @@ class QueueBroker(Broker):
 
     # -- functions -----------------------------------------------------------------
     def _commit(self) -> asyncio.Future[None]:
-        """Submit the core's pending writes; once on disk, jobs up to now are deliverable."""
+        """The commit of the core's writes of this loop iteration (one per iteration, however
+        many enqueues and outcomes it held); once on disk, jobs up to now are deliverable."""
+        if self._batch is None:
+            loop = asyncio.get_running_loop()
+            self._batch = loop.create_future()
+            # Marks a failure as seen: an outcome-only batch has nobody else waiting on it.
+            self._batch.add_done_callback(lambda f: f.cancelled() or f.exception())
+            loop.call_soon(self._flush)
+        return self._batch
+
+    def _flush(self) -> None:
         assert self.committer is not None
+        batch, self._batch = self._batch, None
+        assert batch is not None
         seq = self.core.last_seq
         fut = self.committer.submit(encode(self.core.take_writes()))
-        fut.add_done_callback(lambda f: self._on_committed(seq, f))
-        return fut
+        fut.add_done_callback(lambda f: self._on_committed(seq, f, batch))
 
-    def _on_committed(self, seq: int, fut: asyncio.Future[None]) -> None:
-        if not fut.cancelled() and fut.exception() is None and seq > self._durable_seq:
+    def _on_committed(self, seq: int, fut: asyncio.Future[None], batch: asyncio.Future[None]) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if not fut.cancelled() and exc is None and seq > self._durable_seq:
             self._durable_seq = seq
+        if exc is not None:
+            batch.set_exception(exc)
+        elif fut.cancelled():
+            batch.cancel()
+        else:
+            batch.set_result(None)
         self._kick()
 
     def _answer_when_durable(self, value: Any) -> asyncio.Future[Any]:
@@ -250,7 +270,7 @@ class QueueBroker(Broker):
         """``Broker.call`` without its coroutine: the base's reply bookkeeping (``_pending``,
         settled by ``_on_res`` / ``_on_reset``) with a future we add a callback to."""
         node, conn = self._route(function_id, namespace)
-        inv_id = str(uuid.uuid4())
+        inv_id = new_uuid4()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[inv_id] = (fut, node)
         header = {"k": frames.INV, "id": inv_id, "fn": function_id, "to": conn,

@@ -182,11 +182,11 @@ def relay_url() -> tuple[Any, str]:
     return proc, f"ws://127.0.0.1:{port}"
 
 
-def start_queue_engine() -> Any:
+def start_queue_engine(concurrency: int = 64) -> Any:
     from tests.harness import start_engine
     from tests.wsclient import RawClient
 
-    eng = start_engine(queues=QUEUE)
+    eng = start_engine(queues={"bench": dict(QUEUE["bench"], concurrency=concurrency)})
     deadline = time.monotonic() + 10
     with RawClient.worker(eng.url) as w:
         while "error" in w.call("engine::queue::list_topics", {}):
@@ -195,11 +195,12 @@ def start_queue_engine() -> Any:
     return eng
 
 
-def run(jobs: int, shapes: list[tuple[int, int]], profile: str | None = None) -> list[dict[str, Any]]:
+def run(jobs: int, shapes: list[tuple[int, int]], profile: str | None = None,
+        concurrency: int = 64) -> list[dict[str, Any]]:
     """Per shape (producers, window each): relay baseline, then the engine's queue."""
     rows = []
     relay, rurl = relay_url()
-    eng = start_queue_engine()
+    eng = start_queue_engine(concurrency)
     try:
         for producers, window in shapes:
             base = measure(rurl, jobs, producers, window, None)
@@ -213,7 +214,8 @@ def run(jobs: int, shapes: list[tuple[int, int]], profile: str | None = None) ->
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(30)
-            q.update(producers=producers, window=window, relay_calls_per_s=base["acked_per_s"],
+            q.update(producers=producers, window=window, concurrency=concurrency,
+                     relay_calls_per_s=base["acked_per_s"],
                      x_e2e_vs_relay=round(q["e2e_per_s"] / base["acked_per_s"], 2),
                      x_acked_vs_relay=round(q["acked_per_s"] / base["acked_per_s"], 2))
             rows.append(q)
@@ -238,6 +240,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--jobs", type=int, default=20_000)
     ap.add_argument("--profile", help="py-spy flame graph path prefix for the queue process")
+    ap.add_argument("--concurrency", type=int, default=64, help="the bench queue's concurrency")
     args = ap.parse_args()
-    for r in run(args.jobs, [(1, 64), (16, 16)], args.profile):
+    for r in run(args.jobs, [(1, 64), (16, 16)], args.profile, args.concurrency):
         print(json.dumps(r))

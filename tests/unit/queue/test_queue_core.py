@@ -273,3 +273,15 @@ def test_poll_hands_out_only_durable_jobs() -> None:
     core.failed(first.id, "boom: x", 0)  # a retry keeps its old seq: still deliverable
     assert [d.job.id for d in core.poll(10**6, durable).deliveries] == [first.id]
     assert [d.job.id for d in core.poll(10**6, core.last_seq).deliveries] == [second.id]
+
+
+def test_new_uuid4_is_a_random_rfc4122_v4_uuid() -> None:
+    import uuid
+
+    from brokers.queue.jobs import new_uuid4
+
+    ids = [new_uuid4() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        u = uuid.UUID(text)
+        assert str(u) == text and u.version == 4 and u.variant == uuid.RFC_4122
