@@ -64,10 +64,8 @@ class Logger:
             payload["data"] = data
         if self.service_name:
             payload["service_name"] = self.service_name
-        loop = worker.shell.loop
-        loop.call_soon_threadsafe(worker.shell.start_call,
-                                  {"function_id": function_id, "payload": payload,
-                                   "action": {"type": "void"}}, _Discard())
+        worker.shell.post_call({"function_id": function_id, "payload": payload,
+                                "action": {"type": "void"}}, _Discard())
         return True
 
 

@@ -1,27 +1,34 @@
 """The asyncio shell around ``sdk.core.Core``: one background thread with its own event loop.
 
-Owns the WebSocket (websockets 17 asyncio client, 64 MiB messages, no compression), the
-reconnect loop, the writer task, the deadline timer and the running of handlers: ``async
+Owns the WebSocket (``sdk.transport.SdkConnection``: websockets 17, 64 MiB messages, no
+compression), the reconnect loop, the deadline timer and the running of handlers: ``async
 def`` handlers on the loop, sync ones in a thread pool (so a sync handler may block in
-``iii.trigger`` while the loop keeps reading). Invariants: ``Core`` is only touched on the
-loop thread; every other thread goes through ``call_soon_threadsafe``; a waiter is either a
-``concurrent.futures.Future`` (sync callers) or an ``asyncio.Future`` of this loop.
+``iii.trigger`` while the loop keeps reading).
+
+Invariants: ``Core`` is only touched on the loop thread; other threads reach it through the
+``inbox`` mailbox (one loop wake-up per batch, ``sdk.waiters``). Frames leave in batches:
+``flush`` writes the whole outbox in one socket write, and is called once per batch of
+incoming data (``on_batch``), per inbox drain and per local operation, not per frame. A
+waiter is anything with ``done``/``set_result``/``set_exception`` (``SyncWaiter``,
+``LoopWaiter``, or an ``asyncio.Future`` of this loop).
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import random
 import threading
 from typing import Any, Callable
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
 
 from sdk.codec import MAX_MESSAGE_BYTES
 from sdk.core import Completion, Core, Fatal, Invoke, ProviderCall, handler_error_body
 from sdk.pool import HandlerPool
+from sdk.transport import SdkConnection
+from sdk.waiters import Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +89,10 @@ class Shell:
         self.loop = _new_loop(use_uvloop)
         self.pool = HandlerPool(handler_threads)
         self.connected = threading.Event()
-        self._ws: ClientConnection | None = None
-        self._wake: asyncio.Event | None = None
+        self.inbox = Mailbox(self.loop)
+        self.inbox.after_drain = self.flush
+        self._ws: SdkConnection | None = None
+        self._drain_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._main: asyncio.Task[None] | None = None
@@ -109,14 +118,7 @@ class Shell:
             fn(*args)
             self.flush()
         else:
-            self.loop.call_soon_threadsafe(self._submitted, fn, args)
-
-    def _submitted(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("SDK operation failed")
-        self.flush()
+            self.inbox.post(fn, *args)
 
     def add_listener(self, fn: Callable[[str], None]) -> None:
         self._listeners.append(fn)
@@ -129,8 +131,17 @@ class Shell:
                 log.exception("connection state listener failed")
 
     # -- calls -----------------------------------------------------------------------------
+    def post_call(self, kwargs: dict[str, Any], waiter: Any) -> None:
+        """Any thread: start a call on the loop (batched with other threads' calls)."""
+        self.inbox.post(self._start_call, kwargs, waiter)
+
     def start_call(self, kwargs: dict[str, Any], waiter: Any) -> None:
-        """Loop thread: hand one call to the core and arm its deadline."""
+        """Loop thread: start one call and send it now."""
+        self._start_call(kwargs, waiter)
+        self.flush()
+
+    def _start_call(self, kwargs: dict[str, Any], waiter: Any) -> None:
+        """Loop thread: hand one call to the core and arm its deadline (the caller flushes)."""
         try:
             iid = self.core.call(waiter=waiter, now=self.loop.time(), **kwargs)
         except BaseException as exc:  # noqa: BLE001 - the waiter carries it to the caller
@@ -142,7 +153,6 @@ class Shell:
                 waiter.set_result(None)
         else:
             self._arm(self.core.pending[iid].deadline)
-        self.flush()
 
     def _arm(self, deadline: float) -> None:
         if self._timer_at is not None and self._timer_at <= deadline:
@@ -167,7 +177,8 @@ class Shell:
             try:
                 ws = await connect(self.url, additional_headers=self.headers or None,
                                    max_size=MAX_MESSAGE_BYTES, compression=None, proxy=None,
-                                   open_timeout=10)
+                                   open_timeout=10, create_connection=functools.partial(
+                                       SdkConnection, on_batch=self.flush))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any connect failure must keep the loop alive
@@ -179,25 +190,24 @@ class Shell:
                 await ws.close()
                 return
             self._ws = ws
-            self._wake = asyncio.Event()
             core.connection_made()
+            ws.attach(self._on_frame)
             # If the engine never answers the metadata call, stop holding calls after the
             # engine's own namespace grace period (5 s, protocol.md §4.1).
             self.loop.call_later(HOLD_FALLBACK_S, self._release_hold, core.epoch)
-            writer = asyncio.create_task(self._writer(ws, self._wake))
             self.connected.set()
             self._notify("connected")
             log.info("connected to %s", self.url)
+            self.flush()
             try:
-                async for raw in ws:
-                    self._on_frame(raw)
-            except ConnectionClosed:
-                pass
+                await ws.wait_closed()
             finally:
-                writer.cancel()
-                self._ws = self._wake = None
+                self._ws = None
                 self.connected.clear()
-            core.connection_lost()
+                # frames not written on this connection: calls are kept, the rest is replayed
+                unsent = core.take_outbox()
+                core.connection_lost()
+                core.requeue(unsent)
             log.info("connection to %s closed (code=%s)", self.url, ws.close_code)
             self._notify(core.state)
             if not await self._backoff():
@@ -219,33 +229,33 @@ class Shell:
         return self.core.state not in ("closed", "failed")
 
     def flush(self) -> None:
-        if self.core.outbox and self._wake is not None:
-            self._wake.set()
+        """Loop thread: write every queued frame now, in one socket write when possible."""
+        ws = self._ws
+        if ws is None or not self.core.outbox or self._drain_task is not None:
+            return
+        frames = self.core.take_outbox()
+        taken = ws.write_frames(frames)
+        if taken < len(frames):
+            self.core.outbox[:0] = frames[taken:]  # keep the order for the next write
+            if ws.paused:  # flow control: resume once the socket buffer drained
+                self._drain_task = self.loop.create_task(self._drain(ws))
 
-    async def _writer(self, ws: ClientConnection, wake: asyncio.Event) -> None:
-        frames: list[str] = []
-        i = 0
+    async def _drain(self, ws: SdkConnection) -> None:
         try:
-            while True:
-                await wake.wait()
-                wake.clear()
-                while self.core.outbox:
-                    frames, i = self.core.take_outbox(), 0
-                    for i, text in enumerate(frames):
-                        await ws.send(text)
-                    frames = []
-        except (ConnectionClosed, asyncio.CancelledError):
-            if frames:
-                self.core.requeue(frames[i:])
-            raise
+            await ws.drain()
+        except Exception:  # closed meanwhile: the connection loop requeues the outbox
+            pass
+        finally:
+            self._drain_task = None
+        self.flush()
 
-    def _on_frame(self, raw: str | bytes) -> None:
+    def _on_frame(self, raw: bytes) -> None:
+        """One whole incoming message (from ``data_received``; ``on_batch`` flushes after)."""
         for ev in self.core.receive(raw):
             try:
                 self._dispatch(ev)
             except Exception:  # one bad event must not end the receive loop
                 log.exception("failed to handle %s", type(ev).__name__)
-        self.flush()
 
     def _dispatch(self, ev: object) -> None:
         if isinstance(ev, Completion):
@@ -263,24 +273,34 @@ class Shell:
     def _invoke(self, ev: Invoke) -> None:
         spec: HandlerSpec = ev.handler
         if spec.is_async:
-            fut: asyncio.Future[Any] = self.loop.create_task(spec.call(ev.data, ev.metadata))
+            task = self.loop.create_task(spec.call(ev.data, ev.metadata))
+            task.add_done_callback(functools.partial(self._task_done, ev))
         else:
-            fut = self.pool.run(self.loop, spec.call, ev.data, ev.metadata)
-        fut.add_done_callback(lambda f: self._finish(ev, f))
+            self.pool.submit(spec.call, (ev.data, ev.metadata), functools.partial(self._handler_done, ev))
 
-    def _finish(self, ev: Invoke, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled():
-            exc: BaseException | None = asyncio.CancelledError("handler cancelled")
+    def _handler_done(self, ev: Invoke, value: Any, exc: BaseException | None) -> None:
+        """Pool thread: hand the outcome to the loop (batched; the drain flushes)."""
+        try:
+            self.inbox.post(self._finish, ev, value, exc)
+        except RuntimeError:
+            pass  # the loop is closed: the worker shut down meanwhile
+
+    def _task_done(self, ev: Invoke, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self._finish(ev, None, asyncio.CancelledError("handler cancelled"))
         else:
-            exc = fut.exception()
+            exc = task.exception()
+            self._finish(ev, None if exc is not None else task.result(), exc)
+        self.flush()
+
+    def _finish(self, ev: Invoke, value: Any, exc: BaseException | None) -> None:
         if exc is not None:
             if ev.invocation_id is None:
                 log.error("void call of %s failed: %s", ev.function_id, exc)
             else:
                 self.core.result(ev.invocation_id, ev.function_id, error=handler_error_body(exc))
         elif ev.invocation_id is not None:
-            self.core.result(ev.invocation_id, ev.function_id, result=fut.result())
-        self.flush()
+            self.core.result(ev.invocation_id, ev.function_id, result=value)
 
     def _provider(self, ev: ProviderCall) -> None:
         method = getattr(ev.handler, "register_trigger" if ev.kind == "register" else "unregister_trigger")
@@ -305,10 +325,10 @@ class Shell:
             _settle(c)
         ws = self._ws
         if ws is not None:
-            for _ in range(100):  # let the writer flush what is already queued (≤ 1 s)
+            for _ in range(100):  # write what is already queued (≤ 1 s if flow control holds it)
+                self.flush()
                 if not self.core.outbox:
                     break
-                self.flush()
                 await asyncio.sleep(0.01)
             await ws.close(1000)
         if self._main is not None:

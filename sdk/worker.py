@@ -9,7 +9,6 @@ by calls are ``InvocationError`` (or ``RegistrationRejectedError`` after a fatal
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import threading
 import uuid
@@ -19,8 +18,10 @@ from typing import Any, Callable
 
 from iii.iii_types import HttpInvocationConfig, action_to_wire
 from sdk.core import Core, validate_function_id
+from sdk.errors import SHUTDOWN, TIMEOUT, InvocationError
 from sdk.options import InitOptions, resolve_address, resolve_headers, resolve_namespace, worker_metadata
 from sdk.shell import HandlerSpec, Shell
+from sdk.waiters import LoopWaiter, SyncWaiter
 
 log = logging.getLogger(__name__)
 
@@ -207,21 +208,23 @@ class III:
                 "action": action_to_wire(_get(request, "action")), "metadata": _get(request, "metadata"),
                 "namespace": _get(request, "namespace"), "timeout_ms": _get(request, "timeout_ms")}
 
+    def _check_open(self, function_id: str) -> None:
+        # after shutdown() nothing would run the call (a stopped loop would strand it)
+        if self.core.state == "closed" or self.shell.loop.is_closed():
+            raise InvocationError(SHUTDOWN, "iii worker is shut down", function_id=function_id)
+
     def trigger(self, request: Any) -> Any:
         """Call a function and block for its result (``None`` for void, a receipt for enqueue)."""
         if self.shell.on_loop():
             raise RuntimeError("iii.trigger() blocks; inside an async handler use await iii.trigger_async()")
         args = self._call_args(request)
-        waiter: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self.shell.loop.call_soon_threadsafe(self.shell.start_call, args, waiter)
+        self._check_open(args["function_id"])
+        waiter = SyncWaiter()
+        self.shell.post_call(args, waiter)
         # The core times the call out; the margin only guards against a dead loop thread.
-        timeout = (args["timeout_ms"] or self.core.invocation_timeout_ms) / 1000.0 + 10.0
-        try:
-            return waiter.result(timeout)
-        except concurrent.futures.TimeoutError:
-            from sdk.errors import TIMEOUT, InvocationError
-
-            raise InvocationError(TIMEOUT, "the SDK loop did not answer", function_id=args["function_id"]) from None
+        if not waiter.wait((args["timeout_ms"] or self.core.invocation_timeout_ms) / 1000.0 + 10.0):
+            raise InvocationError(TIMEOUT, "the SDK loop did not answer", function_id=args["function_id"])
+        return waiter.result()
 
     async def trigger_async(self, request: Any) -> Any:
         args = self._call_args(request)
@@ -229,9 +232,11 @@ class III:
             fut: asyncio.Future[Any] = self.shell.loop.create_future()
             self.shell.start_call(args, fut)
             return await fut
-        waiter: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self.shell.loop.call_soon_threadsafe(self.shell.start_call, args, waiter)
-        return await asyncio.wrap_future(waiter)
+        self._check_open(args["function_id"])
+        # another loop: one hop there (batched in the inbox), one back (batched in its mailbox)
+        fut = asyncio.get_running_loop().create_future()
+        self.shell.post_call(args, LoopWaiter(fut))
+        return await fut
 
     # -- engine log functions (used by Logger) ----------------------------------------------
     def engine_log_functions(self) -> set[str] | None:
@@ -246,7 +251,7 @@ class III:
             return probe[1]
         self._log_probe = (epoch, None)
         if epoch > 0:
-            self.shell.loop.call_soon_threadsafe(self._start_probe, epoch)
+            self.shell.submit(self._start_probe, epoch)
         return None
 
     def _start_probe(self, epoch: int) -> None:

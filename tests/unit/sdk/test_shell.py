@@ -112,8 +112,8 @@ def test_client_timeout_and_shutdown_fails_pending(eng: FakeEngine):
         t.start()
         wait_for(lambda: len(iii.core.pending) == 1)
     finally:
+        iii.shutdown()  # before the handler is released, or its answer could win the race
         release.set()
-        iii.shutdown()
     t.join(5)
     assert isinstance(errors[0], InvocationError) and errors[0].code == "SHUTDOWN"
 
@@ -184,7 +184,8 @@ def test_trigger_type_provider_answers(eng: FakeEngine):
     iii.register_trigger_type({"id": "webhook", "description": "Webhook trigger"}, Handler())
     try:
         assert iii.wait_connected(5)
-        wait_for(lambda: any(f.get("type") == "registertriggertype" for f in eng.frames[0]))
+        # the fake engine records a connection once its handler runs, after our handshake
+        wait_for(lambda: eng.frames and any(f.get("type") == "registertriggertype" for f in eng.frames[0]))
         eng.send_to(0, {"type": "registertrigger", "id": "b1", "trigger_type": "webhook",
                         "function_id": "math::add", "config": {"url": "/hook"}})
         eng.send_to(0, {"type": "registertrigger", "id": "b2", "trigger_type": "webhook",
