@@ -9,7 +9,9 @@ when the broker dies under it, ``function_not_found`` while it restarts, or no a
 process (this file run as a script) that appends each delivered payload id to a file with an
 unbuffered ``os.write`` before it answers, so a ``kill -9`` loses nothing it recorded.
 
-Pass criterion: every acknowledged id is in the consumer's file (losses = 0). Duplicates
+Pass criterion: every acknowledged id is in the consumer's file (losses = 0). The slow
+consumer keeps thousands of jobs stored but undelivered at each kill: the same run against
+``store_method: in_memory`` lost 5,897 of 10,000 acknowledged jobs, against LMDB none. Duplicates
 (at-least-once redeliveries, and jobs stored twice because an enqueue was retried after an
 unanswered first attempt) are counted and printed, not failed on.
 """
@@ -38,7 +40,10 @@ KILLS_AT = (1_500, 4_000, 6_500, 8_500)
 """Acknowledged counts at which the queue broker gets ``kill -9``."""
 CONSUMER_RESTART_AT = 5_500
 BUDGET = 45.0
-QUEUES = {"chaos": {"concurrency": 64, "max_retries": 1000, "backoff_ms": 20}}
+QUEUES = {"chaos": {"concurrency": 32, "max_retries": 1000, "backoff_ms": 20}}
+WORK_S = 0.04
+"""Each job takes the consumer this long (32 at once: ~800 jobs/s, below RATE), so a backlog
+of stored, undelivered jobs builds up and every kill has thousands of them to lose."""
 FN = "chaos::consume"
 
 
@@ -62,8 +67,9 @@ async def consume(url: str, out_path: str) -> None:
             if msg.get("type") != "invokefunction" or msg.get("function_id") != FN:
                 continue
             os.write(fd, b"%d\n" % msg["data"]["id"])
-            await ws.send(json.dumps({"type": "invocationresult", "invocation_id": msg["invocation_id"],
-                                      "function_id": FN, "result": None}))
+            answer = json.dumps({"type": "invocationresult", "invocation_id": msg["invocation_id"],
+                                 "function_id": FN, "result": None})
+            asyncio.get_running_loop().call_later(WORK_S, asyncio.ensure_future, ws.send(answer))
 
 
 class Consumer:
