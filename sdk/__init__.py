@@ -1,6 +1,8 @@
 """Our Python worker SDK: the implementation behind ``iii``'s public names.
 
-Layout: ``core`` (sans-I/O protocol state), ``shell`` (asyncio thread + websockets),
+Layout: ``core`` (sans-I/O protocol state), ``shell`` (asyncio thread, reconnect, handlers),
+``transport`` (the WebSocket connection: direct frame delivery, batched writes), ``waiters``
+(cross-thread mailboxes and call waiters), ``pool`` (threads for ``def`` handlers),
 ``worker`` (public ``III`` API), ``logger``, ``options``, ``codec``, ``errors``. The wire
 types shared with the gateway live in ``iii.iii_types``. Importing this package loads
 websockets but no engine module (zmq, lmdb, msgpack, ``brokers``, ``iii.core``).
