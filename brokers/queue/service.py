@@ -38,8 +38,7 @@ relay baseline of perf/servers.py in the same run):
     backlog of enqueues (~10 ms under this load, so ~6k/s); ``concurrency: 256`` delivered
     as fast as jobs were enqueued (10.8k/s).
   * Next steps outside this package: the gateway's one write syscall per WebSocket frame
-    (~30 % of its samples in py-spy), and a ``call_future`` in iii/core/broker.py (this
-    module reaches into the base's ``_pending`` to deliver without a task).
+    (~30 % of its samples in py-spy).
 """
 from __future__ import annotations
 
@@ -51,10 +50,8 @@ from typing import Any
 from brokers.queue import inputs, inspect
 from brokers.queue.config import store_path
 from brokers.queue.core import Delivery, QueueCore
-from brokers.queue.jobs import new_uuid4
 from brokers.queue.store import GroupCommitter, LmdbStore, MemoryStore, Store, encode
 from brokers.queue.topics import TRIGGER_TYPE, parse_subscription
-from iii.core import frames, wire
 from iii.core.broker import Broker, run
 from iii.core.errors import EngineError
 from iii.core.units import RunContext
@@ -282,27 +279,11 @@ class QueueBroker(Broker):
             task.add_done_callback(self._inflight.discard)
             return
         try:
-            fut = self._call_future(job.function_id, job.data, job.namespace)
+            fut = self.call_future(job.function_id, job.data, namespace=job.namespace)
         except EngineError as exc:  # no route: a failed attempt, decided at once
             self._outcome(job.id, exc)
             return
         fut.add_done_callback(lambda f: self._outcome(job.id, None if f.cancelled() else f.exception()))
-
-    def _call_future(self, function_id: str, data: Any, namespace: str) -> asyncio.Future[Any]:
-        """``Broker.call`` without its coroutine: the base's reply bookkeeping (``_pending``,
-        settled by ``_on_res`` / ``_on_reset``) with a future we add a callback to."""
-        node, conn = self._route(function_id, namespace)
-        inv_id = new_uuid4()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[inv_id] = (fut, node)
-        header = {"k": frames.INV, "id": inv_id, "fn": function_id, "to": conn,
-                  "rn": self.name, "rc": None}
-        if not self.send(node, header, wire.invoke(inv_id, function_id, data)):
-            self._pending.pop(inv_id, None)
-            raise EngineError("channel_send_failed", f"cannot reach {node}")
-        # _on_res pops its entry; _on_reset does not, so a stopped call is dropped here.
-        fut.add_done_callback(lambda f: self._pending.pop(inv_id, None))
-        return fut
 
     def _outcome(self, job_id: str, exc: BaseException | None) -> None:
         if self._closing:

@@ -162,9 +162,10 @@ class Broker:
                 function_id, namespace, self.routes.namespaces_of(function_id)))
         return route
 
-    async def call(self, function_id: str, data: Any, *, namespace: str = "default",
-                   metadata: Any = None, timeout: float | None = None) -> Any:
-        """Invoke a function anywhere in the engine and return its result."""
+    def call_future(self, function_id: str, data: Any, *, namespace: str = "default",
+                    metadata: Any = None) -> asyncio.Future:
+        """Invoke a function anywhere in the engine; the future settles with its result.
+        Costs no task, so a broker delivering many calls adds a callback per call."""
         node, conn = self._route(function_id, namespace)
         inv_id = str(uuid.uuid4())
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -174,10 +175,15 @@ class Broker:
         if not self.send(node, header, wire.invoke(inv_id, function_id, data, metadata)):
             self._pending.pop(inv_id, None)
             raise EngineError("channel_send_failed", f"cannot reach {node}")
-        try:
-            return await asyncio.wait_for(fut, timeout) if timeout else await fut
-        finally:
-            self._pending.pop(inv_id, None)
+        # _on_res pops its entry; a call stopped by RESET or cancelled is dropped here.
+        fut.add_done_callback(lambda f: self._pending.pop(inv_id, None))
+        return fut
+
+    async def call(self, function_id: str, data: Any, *, namespace: str = "default",
+                   metadata: Any = None, timeout: float | None = None) -> Any:
+        """Invoke a function anywhere in the engine and return its result."""
+        fut = self.call_future(function_id, data, namespace=namespace, metadata=metadata)
+        return await asyncio.wait_for(fut, timeout) if timeout else await fut
 
     def call_void(self, function_id: str, data: Any, *, namespace: str = "default",
                   metadata: Any = None) -> None:
@@ -235,7 +241,7 @@ class Broker:
             fut.set_result(msg.get("result"))
 
     def _on_inv(self, sender: str, header: dict, body: bytes) -> None:
-        inv_id, function_id = header["id"], header["fn"]
+        function_id = header["fn"]
         spec = self.functions.get(function_id)
         if spec is None:
             self._reply_error(header, EngineError(errors.FUNCTION_NOT_FOUND,
