@@ -36,6 +36,7 @@ class Gateway:
         self.core = GatewayCore(ctx.process, self, self.epoch)
         self.node_bus = Bus(ctx.process, ctx.runtime_dir, self.core.on_frame)
         self.sockets: dict[str, ServerConnection] = {}
+        self._dirty: dict[str, ServerConnection] = {}
         self.grace_s = ctx.engine.registration_namespace_grace_ms / 1000  # env already applied
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -46,7 +47,24 @@ class Gateway:
         if sock is None or sock.protocol.state is not State.OPEN:
             return
         sock.protocol.send_text(data)
-        sock.send_data()
+        # Frames written in one loop pass leave in one writev per connection, not one
+        # syscall each (a third of the gateway's time went to writes under load).
+        if not self._dirty:
+            self.loop.call_soon(self._flush)
+        self._dirty[conn] = sock
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        for sock in dirty.values():
+            chunks = sock.protocol.data_to_send()
+            if all(chunks):
+                sock.transport.writelines(chunks)
+            else:  # an empty chunk means half-close: let websockets handle it
+                for chunk in chunks:
+                    if chunk:
+                        sock.transport.write(chunk)
+                    elif sock.transport.can_write_eof():
+                        sock.transport.write_eof()
 
     def bus(self, node: str, header: dict, body: bytes = b"") -> None:
         try:
