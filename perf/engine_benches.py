@@ -14,6 +14,9 @@ from . import core, wire
 from .benches import (CONN_INFLIGHT, CONNS, ECHO_FN, FANOUTS, INFLIGHTS, QUEUE_FN, SIZES, Baselines,
                       attach, call_spec, first_call, variant_of)
 from .engine import Engine
+
+QUEUE_SHAPES = ((1, 16), (16, 1))
+"""(producer connections, calls in flight on each) for the queue benchmarks (issue 5)."""
 from .harness import Harness, row
 from .servers import free_port
 
@@ -102,13 +105,15 @@ class EngineBenches:
                             variant=variant_of(1, name), kind="blob", size=size)
         for bench, kind in (("state_set", "state_set"), ("state_get", "state_get")):
             if self.wanted(bench):
-                self._calls(eng, bench, 16, self.base.calls("relay", "ws_roundtrip", 16),
-                            fid=bench.replace("_", "::"), kind=kind)
+                for n in (1, 16):  # issue 4: durable sets and gets at 1 and 16 in flight
+                    self._calls(eng, bench, n, self.base.calls("relay", "ws_roundtrip", n),
+                                fid=bench.replace("_", "::"), kind=kind)
         if self.wanted("trigger_fanout"):
             for k in FANOUTS:
                 self.trigger_fanout(eng, k)
         if self.wanted("queue_enqueue") or self.wanted("queue_end_to_end"):
-            self.queue(eng)
+            for producers, inflight in QUEUE_SHAPES:
+                self.queue(eng, producers, inflight)
         if self.wanted("control_plane_churn"):
             out = self.h.churn_windows("engine control_plane_churn", eng.url, 1000)
             r = row("engine", "control_plane_churn", "1000 fns", out, self.h.settings,
@@ -149,8 +154,9 @@ class EngineBenches:
         self.h.stop(callee.proc)
         self.emit(attach(r, self.base.calls("relay", "ws_roundtrip", 16)))
 
-    def queue(self, eng: Engine) -> None:
-        """Enqueue to queue "bench" (16 in flight); the callee counts deliveries."""
+    def queue(self, eng: Engine, producers: int, inflight: int) -> None:
+        """Enqueue to queue "bench" from ``producers`` connections with ``inflight`` calls
+        each; the callee counts deliveries."""
         callee = self.h.start_callee(eng.url, [QUEUE_FN], echo=False)
         state: dict[str, Any] = {}
 
@@ -164,11 +170,14 @@ class EngineBenches:
             run["e2e_throughput"] = round(delivered / span, 1) if delivered else 0.0
             run["lost"] = max(0, enqueued - delivered)
 
-        spec = call_spec(eng.url, 16, fid=QUEUE_FN, action={"type": "enqueue", "queue": "bench"})
-        out = self.h.windows("engine queue 16 in flight", spec, after=after, before=before)
-        base = self.base.calls("relay", "ws_roundtrip", 16)
-        enq = row("engine", "queue_enqueue", "16 in flight", out, self.h.settings)
-        e2e = row("engine", "queue_end_to_end", "16 in flight", out, self.h.settings,
+        spec = call_spec(eng.url, inflight, fid=QUEUE_FN, connections=producers,
+                         action={"type": "enqueue", "queue": "bench"})
+        variant = f"{producers} producer{'s' if producers > 1 else ''} x{inflight} in flight"
+        out = self.h.windows(f"engine queue {variant}", spec, after=after, before=before)
+        base = (self.base.calls("relay", "ws_roundtrip", inflight) if producers == 1 else
+                self.base.calls("relay", "concurrent_invocation", inflight, connections=producers))
+        enq = row("engine", "queue_enqueue", variant, out, self.h.settings)
+        e2e = row("engine", "queue_end_to_end", variant, out, self.h.settings,
                   keys=("e2e_throughput", "lost"))
         if e2e.get("status") == "ok":
             e2e["metrics"] = {"throughput": e2e["metrics"].get("e2e_throughput"), "lost": e2e["metrics"].get("lost")}
