@@ -222,3 +222,36 @@ def test_function_and_trigger_refs_unregister(eng: FakeEngine):
         assert iii.trigger({"function_id": "orders::create", "payload": {}}) == 2
     finally:
         iii.shutdown()
+
+
+def test_many_threads_and_a_foreign_loop_call_at_once_and_each_gets_its_own_answer(eng: FakeEngine):
+    iii = worker(eng.url)
+
+    async def echo(data):
+        return {"n": data["n"], "t": data["t"]}
+
+    iii.register_function("echo::x", echo)
+    wrong: list[Any] = []
+
+    def lane(t: int) -> None:
+        for n in range(150):
+            out = iii.trigger({"function_id": "echo::x", "payload": {"n": n, "t": t}})
+            if out != {"n": n, "t": t}:
+                wrong.append(out)
+
+    async def async_lanes() -> list[Any]:
+        return await asyncio.gather(*(iii.trigger_async({"function_id": "echo::x", "payload": {"n": n, "t": -1}})
+                                      for n in range(300)))
+    try:
+        threads = [threading.Thread(target=lane, args=(t,)) for t in range(16)]
+        for th in threads:
+            th.start()
+        results = asyncio.run(async_lanes())
+        for th in threads:
+            th.join(20)
+        assert not any(th.is_alive() for th in threads)
+        assert wrong == []
+        assert results == [{"n": n, "t": -1} for n in range(300)]
+        assert iii.core.pending == {}
+    finally:
+        iii.shutdown()
