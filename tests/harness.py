@@ -1,23 +1,30 @@
 """Starts the real engine (``iii-supervisor start CONFIG``) for end-to-end and interop tests.
 
 What it owns: a temporary config with a free port, the supervisor subprocess (in its own
-process group), its log file, and the short runtime dir. Nothing here knows the engine's
-internals: it talks to it only through the CLI (``start``, ``status --json``) and the
-WebSocket port, as an operator or an SDK would.
+process group), its log file, and the short runtime dir; also the tests' own worker
+subprocesses (``WorkerProcess``: a seed example, a Node script) and the seed page's code
+blocks (``seed_block``). Nothing here knows the engine's internals: it talks to it only
+through the CLI (``start``, ``status --json``) and the WebSocket port, as an operator or an
+SDK would.
 
 Invariants:
 - the runtime dir is made with ``tempfile.mkdtemp(prefix="iii-", dir="/tmp")`` because ipc
   socket paths must stay under ~107 bytes (pytest's ``tmp_path`` is too long);
 - ``start_engine`` returns only once a worker connection on the port has received
   ``workerregistered``; if the supervisor dies first, the error carries its stderr;
+- with ``wait_for``, ``start_engine`` returns only once that function answers without an
+  error (a broker registers its functions after the gateway accepts workers);
 - ``Engine.stop`` always leaves no process of this engine behind (SIGTERM, wait, then SIGKILL
-  of the process group and of any descendant that left it).
+  of the process group and of any descendant that left it); so does ``WorkerProcess.stop``
+  for its one process, and a ``WorkerProcess`` that is not ready in time is stopped.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import queue
+import re
 import shutil
 import signal
 import socket
@@ -25,19 +32,26 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import psutil
 
-from tests.wsclient import RawClient
+from tests.wsclient import RawClient, wait_for_function
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 LIVE: list["Engine"] = []
 """Engines started and not yet stopped; conftest dumps their logs into failing reports."""
+SEED_PAGE = REPO.parent / "shared" / "seed" / "use-functions-and-triggers.md"
+STATE_WORKER_YAML = "- name: iii-state\n  config: {}\n"
+"""``extra_workers_yaml`` for an engine with iii-state in its default config."""
+QUEUE_READY = "engine::queue::list_topics"
+"""``wait_for`` of an engine with iii-queue: answers once the queue broker has registered."""
 
 
 class EngineError(RuntimeError):
@@ -220,11 +234,14 @@ class Engine:
 
 def start_engine(*, gateway_processes: int = 1, queues: dict[str, Any] | None = None,
                  extra_workers_yaml: str = "", config_text: str | None = None,
-                 timeout: float = 20.0) -> Engine:
+                 timeout: float = 20.0, wait_for: str | None = None,
+                 wait_data: Any = None) -> Engine:
     """Write a temp config with a free port and start ``iii-supervisor start`` on it.
 
     ``config_text`` may contain ``{port}``, ``{runtime_dir}`` and ``{data_dir}``, which are
-    filled in; otherwise the config is built from the keyword arguments.
+    filled in; otherwise the config is built from the keyword arguments. With ``wait_for``,
+    returns once that function answers ``wait_data`` without an error (the engine is stopped
+    if it never does).
     """
     runtime_dir = tempfile.mkdtemp(prefix="iii-", dir="/tmp")
     data_dir = os.path.join(runtime_dir, "data")
@@ -238,5 +255,115 @@ def start_engine(*, gateway_processes: int = 1, queues: dict[str, Any] | None = 
         text = make_config(port=port, runtime_dir=runtime_dir, data_dir=data_dir,
                            gateway_processes=gateway_processes, queues=queues,
                            extra_workers_yaml=extra_workers_yaml)
-    return Engine(config_text=text, port=port, runtime_dir=runtime_dir,
-                  data_dir=data_dir).start(timeout)
+    eng = Engine(config_text=text, port=port, runtime_dir=runtime_dir,
+                 data_dir=data_dir).start(timeout)
+    if wait_for is not None:
+        try:
+            wait_for_function(eng.url, wait_for, wait_data)
+        except BaseException:
+            eng.stop()
+            raise
+    return eng
+
+
+@contextmanager
+def running_engine(**kw: Any) -> Iterator[Engine]:
+    """``start_engine(**kw)``, stopped when the block ends (a fixture's ``yield`` included)."""
+    eng = start_engine(**kw)
+    try:
+        yield eng
+    finally:
+        eng.stop()
+
+
+def seed_block(title: str) -> str:
+    """The code block titled ``title`` on the seed page, dedented as written."""
+    text = SEED_PAGE.read_text()
+    m = re.search(r'^( *)```\w+ title="' + re.escape(title) + r'"[^\n]*\n(.*?)^\1```', text,
+                  re.S | re.M)
+    assert m, f"no block {title} on {SEED_PAGE}"
+    indent = len(m.group(1))
+    return "".join(line[indent:] for line in m.group(2).splitlines(keepends=True))
+
+
+class WorkerProcess:
+    """A worker subprocess of a test (a seed example, a Node script), ``III_URL`` set to ``url``.
+
+    A thread reads its stdout: every line is kept in ``lines``, and a line that is a JSON
+    object is also put on ``events``. Its stderr joins stdout, or with ``stderr_apart`` is
+    read into ``errors`` (Node scripts keep stdout for events). ``env`` replaces
+    ``os.environ`` as the base environment; ``stdin_text`` is written to stdin, then closed.
+    """
+
+    def __init__(self, cmd: list[str], url: str, *, cwd: str | Path | None = None,
+                 env: dict[str, str] | None = None, stdin_text: str | None = None,
+                 stderr_apart: bool = False, name: str | None = None) -> None:
+        self.name = name or Path(cmd[-1]).name
+        full_env = {**(os.environ if env is None else env), "III_URL": url,
+                    "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=full_env, text=True,
+            stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE if stderr_apart else subprocess.STDOUT)
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._changed = threading.Condition()
+        self._eof = False
+        self._readers = [threading.Thread(target=self._read, daemon=True)]
+        if stderr_apart:
+            self._readers.append(threading.Thread(
+                target=lambda: self.errors.extend(self.proc.stderr), daemon=True))  # type: ignore[arg-type]
+        for t in self._readers:
+            t.start()
+        if stdin_text is not None:
+            self.proc.stdin.write(stdin_text)  # type: ignore[union-attr]
+            self.proc.stdin.close()  # type: ignore[union-attr]
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            if line.startswith("{"):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = None
+                if isinstance(event, dict):
+                    self.events.put(event)
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._eof = True
+            self._changed.notify_all()
+
+    def output(self, limit: int = 3000) -> str:
+        text = "".join(self.lines)[-limit:]
+        return text + ("\nstderr:\n" + "".join(self.errors)[-limit:] if self.errors else "")
+
+    def wait_line(self, prefix: str = "SEED-READY", timeout: float = 15.0) -> None:
+        """Until a stdout line starts with ``prefix``; else stops it, AssertionError."""
+        def seen() -> bool:
+            return any(line.startswith(prefix) for line in self.lines)
+
+        with self._changed:
+            found = self._changed.wait_for(lambda: seen() or self._eof, timeout) and seen()
+        if not found:
+            rc = self.proc.poll()
+            raise AssertionError(f"{self.name} not ready in {timeout} s (exit {rc}):\n{self.stop()}")
+
+    def next_event(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next JSON event; AssertionError (and the process stopped) after ``timeout``."""
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no event from {self.name} in {timeout}s; "
+                                 f"output: {self.stop()}") from None
+
+    def stop(self) -> str:
+        """Kill and reap it; returns the tail of what it printed."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        for t in self._readers:
+            t.join(2)
+        return self.output()

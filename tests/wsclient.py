@@ -5,6 +5,10 @@ reconnects, no protocol logic beyond JSON. Tests use it to send what the officia
 send (bad JSON, unknown types, binary garbage, ``ping``) and to assert on the frames the engine
 answers with.
 
+It also holds the raw-protocol helpers the tests share: the ``engine::workers::register``
+frame (``declare_frame``, for asyncio clients too), a declared worker, waiting until a broker's
+function answers, and ``ok`` (the result of a frame that must not carry an error).
+
 Invariants: ``recv`` never blocks longer than the timeout it is given; frames read while
 waiting for a particular one are kept in ``backlog`` in arrival order and handed out first by
 later ``recv`` / ``recv_until`` calls, so no frame is lost between two waits.
@@ -20,6 +24,42 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 Frame = dict[str, Any]
+
+LARGE_MESSAGES = ("large-messages.v1",)
+
+
+def declare_frame(name: str = "raw-test", namespace: str | None = None, *,
+                  runtime: str = "python", version: str = "raw",
+                  features: tuple[str, ...] | list[str] | None = LARGE_MESSAGES) -> Frame:
+    """``engine::workers::register`` (void) as the 0.25 Python SDK sends it, first thing.
+
+    Sent first, it fixes the worker's namespace at once instead of leaving its registrations
+    buffered for the grace period (protocol.md §4.4). ``features=None`` poses as an older
+    Python SDK, to which the engine must not send more than 1 MiB (spec §10.4).
+    """
+    data: dict[str, Any] = {"runtime": runtime, "version": version, "name": name, "pid": 0,
+                            "namespace": namespace}
+    if features is not None:
+        data["features"] = list(features)
+    return {"type": "invokefunction", "function_id": "engine::workers::register",
+            "data": data, "action": {"type": "void"}}
+
+
+def ok(frame: Frame) -> Any:
+    """The ``result`` of an ``invocationresult`` that must carry no error."""
+    assert frame.get("error") is None, frame
+    return frame.get("result")
+
+
+def wait_for_function(url: str, function_id: str, data: Any = None, *,
+                      within: float = 10.0) -> Frame:
+    """Until ``function_id`` answers without an error, on a worker connection of its own.
+
+    The gateway accepts workers before the brokers have registered their functions, so a
+    test that needs a broker waits for one of its functions first.
+    """
+    with RawClient.worker(url) as w:
+        return w.wait_answered(function_id, data, within=within)
 
 
 class RawClient:
@@ -46,6 +86,13 @@ class RawClient:
         except BaseException:
             client.close()
             raise
+        return client
+
+    @classmethod
+    def declared(cls, url: str, name: str = "raw-test", **declare: Any) -> "RawClient":
+        """A worker connection that has sent ``engine::workers::register`` (``declare``)."""
+        client = cls.worker(url)
+        client.declare(name, **declare)
         return client
 
     @property
@@ -82,18 +129,9 @@ class RawClient:
 
     def declare(self, name: str = "raw-test", namespace: str | None = None, *,
                 runtime: str = "python",
-                features: list[str] | None = ("large-messages.v1",)) -> None:  # type: ignore[assignment]
-        """Send ``engine::workers::register`` as the 0.25 Python SDK does, fixing the namespace.
-
-        By default it declares ``large-messages.v1`` like that SDK; ``features=None`` poses as
-        an older Python SDK, to which the engine must not send more than 1 MiB (spec §10.4).
-        """
-        data: dict[str, Any] = {"runtime": runtime, "version": "raw", "name": name, "pid": 0,
-                                "namespace": namespace}
-        if features is not None:
-            data["features"] = list(features)
-        self.send({"type": "invokefunction", "function_id": "engine::workers::register",
-                   "data": data, "action": {"type": "void"}})
+                features: tuple[str, ...] | list[str] | None = LARGE_MESSAGES) -> None:
+        """Send ``declare_frame(...)``: fixes the namespace; ``features=None`` poses as an older SDK."""
+        self.send(declare_frame(name, namespace, runtime=runtime, features=features))
 
     def call(self, function_id: str, data: Any = None, *, timeout: float = 5.0,
              omit_data: bool = False, **extra: Any) -> Frame:
@@ -107,6 +145,31 @@ class RawClient:
         return self.recv_until(
             lambda f: f.get("type") == "invocationresult" and f.get("invocation_id") == inv,
             timeout)
+
+    def call_when_found(self, function_id: str, data: Any = None, *, within: float = 10.0,
+                        timeout: float = 10.0) -> Frame:
+        """``call``, repeated while the answer is ``function_not_found`` (registrations are
+        asynchronous, spec §4.2) for up to ``within`` seconds; returns the last answer."""
+        deadline = time.monotonic() + within
+        while True:
+            frame = self.call(function_id, data, timeout=timeout)
+            err = frame.get("error") or {}
+            if err.get("code") != "function_not_found" or time.monotonic() > deadline:
+                return frame
+            time.sleep(0.05)
+
+    def wait_answered(self, function_id: str, data: Any = None, *,
+                      within: float = 10.0) -> Frame:
+        """``call`` until the answer carries no error; AssertionError after ``within`` s."""
+        deadline = time.monotonic() + within
+        while True:
+            frame = self.call(function_id, {} if data is None else data)
+            if frame.get("error") is None:
+                return frame
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{function_id} never answered without an error in "
+                                     f"{within}s (a broker not up?): {frame}")
+            time.sleep(0.05)
 
     def answer(self, invocation: Frame, result: Any) -> None:
         self.send({"type": "invocationresult", "invocation_id": invocation["invocation_id"],
