@@ -11,12 +11,8 @@ example's target) and checks that the job it receives is the order the example b
 from __future__ import annotations
 
 import json
-import os
 import queue
-import re
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,10 +21,9 @@ from typing import Any, Iterator
 import pytest
 
 from iii import InitOptions, InvocationError, register_worker
-from tests.harness import REPO, start_engine
+from tests.harness import QUEUE_READY, WorkerProcess, running_engine, seed_block
 from tests.wsclient import RawClient
 
-SEED_PAGE = REPO.parent / "shared" / "seed" / "use-functions-and-triggers.md"
 PAYMENT = {"payment": {"max_retries": 10, "concurrency": 2, "type": "fifo",
                        "message_group_field": "transaction_id", "backoff_ms": 50}}
 
@@ -42,48 +37,21 @@ print("SEED-READY", flush=True)
 """
 
 
-def seed_block(title: str) -> str:
-    """The code block titled ``title`` on the seed page, dedented as written."""
-    text = SEED_PAGE.read_text()
-    m = re.search(r'^( *)```\w+ title="' + re.escape(title) + r'"[^\n]*\n(.*?)^\1```', text,
-                  re.S | re.M)
-    assert m, f"no block {title} on {SEED_PAGE}"
-    indent = len(m.group(1))
-    return "".join(line[indent:] for line in m.group(2).splitlines(keepends=True))
-
-
-def wait_queue_broker(url: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    with RawClient.worker(url) as w:
-        while time.monotonic() < deadline:
-            if "error" not in w.call("engine::queue::list_topics", {}):
-                return
-            time.sleep(0.05)
-    raise AssertionError("the queue broker never registered engine::queue::list_topics")
-
-
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    eng = start_engine(queues=PAYMENT)
-    try:
-        wait_queue_broker(eng.url)
+    with running_engine(queues=PAYMENT, wait_for=QUEUE_READY) as eng:
         yield eng
-    finally:
-        eng.stop()
 
 
 @pytest.fixture
-def seed_worker(engine: Any) -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "III_URL": engine.url, "PYTHONUNBUFFERED": "1"})
-    proc.stdin.write(seed_block("trigger_enqueue.py"))  # type: ignore[union-attr]
-    proc.stdin.close()  # type: ignore[union-attr]
-    line = proc.stdout.readline()  # type: ignore[union-attr]
-    assert line.startswith("SEED-READY"), line + proc.stdout.read(2000)  # type: ignore[union-attr]
-    yield proc
-    proc.kill()
-    proc.wait(5)
+def seed_worker(engine: Any) -> Iterator[WorkerProcess]:
+    w = WorkerProcess([sys.executable, "-c", RUNNER], engine.url, name="trigger_enqueue.py",
+                      stdin_text=seed_block("trigger_enqueue.py"))
+    try:
+        w.wait_line("SEED-READY", 15)
+        yield w
+    finally:
+        w.stop()
 
 
 def call(iii: Any, function_id: str, payload: Any, timeout_s: float = 5.0) -> Any:
