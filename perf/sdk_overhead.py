@@ -30,6 +30,8 @@ import time
 import uuid
 from typing import Any
 
+import psutil
+
 from perf import core, wire
 
 RAW_FN, DEF_FN, ADEF_FN = "perf::raw-echo", "perf::sdk-echo", "perf::sdk-aecho"
@@ -84,7 +86,9 @@ async def _raw_caller(conn: Any, url: str, function_id: str) -> None:
     conn.send({"status": "ready"} if failure is None else {"status": "error", "reason": failure})
     loop = asyncio.get_running_loop()
     while (cmd := await loop.run_in_executor(None, conn.recv))[0] == "go":
-        conn.send(await wire.measure([caller], cmd[1], cmd[2], lambda c, n: c.call(function_id, {"n": n})))
+        cpu0 = time.process_time()
+        out = await wire.measure([caller], cmd[1], cmd[2], lambda c, n: c.call(function_id, {"n": n}))
+        conn.send({**out, "cpu_s": time.process_time() - cpu0})
     await caller.close()
 
 
@@ -136,12 +140,13 @@ def _sync_caller(conn: Any, url: str, function_id: str) -> None:
                 samples.append(time.perf_counter_ns() - t0)
 
         threads = [threading.Thread(target=lane, args=(i,)) for i in range(inflight)]
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        conn.send(core.summarize_window([x for s in lat for x in s], time.perf_counter() - start, sum(errors)))
+        out = core.summarize_window([x for s in lat for x in s], time.perf_counter() - start, sum(errors))
+        conn.send({**out, "cpu_s": time.process_time() - cpu0})
     iii.shutdown()
 
 
@@ -170,9 +175,10 @@ async def _async_caller(conn: Any, url: str, function_id: str) -> None:
                     errors += 1
                 lat.append(time.perf_counter_ns() - t0)
 
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(lane() for _ in range(inflight)))
-        conn.send(core.summarize_window(lat, time.perf_counter() - start, errors))
+        out = core.summarize_window(lat, time.perf_counter() - start, errors)
+        conn.send({**out, "cpu_s": time.process_time() - cpu0})
     await iii.shutdown_async()
 
 
@@ -181,6 +187,7 @@ def measure(url: str, seconds: float, runs: int = 1, pairs: list[str] | None = N
     """Every pair x in-flight count, ``runs`` interleaved windows each; medians and ratios."""
     ctx = multiprocessing.get_context("spawn")
     procs: list[Any] = []
+    callee_of: dict[str, psutil.Process] = {}
     try:
         for target in (_raw_callee_main, _sdk_callee_main):
             ready = ctx.Event()
@@ -188,6 +195,8 @@ def measure(url: str, seconds: float, runs: int = 1, pairs: list[str] | None = N
             procs[-1].start()
             if not ready.wait(15):
                 raise RuntimeError(f"{target.__name__} not ready in 15 s")
+            for fid in ((RAW_FN,) if target is _raw_callee_main else (DEF_FN, ADEF_FN)):
+                callee_of[fid] = psutil.Process(procs[-1].pid)
         names = ["raw->raw", *[p for p in (pairs or PAIRS) if p != "raw->raw"]]
         callers: dict[str, Any] = {}
         for name in names:
@@ -207,8 +216,12 @@ def measure(url: str, seconds: float, runs: int = 1, pairs: list[str] | None = N
         for _ in range(runs):
             for n in INFLIGHT:
                 for name in names:
+                    callee = callee_of[PAIRS[name][1]]
+                    cpu0 = sum(callee.cpu_times()[:2])
                     callers[name].send(("go", n, seconds))
-                    windows.setdefault((name, n), []).append(callers[name].recv())
+                    w = callers[name].recv()
+                    w["callee_cpu_s"] = sum(callee.cpu_times()[:2]) - cpu0
+                    windows.setdefault((name, n), []).append(w)
         for conn in callers.values():
             conn.send(("stop",))
     finally:
@@ -226,6 +239,10 @@ def _figures(windows: dict[tuple[str, int], list[dict[str, Any]]]) -> dict[str, 
     for (name, n), ws in windows.items():
         fig = {k: statistics.median(w[k] for w in ws) for k in ("throughput", "p50_us", "p99_us")}
         fig["errors"] = sum(w["errors"] for w in ws)
+        # CPU per call is what load on a shared machine disturbs least
+        for side in ("cpu_s", "callee_cpu_s"):
+            fig[side.replace("cpu_s", "cpu_us")] = round(statistics.median(
+                w[side] / w["ops"] * 1e6 if w["ops"] else float("nan") for w in ws), 1)
         base = windows.get(("raw->raw", n))
         if base and name != "raw->raw":
             fig["ratio"] = core.ratio(fig["throughput"], statistics.median(w["throughput"] for w in base))
@@ -247,10 +264,12 @@ def run(url: str, seconds: float) -> dict[str, Any]:
 
 
 def _table(figures: dict[str, Any]) -> str:
-    lines = [f"{'pair@inflight':<16}{'calls/s':>10}{'p50 us':>9}{'p99 us':>9}{'vs raw':>8}{'errors':>7}"]
+    lines = [f"{'pair@inflight':<16}{'calls/s':>10}{'p50 us':>9}{'p99 us':>9}{'vs raw':>8}{'errors':>7}"
+             f"{'caller cpu us/call':>20}{'callee cpu us/call':>20}"]
     for key, f in figures.items():
         ratio = f"{f['ratio']:.2f}" if f.get("ratio") is not None else "-"
-        lines.append(f"{key:<16}{f['throughput']:>10.0f}{f['p50_us']:>9.0f}{f['p99_us']:>9.0f}{ratio:>8}{f['errors']:>7}")
+        lines.append(f"{key:<16}{f['throughput']:>10.0f}{f['p50_us']:>9.0f}{f['p99_us']:>9.0f}{ratio:>8}{f['errors']:>7}"
+                     f"{f['cpu_us']:>20.1f}{f['callee_cpu_us']:>20.1f}")
     return "\n".join(lines)
 
 
