@@ -12,7 +12,10 @@ hits every pair alike (a figure is the median of ``runs``):
   handler pool) or an ``async def`` handler: callee-side cost;
 - ``sync->def``: SDK on both sides, the seed's shape (``iii.trigger`` to a ``def`` handler).
 
-Ratios are SDK throughput / raw throughput (1.00 = no overhead). ``run(url, seconds)`` is the
+Ratios are SDK throughput / raw throughput (1.00 = no overhead). Each window also records
+CPU microseconds per call of the caller process and of the callee process (psutil): on a
+shared 2-core machine throughput swings with foreign load, CPU per call much less, so the
+SDK's cost is best read as its CPU per call next to the raw client's. ``run(url, seconds)`` is the
 entry point of the perf harness (``perf/engine_benches.py``): its top-level
 ``throughput``/``p50_us``/``p99_us`` are the ``sync->def`` pair at 16 in flight.
 Usage: ``.venv/bin/python -m perf.sdk_overhead [ws://host:port] [--seconds S] [--runs N]``
