@@ -52,6 +52,8 @@ STATE_WORKER_YAML = "- name: iii-state\n  config: {}\n"
 """``extra_workers_yaml`` for an engine with iii-state in its default config."""
 QUEUE_READY = "engine::queue::list_topics"
 """``wait_for`` of an engine with iii-queue: answers once the queue broker has registered."""
+STATE_READY = "state::list_groups"
+"""``wait_for`` of an engine with iii-state: answers once the state broker has registered."""
 
 
 class EngineError(RuntimeError):

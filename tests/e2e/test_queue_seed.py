@@ -15,7 +15,6 @@ import queue
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest

@@ -14,8 +14,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import STATE_WORKER_YAML, Engine, WorkerProcess, running_engine
-from tests.wsclient import RawClient, ok, wait_for_function
+from tests.harness import STATE_READY, STATE_WORKER_YAML, Engine, WorkerProcess, running_engine
+from tests.wsclient import RawClient, ok
 
 SEED = Path(__file__).resolve().parent / "seed"
 
@@ -29,12 +29,11 @@ def seed_worker(name: str, url: str) -> WorkerProcess:
 
 @pytest.fixture
 def engine() -> Iterator[Engine]:
-    with running_engine(extra_workers_yaml=STATE_WORKER_YAML) as eng:
+    with running_engine(extra_workers_yaml=STATE_WORKER_YAML, wait_for=STATE_READY) as eng:
         yield eng
 
 
 def test_math_add_and_aggregation_through_our_sdk(engine: Engine) -> None:
-    wait_for_function(engine.url, "state::list_groups")  # iii-state has registered
     workers = [seed_worker("math_add.py", engine.url), seed_worker("cron_trigger.py", engine.url)]
     try:
         with RawClient.worker(engine.url) as c:

@@ -11,8 +11,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.harness import STATE_WORKER_YAML, Engine, WorkerProcess, running_engine
-from tests.wsclient import RawClient, ok, wait_for_function
+from tests.harness import STATE_READY, STATE_WORKER_YAML, Engine, WorkerProcess, running_engine
+from tests.wsclient import RawClient, ok
 
 pytestmark = pytest.mark.interop
 
@@ -21,13 +21,12 @@ NODE_DIR = Path(__file__).resolve().parent / "node"
 
 @pytest.fixture
 def engine() -> Iterator[Engine]:
-    with running_engine(extra_workers_yaml=STATE_WORKER_YAML) as eng:
+    with running_engine(extra_workers_yaml=STATE_WORKER_YAML, wait_for=STATE_READY) as eng:
         yield eng
 
 
 @pytest.fixture
 def node_seed(engine: Engine) -> Iterator[WorkerProcess]:
-    wait_for_function(engine.url, "state::list_groups")  # iii-state has registered
     w = WorkerProcess(["node", str(NODE_DIR / "state_seed.mjs")], engine.url, cwd=NODE_DIR,
                       stderr_apart=True)
     try:
