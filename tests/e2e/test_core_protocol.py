@@ -33,10 +33,8 @@ def callee(engine):
 
 @pytest.fixture
 def caller(engine):
-    c = RawClient.worker(engine.url)
-    c.declare("raw-caller")
-    yield c
-    c.close()
+    with RawClient.declared(engine.url, "raw-caller") as c:
+        yield c
 
 
 def serve_one(callee: RawClient, result=None, timeout: float = 5.0) -> dict:

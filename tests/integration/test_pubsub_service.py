@@ -7,22 +7,15 @@ import uuid
 
 import pytest
 
-from tests.harness import start_engine
+from tests.harness import running_engine
 from tests.wsclient import RawClient
 
 
 @pytest.fixture(scope="module")
 def engine():
-    eng = start_engine(extra_workers_yaml="- name: iii-pubsub\n")
-    try:
-        deadline = time.monotonic() + 10
-        with RawClient.worker(eng.url) as w:
-            while "error" in w.call("publish", {"topic": "warmup", "data": None}):
-                assert time.monotonic() < deadline, "pubsub never registered publish"
-                time.sleep(0.05)
+    with running_engine(extra_workers_yaml="- name: iii-pubsub\n", wait_for="publish",
+                        wait_data={"topic": "warmup", "data": None}) as eng:
         yield eng
-    finally:
-        eng.stop()
 
 
 def calls_of(w: RawClient, fns: set[str], seconds: float) -> list[dict]:

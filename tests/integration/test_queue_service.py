@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from tests.harness import start_engine
-from tests.wsclient import RawClient
+from tests.harness import QUEUE_READY, running_engine
+from tests.wsclient import RawClient, ok
 
 QUEUES = {
     "payment": {"type": "fifo", "message_group_field": "tx", "backoff_ms": 50, "max_retries": 3},
@@ -17,33 +17,17 @@ QUEUES = {
 }
 
 
-def wait_queue_broker(url: str, timeout: float = 10.0) -> None:
-    """The gateway accepts workers before the queue broker has registered its functions."""
-    deadline = time.monotonic() + timeout
-    with RawClient.worker(url) as w:
-        while time.monotonic() < deadline:
-            if "error" not in w.call("engine::queue::list_topics", {}):
-                return
-            time.sleep(0.05)
-    raise AssertionError("the queue broker never registered engine::queue::list_topics")
-
-
 @pytest.fixture(scope="module")
 def engine():
-    eng = start_engine(queues=QUEUES)
-    try:
-        wait_queue_broker(eng.url)
+    # The gateway accepts workers before the queue broker has registered its functions.
+    with running_engine(queues=QUEUES, wait_for=QUEUE_READY) as eng:
         yield eng
-    finally:
-        eng.stop()
 
 
 @pytest.fixture
 def worker(engine):
-    w = RawClient.worker(engine.url)
-    w.declare("queue-test")
-    yield w
-    w.close()
+    with RawClient.declared(engine.url, "queue-test") as w:
+        yield w
 
 
 def fid(stem: str) -> str:
@@ -63,16 +47,11 @@ def fail(w: RawClient, inv: dict) -> None:
             "function_id": inv["function_id"], "error": {"code": "boom", "message": "forced failure"}})
 
 
-def result(frame: dict):
-    assert "error" not in frame, frame
-    return frame.get("result")
-
-
 def test_enqueue_roundtrip_and_errors(worker) -> None:
     fn = fid("orders")
     worker.register_function(fn)
     ack = enqueue(worker, fn, {"tx": "t1", "amount": 5}, "payment")
-    receipt = result(ack)["messageReceiptId"]
+    receipt = ok(ack)["messageReceiptId"]
     uuid.UUID(receipt)
     inv = next_call(worker, fn)
     assert inv["data"] == {"tx": "t1", "amount": 5}
@@ -87,7 +66,7 @@ def test_fifo_order_with_a_failing_head(worker) -> None:
     fn = fid("pay")
     worker.register_function(fn)
     for seq in range(3):
-        result(enqueue(worker, fn, {"tx": "g", "seq": seq}, "payment"))
+        ok(enqueue(worker, fn, {"tx": "g", "seq": seq}, "payment"))
     first = next_call(worker, fn)
     assert first["data"]["seq"] == 0
     fail(worker, first)
@@ -102,7 +81,7 @@ def test_fifo_order_with_a_failing_head(worker) -> None:
 def test_retry_backoff_dlq_and_redrive(worker) -> None:
     fn = fid("flaky")
     worker.register_function(fn)
-    result(enqueue(worker, fn, {"n": 1}, "flaky"))
+    ok(enqueue(worker, fn, {"n": 1}, "flaky"))
     times = []
     for _ in range(3):
         inv = next_call(worker, fn)
@@ -112,30 +91,30 @@ def test_retry_backoff_dlq_and_redrive(worker) -> None:
     assert gaps[0] >= 0.09 and gaps[1] >= 0.19, gaps
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
-        msgs = result(worker.call("engine::queue::dlq_messages", {"topic": "flaky"}))
+        msgs = ok(worker.call("engine::queue::dlq_messages", {"topic": "flaky"}))
         if msgs:
             break
         time.sleep(0.05)
     [msg] = msgs
     assert msg["payload"] == {"n": 1} and msg["retries"] == 3 and msg["error"].startswith("boom")
-    assert result(worker.call("iii::queue::redrive", {"queue": "flaky"})) == {"queue": "flaky", "redriven": 1}
+    assert ok(worker.call("iii::queue::redrive", {"queue": "flaky"})) == {"queue": "flaky", "redriven": 1}
     inv = next_call(worker, fn)
     worker.answer(inv, None)
-    assert result(worker.call("engine::queue::topic_stats", {"topic": "flaky"}))["dlq_depth"] == 0
+    assert ok(worker.call("engine::queue::topic_stats", {"topic": "flaky"}))["dlq_depth"] == 0
     err = worker.call("iii::queue::redrive", {"queue": ""})["error"]
     assert err == {"code": "queue_not_set", "message": "Queue name is required"}
 
 
 def test_missing_target_retries_then_dlq(worker) -> None:
-    result(enqueue(worker, "ghost::nobody", {"n": 2}, "twice"))
+    ok(enqueue(worker, "ghost::nobody", {"n": 2}, "twice"))
     deadline = time.monotonic() + 5
     msgs: list = []
     while time.monotonic() < deadline and not msgs:
         time.sleep(0.05)
-        msgs = result(worker.call("engine::queue::dlq_messages", {"topic": "twice"}))
+        msgs = ok(worker.call("engine::queue::dlq_messages", {"topic": "twice"}))
     [msg] = msgs
     assert msg["retries"] == 2 and msg["error"].startswith("function_not_found")
-    assert result(worker.call("iii::queue::discard_message",
+    assert ok(worker.call("iii::queue::discard_message",
                               {"queue": "twice", "message_id": msg["id"]}))["redriven"] == 1
 
 
@@ -147,7 +126,7 @@ def subscribe(w: RawClient, trigger_id: str, fn: str, topic: str) -> None:
 def wait_subscribers(w: RawClient, topic: str, count: int) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        topics = result(w.call("engine::queue::list_topics", {}))
+        topics = ok(w.call("engine::queue::list_topics", {}))
         if any(t["name"] == topic and t["subscriber_count"] == count for t in topics):
             return
         time.sleep(0.05)
@@ -161,7 +140,7 @@ def test_durable_fanout_and_unsubscribe_one(worker) -> None:
     subscribe(worker, "ta-" + topic, a, topic)
     subscribe(worker, "tb-" + topic, b, topic)
     wait_subscribers(worker, topic, 2)
-    assert result(worker.call("iii::durable::publish", {"topic": topic, "data": {"k": 1}})) is None
+    assert ok(worker.call("iii::durable::publish", {"topic": topic, "data": {"k": 1}})) is None
     got = {}
     for _ in range(2):
         inv = worker.recv_until(lambda f: f.get("type") == "invokefunction" and f["function_id"] in (a, b))
@@ -170,7 +149,7 @@ def test_durable_fanout_and_unsubscribe_one(worker) -> None:
     assert got == {a: {"k": 1}, b: {"k": 1}}
     worker.send({"type": "unregistertrigger", "id": "ta-" + topic, "trigger_type": "durable:subscriber"})
     wait_subscribers(worker, topic, 1)
-    result(worker.call("iii::durable::publish", {"topic": topic, "data": 2}))
+    ok(worker.call("iii::durable::publish", {"topic": topic, "data": 2}))
     inv = worker.recv_until(lambda f: f.get("type") == "invokefunction" and f["function_id"] in (a, b))
     assert inv["function_id"] == b
     worker.answer(inv, None)
@@ -180,7 +159,7 @@ def test_durable_fanout_and_unsubscribe_one(worker) -> None:
 def test_leased_job_is_delivered_again_after_kill_9(engine, worker) -> None:
     fn = fid("durable")
     worker.register_function(fn)
-    result(enqueue(worker, fn, {"keep": "me"}, "flaky"))
+    ok(enqueue(worker, fn, {"keep": "me"}, "flaky"))
     first = next_call(worker, fn)  # leased, never answered
     pid = engine.kill("queue")
     engine.wait_running("queue", timeout=10, not_pid=pid)

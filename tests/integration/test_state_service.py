@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from tests.harness import start_engine
-from tests.wsclient import RawClient
+from tests.harness import STATE_READY, running_engine
+from tests.wsclient import RawClient, ok
 
 STATE_YAML = """
 - name: iii-state
@@ -22,36 +22,16 @@ STATE_YAML = """
 
 @pytest.fixture(scope="module")
 def engine():
-    eng = start_engine(extra_workers_yaml=STATE_YAML)
-    try:
+    with running_engine(extra_workers_yaml=STATE_YAML) as eng:
         yield eng
-    finally:
-        eng.stop()
 
 
 @pytest.fixture
 def client(engine):
-    c = RawClient.worker(engine.url)
-    c.declare()  # registrations of an undeclared connection wait for the namespace grace
-    wait_for_state(c)
-    yield c
-    c.close()
-
-
-def wait_for_state(c: RawClient, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        frame = c.call("state::list_groups", {})
-        if "error" not in frame or frame["error"].get("code") != "function_not_found":
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"state::* never registered: {frame}")
-        time.sleep(0.1)
-
-
-def ok(frame):
-    assert "error" not in frame or frame["error"] is None, frame
-    return frame.get("result")
+    # declared: registrations of an undeclared connection wait for the namespace grace
+    with RawClient.declared(engine.url) as c:
+        c.wait_answered(STATE_READY)
+        yield c
 
 
 def test_functions_roundtrip(client):
@@ -146,7 +126,7 @@ def test_acknowledged_writes_survive_kill_9(engine):
     acked: dict[str, int] = {}
     unsure: dict[str, set[int]] = {}  # writes answered with an error: stored or not
     try:
-        wait_for_state(c)
+        c.wait_answered(STATE_READY)
         old_pid = engine.pid("state")
         killer = threading.Timer(0.3, engine.kill, args=("state",))
         killer.start()
@@ -166,7 +146,7 @@ def test_acknowledged_writes_survive_kill_9(engine):
         while engine.pid("state") in (old_pid, None, 0) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert engine.pid("state") not in (old_pid, None, 0), "the state process was not restarted"
-        wait_for_state(c, within=15)
+        c.wait_answered(STATE_READY, within=15)
         for key, value in acked.items():
             # The last acknowledged value, unless a later write whose answer was lost with the
             # killed process made it to disk first (durable but unacknowledged is allowed).
