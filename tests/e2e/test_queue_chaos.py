@@ -30,6 +30,10 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # the consumer runs this file as a script
+    sys.path.insert(0, str(REPO))
+
 N_JOBS = 10_000
 WINDOW = 256
 """Enqueues in flight at once (pipelined on one connection)."""
@@ -53,13 +57,13 @@ async def consume(url: str, out_path: str) -> None:
     """Register ``FN``; record and answer every delivery. Runs until killed."""
     import websockets
 
+    from tests.wsclient import declare_frame
+
     fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     async with websockets.connect(url, compression=None, max_size=None) as ws:
         # Declared first, or the engine buffers the registration for its grace period.
-        await ws.send(json.dumps({
-            "type": "invokefunction", "function_id": "engine::workers::register",
-            "action": {"type": "void"}, "data": {"runtime": "python", "name": f"chaos-{os.getpid()}",
-                                                 "namespace": None, "version": "chaos"}}))
+        await ws.send(json.dumps(declare_frame(f"chaos-{os.getpid()}", version="chaos",
+                                               features=None)))
         await ws.send(json.dumps({"type": "registerfunction", "id": FN}))
         print("READY", flush=True)
         async for raw in ws:
@@ -161,18 +165,6 @@ class Producer:
 
 # ---- the test --------------------------------------------------------------------------
 
-def wait_queue_broker(url: str, timeout: float = 10.0) -> None:
-    from tests.wsclient import RawClient
-
-    deadline = time.monotonic() + timeout
-    with RawClient.worker(url) as w:
-        while time.monotonic() < deadline:
-            if "error" not in w.call("engine::queue::list_topics", {}):
-                return
-            time.sleep(0.05)
-    raise AssertionError("the queue broker never registered engine::queue::list_topics")
-
-
 def seen_ids(path: Path) -> Counter[int]:
     try:
         text = path.read_text()
@@ -187,8 +179,9 @@ def seen_ids(path: Path) -> Counter[int]:
 @pytest.mark.timeout(90)
 async def test_acknowledged_jobs_survive_broker_kills_and_a_consumer_restart(engine_factory) -> None:
     t0 = time.monotonic()
-    eng = engine_factory(queues=QUEUES)
-    wait_queue_broker(eng.url)
+    from tests.harness import QUEUE_READY
+
+    eng = engine_factory(queues=QUEUES, wait_for=QUEUE_READY)
     out = Path(eng.runtime_dir) / "consumed.txt"
     consumers = [Consumer(eng.url, str(out))]
     producer = Producer(eng.url, N_JOBS)

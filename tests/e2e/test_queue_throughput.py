@@ -47,11 +47,9 @@ def declare(role: str) -> str:
     once instead of buffering registrations for its grace period (protocol.md §4.4)."""
     import uuid
 
-    return json.dumps({"type": "invokefunction", "function_id": "engine::workers::register",
-                       "action": {"type": "void"},
-                       "data": {"runtime": "python", "name": f"{role}-{uuid.uuid4().hex[:8]}",
-                                "namespace": None, "version": "bench",
-                                "features": ["large-messages.v1"]}})
+    from tests.wsclient import declare_frame
+
+    return json.dumps(declare_frame(f"{role}-{uuid.uuid4().hex[:8]}", version="bench"))
 
 
 async def _connect(url: str) -> Any:
@@ -183,16 +181,10 @@ def relay_url() -> tuple[Any, str]:
 
 
 def start_queue_engine(concurrency: int = 64) -> Any:
-    from tests.harness import start_engine
-    from tests.wsclient import RawClient
+    from tests.harness import QUEUE_READY, start_engine
 
-    eng = start_engine(queues={"bench": dict(QUEUE["bench"], concurrency=concurrency)})
-    deadline = time.monotonic() + 10
-    with RawClient.worker(eng.url) as w:
-        while "error" in w.call("engine::queue::list_topics", {}):
-            assert time.monotonic() < deadline, "queue broker never registered its functions"
-            time.sleep(0.05)
-    return eng
+    return start_engine(queues={"bench": dict(QUEUE["bench"], concurrency=concurrency)},
+                        wait_for=QUEUE_READY)
 
 
 def run(jobs: int, shapes: list[tuple[int, int]], profile: str | None = None,
