@@ -8,6 +8,8 @@ hits every pair alike (a figure is the median of ``runs``):
 - ``raw->raw``: wire caller, wire callee: the baseline every other pair is divided by;
 - ``sync->raw`` / ``async->raw``: our SDK as caller (blocking ``iii.trigger`` from N threads,
   or ``await iii.trigger_async`` from N tasks on the caller's own loop): caller-side cost;
+- ``shared->raw``: as ``async->raw`` with ``InitOptions(run_on_running_loop=True)``: the SDK
+  runs on the caller's loop, no thread hop;
 - ``raw->def`` / ``raw->adef``: our SDK as callee with a plain ``def`` handler (run in the
   handler pool) or an ``async def`` handler: callee-side cost;
 - ``sync->def``: SDK on both sides, the seed's shape (``iii.trigger`` to a ``def`` handler).
@@ -40,6 +42,7 @@ from perf import core, wire
 RAW_FN, DEF_FN, ADEF_FN = "perf::raw-echo", "perf::sdk-echo", "perf::sdk-aecho"
 PAIRS = {  # name -> (caller kind, callee function)
     "raw->raw": ("raw", RAW_FN), "sync->raw": ("sync", RAW_FN), "async->raw": ("async", RAW_FN),
+    "shared->raw": ("shared", RAW_FN),
     "raw->def": ("raw", DEF_FN), "raw->adef": ("raw", ADEF_FN), "sync->def": ("sync", DEF_FN),
 }
 INFLIGHT = (1, 16)
@@ -76,7 +79,7 @@ def _caller_main(conn: Any, url: str, kind: str, function_id: str) -> None:
         elif kind == "sync":
             _sync_caller(conn, url, function_id)
         else:
-            wire.run_loop(_async_caller(conn, url, function_id))
+            wire.run_loop(_async_caller(conn, url, function_id, shared=kind == "shared"))
     except Exception as exc:  # reported, never raised across the process boundary
         conn.send({"status": "error", "reason": f"{type(exc).__name__}: {exc}"})
 
@@ -95,14 +98,12 @@ async def _raw_caller(conn: Any, url: str, function_id: str) -> None:
     await caller.close()
 
 
-def _sdk_worker(url: str, name: str) -> Any:
+def _sdk_worker(url: str, name: str, shared: bool = False) -> Any:
     from iii import InitOptions, register_worker
 
     # unique: two live workers with one name in one namespace are a conflict (protocol.md §4.3)
-    iii = register_worker(url, InitOptions(worker_name=f"{name}-{uuid.uuid4().hex[:8]}", daemon=True))
-    if not iii.wait_connected(10):
-        raise RuntimeError(f"could not connect to {url}")
-    return iii
+    return register_worker(url, InitOptions(worker_name=f"{name}-{uuid.uuid4().hex[:8]}", daemon=True,
+                                            run_on_running_loop=shared))
 
 
 def _probe_sdk(iii: Any, function_id: str) -> None:
@@ -123,6 +124,8 @@ def _sync_caller(conn: Any, url: str, function_id: str) -> None:
     from iii import InvocationError
 
     iii = _sdk_worker(url, "perf-sdk-sync-caller")
+    if not iii.wait_connected(10):
+        raise RuntimeError(f"could not connect to {url}")
     _probe_sdk(iii, function_id)
     conn.send({"status": "ready"})
     while (cmd := conn.recv())[0] == "go":
@@ -153,11 +156,22 @@ def _sync_caller(conn: Any, url: str, function_id: str) -> None:
     iii.shutdown()
 
 
-async def _async_caller(conn: Any, url: str, function_id: str) -> None:
+async def _async_caller(conn: Any, url: str, function_id: str, shared: bool) -> None:
+    """``shared``: the SDK runs on this loop (``run_on_running_loop``), else on its own thread."""
     from iii import InvocationError
 
-    iii = _sdk_worker(url, "perf-sdk-async-caller")
-    _probe_sdk(iii, function_id)
+    iii = _sdk_worker(url, "perf-sdk-async-caller", shared)
+    if not await iii.wait_connected_async(10):
+        raise RuntimeError(f"could not connect to {url}")
+    deadline = time.monotonic() + PROBE_S
+    while True:  # until the callee's registration is routable
+        try:
+            await iii.trigger_async({"function_id": function_id, "payload": {"n": 0}, "timeout_ms": 2000})
+            break
+        except InvocationError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
     conn.send({"status": "ready"})
     loop = asyncio.get_running_loop()
     while (cmd := await loop.run_in_executor(None, conn.recv))[0] == "go":

@@ -41,6 +41,12 @@ class InitOptions:
     handler_threads: int = 64
     # uvloop on the SDK's own loop when installed (architecture.md §5: +15-55 %).
     use_uvloop: bool = True
+    # Ours: when ``register_worker`` is called inside a running event loop, run the connection
+    # on that loop instead of a thread of its own, so ``await iii.trigger_async`` costs no
+    # thread hop. Blocking calls (``trigger``, ``shutdown``, ``wait_connected``) must then
+    # come from other threads (sync ``def`` handlers run in the pool, so they still may);
+    # use ``shutdown_async`` on the loop.
+    run_on_running_loop: bool = False
 
 
 def resolve_address(address: str | None) -> str:

@@ -5,6 +5,10 @@ compression), the reconnect loop, the deadline timer and the running of handlers
 def`` handlers on the loop, sync ones in a thread pool (so a sync handler may block in
 ``iii.trigger`` while the loop keeps reading).
 
+With ``InitOptions(run_on_running_loop=True)`` the shell runs on the caller's running loop
+instead (no thread of its own): ``trigger_async`` there starts the call directly, with no
+thread hop either way.
+
 Invariants: ``Core`` is only touched on the loop thread; other threads reach it through the
 ``inbox`` mailbox (one loop wake-up per batch, ``sdk.waiters``). Frames leave in batches:
 ``flush`` writes the whole outbox in one socket write, and is called once per batch of
@@ -82,11 +86,13 @@ def _settle(c: Completion) -> None:
 
 class Shell:
     def __init__(self, core: Core, url: str, headers: dict[str, str], *, daemon: bool = False,
-                 handler_threads: int = 64, use_uvloop: bool = True) -> None:
+                 handler_threads: int = 64, use_uvloop: bool = True,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """``loop``: run on this (running, current-thread) loop instead of an own thread."""
         self.core = core
         self.url = url
         self.headers = headers
-        self.loop = _new_loop(use_uvloop)
+        self.loop = loop if loop is not None else _new_loop(use_uvloop)
         self.pool = HandlerPool(handler_threads)
         self.connected = threading.Event()
         self.inbox = Mailbox(self.loop)
@@ -97,8 +103,14 @@ class Shell:
         self._timer_at: float | None = None
         self._main: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[str], None]] = []
-        self.thread = threading.Thread(target=self._run, name="iii-sdk-loop", daemon=daemon)
-        self.thread.start()
+        self.thread: threading.Thread | None = None
+        if loop is not None:  # the caller's loop, and we are on its thread now
+            self._loop_ident = threading.get_ident()
+            self._main = loop.create_task(self._connection_loop())
+        else:
+            self.thread = threading.Thread(target=self._run, name="iii-sdk-loop", daemon=daemon)
+            self.thread.start()
+            self._loop_ident = self.thread.ident
 
     # -- thread plumbing -----------------------------------------------------------------
     def _run(self) -> None:
@@ -110,7 +122,7 @@ class Shell:
         self.loop.close()
 
     def on_loop(self) -> bool:
-        return threading.current_thread() is self.thread
+        return threading.get_ident() == self._loop_ident
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop thread (now if already there), then flush frames."""
@@ -334,6 +346,8 @@ class Shell:
         if self._main is not None:
             self._main.cancel()
             await asyncio.gather(self._main, return_exceptions=True)
+        if self.thread is None:  # the caller's loop lives on; only our threads end
+            self.pool.shutdown()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         if self.on_loop():
@@ -343,9 +357,10 @@ class Shell:
         try:
             asyncio.run_coroutine_threadsafe(self.shutdown_async(), self.loop).result(timeout)
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout)
-            self.pool.shutdown()
+            if self.thread is not None:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self.thread.join(timeout)
+                self.pool.shutdown()
 
 
 def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:

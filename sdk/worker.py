@@ -87,9 +87,16 @@ class III:
         self.core = Core(metadata=worker_metadata(self.options), namespace=resolve_namespace(self.options),
                          invocation_timeout_ms=self.options.invocation_timeout_ms,
                          reconnect=self.options.reconnection_config)
+        loop = None
+        if self.options.run_on_running_loop:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError("run_on_running_loop=True needs register_worker() to be called "
+                                   "inside a running event loop") from None
         self.shell = Shell(self.core, address, resolve_headers(self.options.headers),
                            daemon=self.options.daemon, handler_threads=self.options.handler_threads,
-                           use_uvloop=self.options.use_uvloop)
+                           use_uvloop=self.options.use_uvloop, loop=loop)
         self._fn_tokens: dict[str, object] = {}
         self._lock = threading.Lock()
         self._log_probe: tuple[int, Any] | None = None  # (epoch, set of engine::log::* ids | None)
@@ -111,7 +118,17 @@ class III:
         self.shell.add_listener(fn)
 
     def wait_connected(self, timeout: float = 30.0) -> bool:
+        if self.shell.on_loop():
+            raise RuntimeError("wait_connected() blocks the SDK loop; use await wait_connected_async()")
         return self.shell.connected.wait(timeout)
+
+    async def wait_connected_async(self, timeout: float = 30.0) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.shell.connected.is_set():
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     # -- functions -----------------------------------------------------------------------
     def register_function(self, function_id: str, handler: Callable[..., Any] | HttpInvocationConfig, *,

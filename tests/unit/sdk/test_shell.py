@@ -255,3 +255,41 @@ def test_many_threads_and_a_foreign_loop_call_at_once_and_each_gets_its_own_answ
         assert iii.core.pending == {}
     finally:
         iii.shutdown()
+
+
+def test_run_on_running_loop_needs_no_thread_of_its_own(eng: FakeEngine):
+    with pytest.raises(RuntimeError):  # outside a running loop the option is refused
+        worker(eng.url, run_on_running_loop=True)
+
+    async def main() -> None:
+        before = {t.name for t in threading.enumerate()}
+        iii = worker(eng.url, run_on_running_loop=True)
+        loop_thread = threading.current_thread().name
+        seen: list[str] = []
+
+        async def double(data):
+            seen.append(threading.current_thread().name)
+            return data["n"] * 2
+
+        def add_then_double(data):  # a def handler (pool thread) blocking on a call back to the loop
+            return iii.trigger({"function_id": "math::double", "payload": {"n": data["a"] + data["b"]}})
+
+        iii.register_function("math::double", double)
+        iii.register_function("math::add-double", add_then_double)
+        try:
+            assert await iii.wait_connected_async(5)
+            assert "iii-sdk-loop" not in {t.name for t in threading.enumerate()} - before
+            assert await iii.trigger_async({"function_id": "math::double", "payload": {"n": 4}}) == 8
+            assert await iii.trigger_async({"function_id": "math::add-double", "payload": {"a": 1, "b": 2}}) == 6
+            assert await asyncio.gather(*(iii.trigger_async({"function_id": "math::double", "payload": {"n": n}})
+                                          for n in range(50))) == [2 * n for n in range(50)]
+            assert set(seen) == {loop_thread}
+            with pytest.raises(RuntimeError):
+                iii.trigger({"function_id": "math::double", "payload": {"n": 1}})  # would block the loop
+        finally:
+            await iii.shutdown_async()
+        with pytest.raises(InvocationError) as info:
+            await iii.trigger_async({"function_id": "math::double", "payload": {"n": 1}})
+        assert info.value.code == "SHUTDOWN"
+
+    asyncio.run(main())
