@@ -119,23 +119,7 @@ class Harness:
             first = self._recv(parent, proc, 60)
             if first["status"] != "ready":
                 return first["status"], first.get("reason", "")
-            runs: list[dict[str, Any]] = []
-            while core.need_more_runs(runs, self.settings.runs, self.settings.max_attempts):
-                self.progress(f"{label} {_attempt(runs, self.settings.runs)}")
-                if before is not None:
-                    before()
-                self.meter.start()
-                parent.send({"cmd": "go"})
-                run = self._recv(parent, proc, spec["seconds"] + 60)
-                if run["status"] != "ok":
-                    return run["status"], run.get("reason", "")
-                if after is not None:
-                    after(run)
-                run["foreign_cores"] = self.meter.stop()
-                run["noisy"] = core.is_noisy(run["foreign_cores"])
-                runs.append(run)
-            parent.send({"cmd": "stop"})
-            return "ok", runs
+            return self._runs(label, parent, proc, spec["seconds"] + 60, before, after)
         finally:
             proc.join(5)
             self.stop(proc)
@@ -143,23 +127,33 @@ class Harness:
     def churn_windows(self, label: str, url: str, count: int) -> tuple[str, Any]:
         parent, child = self.ctx.Pipe()
         proc = self._spawn(procs.churn_main, child, {"url": url, "count": count})
-        runs: list[dict[str, Any]] = []
         try:
-            while core.need_more_runs(runs, self.settings.runs, self.settings.max_attempts):
-                self.progress(f"{label} {_attempt(runs, self.settings.runs)}")
-                self.meter.start()
-                parent.send({"cmd": "go"})
-                run = self._recv(parent, proc, 90)
-                if run["status"] != "ok":
-                    return run["status"], run.get("reason", "")
-                run["foreign_cores"] = self.meter.stop()
-                run["noisy"] = core.is_noisy(run["foreign_cores"])
-                runs.append(run)
-            parent.send({"cmd": "stop"})
-            return "ok", runs
+            return self._runs(label, parent, proc, 90)
         finally:
             proc.join(5)
             self.stop(proc)
+
+    def _runs(self, label: str, parent: Any, proc: Any, run_timeout: float,
+              before: Callable[[], None] | None = None,
+              after: Callable[[dict[str, Any]], None] | None = None) -> tuple[str, Any]:
+        """Measurement windows of a ready load generator until enough quiet runs; then stop it."""
+        runs: list[dict[str, Any]] = []
+        while core.need_more_runs(runs, self.settings.runs, self.settings.max_attempts):
+            self.progress(f"{label} {_attempt(runs, self.settings.runs)}")
+            if before is not None:
+                before()
+            self.meter.start()
+            parent.send({"cmd": "go"})
+            run = self._recv(parent, proc, run_timeout)
+            if run["status"] != "ok":
+                return run["status"], run.get("reason", "")
+            if after is not None:
+                after(run)
+            run["foreign_cores"] = self.meter.stop()
+            run["noisy"] = core.is_noisy(run["foreign_cores"])
+            runs.append(run)
+        parent.send({"cmd": "stop"})
+        return "ok", runs
 
 
 def row(target: str, bench: str, variant: str, outcome: tuple[str, Any], settings: Settings,
