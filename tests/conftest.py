@@ -19,7 +19,7 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 from tests import harness  # noqa: E402
-from tests.harness import Engine, start_engine  # noqa: E402
+from tests.harness import Engine, running_engine, start_engine  # noqa: E402
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -34,11 +34,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
     """One engine (default config, one gateway process) shared by a test module."""
-    eng = start_engine()
-    try:
+    with running_engine() as eng:
         yield eng
-    finally:
-        eng.stop()
 
 
 @pytest.fixture

@@ -53,6 +53,9 @@ STATE_WORKER_YAML = "- name: iii-state\n  config: {}\n"
 QUEUE_READY = "engine::queue::list_topics"
 """``wait_for`` of an engine with iii-queue: answers once the queue broker has registered."""
 STATE_READY = "state::list_groups"
+PAYMENT_QUEUES = {"payment": {"max_retries": 10, "concurrency": 2, "type": "fifo",
+                              "message_group_field": "transaction_id", "backoff_ms": 50}}
+"""The ``payment`` queue of ``conf/iii-config.yaml`` (the seed's Enqueue target), quick backoff."""
 """``wait_for`` of an engine with iii-state: answers once the state broker has registered."""
 
 

@@ -20,11 +20,9 @@ from typing import Any, Iterator
 import pytest
 
 from iii import InitOptions, InvocationError, register_worker
-from tests.harness import QUEUE_READY, WorkerProcess, running_engine, seed_block
+from tests.harness import PAYMENT_QUEUES, QUEUE_READY, WorkerProcess, running_engine, seed_block
 from tests.wsclient import RawClient
 
-PAYMENT = {"payment": {"max_retries": 10, "concurrency": 2, "type": "fifo",
-                       "message_group_field": "transaction_id", "backoff_ms": 50}}
 
 RUNNER = """
 import os, sys, uuid
@@ -38,7 +36,7 @@ print("SEED-READY", flush=True)
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    with running_engine(queues=PAYMENT, wait_for=QUEUE_READY) as eng:
+    with running_engine(queues=PAYMENT_QUEUES, wait_for=QUEUE_READY) as eng:
         yield eng
 
 

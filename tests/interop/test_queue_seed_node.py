@@ -16,20 +16,18 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.harness import QUEUE_READY, WorkerProcess, running_engine, seed_block
+from tests.harness import PAYMENT_QUEUES, QUEUE_READY, WorkerProcess, running_engine, seed_block
 from tests.wsclient import RawClient
 
 pytestmark = pytest.mark.interop
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SCRIPT = NODE_DIR / "queue_orders.mjs"
-PAYMENT = {"payment": {"max_retries": 10, "concurrency": 2, "type": "fifo",
-                       "message_group_field": "transaction_id", "backoff_ms": 50}}
 
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    with running_engine(queues=PAYMENT, wait_for=QUEUE_READY) as eng:
+    with running_engine(queues=PAYMENT_QUEUES, wait_for=QUEUE_READY) as eng:
         yield eng
 
 
