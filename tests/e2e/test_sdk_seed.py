@@ -163,22 +163,20 @@ def test_unregister_removes_function(seeds: Any, client: Any):
     assert info.value.code == "function_not_found"
 
 
-# The payment queue of conf/iii-config.yaml (FIFO grouped by transaction_id); short backoff.
-PAYMENT = {"payment": {"max_retries": 10, "concurrency": 2, "type": "fifo",
-                       "message_group_field": "transaction_id", "backoff_ms": 50}}
-
 
 def test_trigger_enqueue_returns_receipt_and_delivers_the_order(engine_factory: Any):
     import queue
     import uuid
 
-    eng = engine_factory(queues=PAYMENT)
+    from tests.harness import PAYMENT_QUEUES, QUEUE_READY
+
+    # the payment queue of conf/iii-config.yaml (FIFO grouped by transaction_id)
+    eng = engine_factory(queues=PAYMENT_QUEUES, wait_for=QUEUE_READY)
     consumer = register_worker(eng.url, InitOptions(worker_name="seed-orders-consumer", daemon=True,
                                                     invocation_timeout_ms=10_000))
     seed = None
     try:
         assert consumer.wait_connected(10)
-        call(consumer, "engine::queue::list_topics", {}, timeout_s=10)  # the broker is up
         jobs: queue.Queue[Any] = queue.Queue()
         consumer.register_function("orders::process-order", lambda order: jobs.put(order))
         seed = Seed("trigger_enqueue.py", eng.url)
