@@ -9,10 +9,7 @@ the reason; they are kept as fixtures.
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 from iii import InitOptions, InvocationError, register_worker
+from tests.harness import WorkerProcess
 
 SEED = Path(__file__).resolve().parent / "seed"
 RUNNABLE = ["math_add.py", "trigger.py", "trigger_void.py", "cross_language.py", "unregister.py",
@@ -40,33 +38,11 @@ def test_every_seed_example_is_saved_and_classified():
         compile((SEED / name).read_text(), name, "exec")  # verbatim and valid Python
 
 
-class Seed:
-    """One example as a worker process; its output is collected by a reader thread."""
-
-    def __init__(self, name: str, url: str) -> None:
-        self.name = name
-        env = {**os.environ, "III_URL": url, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, str(SEED / "run_seed.py"), name], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.out: list[str] = []
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.ready.wait(15) or self.proc.poll() is not None:
-            raise AssertionError(f"{name} not ready in 15 s (exit {self.proc.poll()}):\n{self.text()}")
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.out.append(line)
-            if line.startswith("SEED-READY"):
-                self.ready.set()
-
-    def text(self) -> str:
-        return "".join(self.out)
-
-    def stop(self) -> str:
-        self.proc.kill()
-        self.proc.wait(5)
-        return self.text()
+def Seed(name: str, url: str) -> WorkerProcess:
+    """One example as a worker process, once it printed SEED-READY (else stopped, failed)."""
+    worker = WorkerProcess([sys.executable, str(SEED / "run_seed.py"), name], url, name=name)
+    worker.wait_line("SEED-READY")
+    return worker
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +59,9 @@ def engine() -> Iterator[Any]:
 
 @pytest.fixture
 def seeds(engine: Any) -> Iterator[Any]:
-    started: list[Seed] = []
+    started: list[WorkerProcess] = []
 
-    def start(name: str) -> Seed:
+    def start(name: str) -> WorkerProcess:
         s = Seed(name, engine.url)
         started.append(s)
         return s
