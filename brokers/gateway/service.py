@@ -20,7 +20,7 @@ from websockets.protocol import State
 
 from brokers.gateway.core import ROUTER, GatewayCore
 from iii.core import frames
-from iii.core.bus import Bus, BusFull
+from iii.core.bus import Bus
 from iii.core.units import RunContext
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,7 @@ class Gateway:
                         sock.transport.write_eof()
 
     def bus(self, node: str, header: dict, body: bytes = b"") -> None:
-        try:
-            self.node_bus.send(node, header, body)
-        except BusFull:
-            log.error("bus queue to %s full; %s frame dropped", node, header.get("k"))
+        self.node_bus.send(node, header, body)
 
     def close(self, conn: str) -> None:
         sock = self.sockets.get(conn)

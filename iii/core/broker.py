@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from iii.core import errors, frames, wire
-from iii.core.bus import Bus, BusFull
+from iii.core.bus import Bus
 from iii.core.errors import EngineError
 from iii.core.routes import RouteTable, not_found_message
 from iii.core.units import RunContext
@@ -144,14 +144,9 @@ class Broker:
         """Send a registration message of this process to the router."""
         self.send(ROUTER, {"k": frames.UP, "c": None, "ns": "default"}, wire.dumps(message))
 
-    def send(self, node: str, header: dict, body: bytes = b"") -> bool:
-        """Send a frame; False (and a log line) if the peer's queue is full."""
-        try:
-            self.bus.send(node, header, body)
-            return True
-        except BusFull:
-            log.error("bus queue to %s is full; frame %s dropped", node, header.get("k"))
-            return False
+    def send(self, node: str, header: dict, body: bytes = b"") -> None:
+        """Queue a frame for ``node`` (sent at the end of this loop pass)."""
+        self.bus.send(node, header, body)
 
     # ---- calling other functions --------------------------------------------------------
 
@@ -172,9 +167,7 @@ class Broker:
         self._pending[inv_id] = (fut, node)
         header = {"k": frames.INV, "id": inv_id, "fn": function_id, "to": conn,
                   "rn": self.name, "rc": None}
-        if not self.send(node, header, wire.invoke(inv_id, function_id, data, metadata)):
-            self._pending.pop(inv_id, None)
-            raise EngineError("channel_send_failed", f"cannot reach {node}")
+        self.send(node, header, wire.invoke(inv_id, function_id, data, metadata))
         # _on_res pops its entry; a call stopped by RESET or cancelled is dropped here.
         fut.add_done_callback(lambda f: self._pending.pop(inv_id, None))
         return fut
