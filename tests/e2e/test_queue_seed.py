@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import queue
 import sys
-import time
 import uuid
 from typing import Any, Iterator
 
@@ -21,6 +20,7 @@ import pytest
 
 from iii import InitOptions, InvocationError, register_worker
 from tests.harness import PAYMENT_QUEUES, QUEUE_READY, WorkerProcess, running_engine, seed_block
+from tests.sdkclient import trigger_when_found
 from tests.wsclient import RawClient
 
 
@@ -51,16 +51,7 @@ def seed_worker(engine: Any) -> Iterator[WorkerProcess]:
         w.stop()
 
 
-def call(iii: Any, function_id: str, payload: Any, timeout_s: float = 5.0) -> Any:
-    """Call, retrying function_not_found briefly: the example's registration may be in flight."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return iii.trigger({"function_id": function_id, "payload": payload})
-        except InvocationError as exc:
-            if exc.code != "function_not_found" or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+call = trigger_when_found
 
 
 def test_orders_create_enqueues_to_payment_through_our_sdk(engine: Any, seed_worker: Any) -> None:

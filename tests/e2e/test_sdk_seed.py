@@ -18,6 +18,7 @@ import pytest
 
 from iii import InitOptions, InvocationError, register_worker
 from tests.harness import WorkerProcess
+from tests.sdkclient import our_worker, trigger_when_found
 
 SEED = Path(__file__).resolve().parent / "seed"
 RUNNABLE = ["math_add.py", "trigger.py", "trigger_void.py", "cross_language.py", "unregister.py",
@@ -73,23 +74,11 @@ def seeds(engine: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def client(engine: Any) -> Iterator[Any]:
-    iii = register_worker(engine.url, InitOptions(worker_name="seed-test-client", daemon=True,
-                                                  invocation_timeout_ms=10_000))
-    assert iii.wait_connected(10)
-    yield iii
-    iii.shutdown()
+    with our_worker(engine.url, "seed-test-client") as iii:
+        yield iii
 
 
-def call(iii: Any, function_id: str, payload: Any, timeout_s: float = 5.0) -> Any:
-    """Call, retrying function_not_found briefly: a worker's registration may still be in flight."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return iii.trigger({"function_id": function_id, "payload": payload})
-        except InvocationError as exc:
-            if exc.code != "function_not_found" or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+call = trigger_when_found
 
 
 def test_math_add_returns_id_and_result_and_stores_it(seeds: Any, client: Any):

@@ -24,8 +24,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from iii import InitOptions, InvocationError, TriggerAction, register_worker
+from iii import InvocationError, TriggerAction
 from tests.interop.sdkworkers import NODE_DIR
+from tests.sdkclient import our_worker, trigger_when_found
 
 pytestmark = pytest.mark.interop
 
@@ -126,22 +127,12 @@ def node(engine: Any, prefix: str) -> Iterator[NodeWorker]:
 
 @pytest.fixture
 def ours(engine: Any, prefix: str) -> Iterator[Any]:
-    iii = register_worker(engine.url, InitOptions(worker_name=f"py-{prefix}", daemon=True,
-                                                  invocation_timeout_ms=10_000))
-    assert iii.wait_connected(10)
-    yield iii
-    iii.shutdown()
+    with our_worker(engine.url, f"py-{prefix}") as iii:
+        yield iii
 
 
 def call_when_found(iii: Any, function_id: str, payload: Any, within: float = 8.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return iii.trigger({"function_id": function_id, "payload": payload})
-        except InvocationError as exc:
-            if exc.code != "function_not_found" or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    return trigger_when_found(iii, function_id, payload, within)
 
 
 def test_our_sdk_calls_node_sync_and_async(node: NodeWorker, ours: Any, prefix: str) -> None:
