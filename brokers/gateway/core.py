@@ -108,8 +108,8 @@ class GatewayCore:
             return
         if isinstance(raw, bytes) and raw[:4] in TELEMETRY_PREFIXES:
             return  # telemetry on the worker socket (§9.3): accepted and dropped for now
-        if not raw or (isinstance(raw, str) and raw.isspace()):
-            return
+        if not raw or raw.isspace():
+            return  # empty / whitespace-only frames are ignored (§1.3), silently
         try:
             msg, clean = wire.parse(raw)
         except (ValueError, UnicodeDecodeError):
@@ -177,18 +177,19 @@ class GatewayCore:
 
     def _send_call(self, caller: Conn, reply_conn: str | None, route, inv_id: str, fid: str, body: bytes) -> None:
         node, target = route
+        rnode = None
         if reply_conn is not None:
+            rnode = self.node
             caller.outgoing[inv_id] = (node, fid)
         if node == self.node:
             callee = self.conns.get(target)
             if callee is None:
-                self._answer(self.node if reply_conn else None, reply_conn, inv_id, wire.stopped(inv_id, fid))
-                return
-            self._to_callee(callee, self.node if reply_conn else None, reply_conn, inv_id, fid, body)
+                self._answer(rnode, reply_conn, inv_id, wire.stopped(inv_id, fid))
+            else:
+                self._to_callee(callee, rnode, reply_conn, inv_id, fid, body)
             return
-        header = {"k": frames.INV, "id": inv_id, "fn": fid, "to": target,
-                  "rn": self.node if reply_conn else None, "rc": reply_conn}
-        self.out.bus(node, header, body)
+        self.out.bus(node, {"k": frames.INV, "id": inv_id, "fn": fid, "to": target, "rn": rnode, "rc": reply_conn},
+                     body)
 
     def _enqueue(self, conn: Conn, msg: dict, fid: str, ns: str, inv_id: Any, action: dict) -> None:
         """§5.5: the call goes to the queue broker; the caller gets its receipt."""

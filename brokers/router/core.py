@@ -170,7 +170,7 @@ class Registry:
         if owner[1] is not None:
             self.fire_engine("engine::workers-available", {"event": "worker_disconnected", "worker_id": owner[1]})
 
-    def reattach(self, owner: Owner, message: dict) -> None:
+    def reattach(self, owner: Owner, ns: str, message: dict) -> None:
         """§4.7: a reconnected worker retires its previous connection, wherever it was."""
         prev_id, token = message.get("previous_worker_id"), message.get("reattach_token")
         if not isinstance(prev_id, str) or not token or prev_id == owner[1]:
@@ -210,20 +210,9 @@ class Registry:
     # ---- registrations (UP frames) ------------------------------------------------------
 
     def up(self, owner: Owner, ns: str, msg: dict) -> None:
-        kind = msg.get("type")
-        handler = {
-            "registerfunction": self.register_function,
-            "unregisterfunction": self.unregister_function,
-            "registertrigger": self.register_trigger,
-            "unregistertrigger": self.unregister_trigger,
-            "registertriggertype": self.register_trigger_type,
-            "unregistertriggertype": self.unregister_trigger_type,
-            "triggerregistrationresult": self.trigger_result,
-        }.get(kind)
-        if handler is not None and owner in self.workers:
-            handler(owner, ns, msg)
-        elif kind == "reattach" and owner in self.workers:
-            self.reattach(owner, msg)
+        name = _UP_HANDLERS.get(msg.get("type"))
+        if name is not None and owner in self.workers:
+            getattr(self, name)(owner, ns, msg)
 
     def register_function(self, owner: Owner, ns: str, msg: dict) -> None:
         fid = msg.get("id")
@@ -369,3 +358,16 @@ class Registry:
         for binding in list(self.bindings.values()):
             if binding.provider == key:
                 self.fire(binding, payload)
+
+
+_UP_HANDLERS = {
+    "registerfunction": "register_function",
+    "unregisterfunction": "unregister_function",
+    "registertrigger": "register_trigger",
+    "unregistertrigger": "unregister_trigger",
+    "registertriggertype": "register_trigger_type",
+    "unregistertriggertype": "unregister_trigger_type",
+    "triggerregistrationresult": "trigger_result",
+    "reattach": "reattach",
+}
+"""UP message type -> Registry method taking ``(owner, namespace, message)``."""

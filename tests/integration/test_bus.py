@@ -4,12 +4,18 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from typing import Iterator
+
+import pytest
 
 from iii.core.bus import Bus
 
 
-def run(coro):
-    return asyncio.run(coro)
+@pytest.fixture
+def runtime() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="iii-", dir="/tmp")  # ipc paths must stay short
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 async def _pair(runtime: str):
@@ -28,9 +34,7 @@ async def _until(pred, timeout=5.0):
         await asyncio.sleep(0.01)
 
 
-def test_frames_of_one_pass_arrive_in_order_with_their_sender() -> None:
-    runtime = tempfile.mkdtemp(prefix="iii-", dir="/tmp")
-
+def test_frames_of_one_pass_arrive_in_order_with_their_sender(runtime: str) -> None:
     async def main():
         a, b, got = await _pair(runtime)
         for i in range(1000):  # one loop pass: one multipart message
@@ -44,15 +48,10 @@ def test_frames_of_one_pass_arrive_in_order_with_their_sender() -> None:
         a.close()
         b.close()
 
-    try:
-        run(main())
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+    asyncio.run(main())
 
 
-def test_frames_sent_while_the_peer_is_down_arrive_when_it_binds() -> None:
-    runtime = tempfile.mkdtemp(prefix="iii-", dir="/tmp")
-
+def test_frames_sent_while_the_peer_is_down_arrive_when_it_binds(runtime: str) -> None:
     async def main():
         got: list[dict] = []
         a = Bus("a", runtime, lambda s, h, body: None)
@@ -65,7 +64,4 @@ def test_frames_sent_while_the_peer_is_down_arrive_when_it_binds() -> None:
         a.close()
         b.close()
 
-    try:
-        run(main())
-    finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+    asyncio.run(main())

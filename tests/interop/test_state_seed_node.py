@@ -12,7 +12,8 @@ from typing import Any, Iterator
 import pytest
 
 from tests.harness import STATE_READY, STATE_WORKER_YAML, Engine, WorkerProcess, running_engine
-from tests.wsclient import RawClient, ok
+from tests.seedchecks import check_math_add_and_aggregation
+from tests.wsclient import RawClient
 
 pytestmark = pytest.mark.interop
 
@@ -38,14 +39,4 @@ def node_seed(engine: Engine) -> Iterator[WorkerProcess]:
 
 def test_math_add_and_aggregation_through_the_node_sdk(engine: Engine, node_seed: Any) -> None:
     with RawClient.worker(engine.url) as c:
-        assert ok(c.call_when_found("state::list", {"scope": "math"})) == [5]  # the page's own add(2, 3)
-        ids = {}
-        for a, b in ((1, 2), (10, 20), (0.5, 0.25)):
-            out = ok(c.call_when_found("math::add", {"a": a, "b": b}))
-            assert out["result"] == a + b
-            ids[out["id"]] = a + b
-        for key, value in ids.items():
-            assert ok(c.call("state::get", {"scope": "math", "key": key})) == value
-        agg = ok(c.call_when_found("math::aggregation", {}))
-        values = [5, 3, 30, 0.75]
-        assert agg == {"count": 4, "sum": sum(values), "average": sum(values) / 4}
+        check_math_add_and_aggregation(c)
