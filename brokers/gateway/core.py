@@ -13,7 +13,12 @@ Invariants:
   namespace is fixed (by ``engine::workers::register`` or the grace timer, §4.4);
 - every call delivered to a connection is answered exactly once to a waiting caller: by
   the callee's result, or ``invocation_stopped`` when the callee goes away (§4.6);
-- a result is accepted only from the connection the call was delivered to (fixes §12.3).
+- a result is accepted only from the connection the call was delivered to (fixes §12.3);
+- a call never overtakes a registration sent before it: while the router has not yet
+  acknowledged (ACK) every UP of this process, calls to other processes go through the
+  router, which applies the registration and publishes its routes first. Without this,
+  a worker that registers a function and then enqueues a job for it could have the
+  queue broker look the function up before the new route reached it.
 """
 from __future__ import annotations
 
@@ -71,6 +76,10 @@ class GatewayCore:
         self.out = out
         self.routes = RouteTable()
         self.conns: dict[str, Conn] = {}
+        self.up_sent = 0
+        """Sequence number of the last UP sent to the router."""
+        self.up_acked = 0
+        """The highest UP sequence number the router has applied (ACK)."""
 
     # ---- connection lifecycle -----------------------------------------------------------
 
@@ -125,10 +134,8 @@ class GatewayCore:
                 self._result(conn, msg, raw if clean else wire.dumps(msg))
             elif kind in REGISTRATIONS:
                 self._registration(conn, msg, raw if isinstance(raw, bytes) else raw.encode())
-            elif kind == "triggerregistrationresult":
-                self.out.bus(ROUTER, {"k": frames.UP, "c": conn.id, "ns": conn.ns}, wire.dumps(msg))
-            elif kind == "reattach":
-                self.out.bus(ROUTER, {"k": frames.UP, "c": conn.id, "ns": conn.ns}, wire.dumps(msg))
+            elif kind in ("triggerregistrationresult", "reattach"):
+                self._up(conn, wire.dumps(msg))
             elif kind == "ping":
                 self.out.ws(conn.id, b'{"type":"pong"}')
         except (KeyError, TypeError, AttributeError) as exc:
@@ -188,8 +195,11 @@ class GatewayCore:
             else:
                 self._to_callee(callee, rnode, reply_conn, inv_id, fid, body)
             return
-        self.out.bus(node, {"k": frames.INV, "id": inv_id, "fn": fid, "to": target, "rn": rnode, "rc": reply_conn},
-                     body)
+        header = {"k": frames.INV, "id": inv_id, "fn": fid, "to": target, "rn": rnode, "rc": reply_conn}
+        if self.up_acked < self.up_sent and node != ROUTER:
+            header["via"] = node  # a registration is still on its way: keep the order
+            node = ROUTER
+        self.out.bus(node, header, body)
 
     def _enqueue(self, conn: Conn, msg: dict, fid: str, ns: str, inv_id: Any, action: dict) -> None:
         """§5.5: the call goes to the queue broker; the caller gets its receipt."""
@@ -249,7 +259,12 @@ class GatewayCore:
             self._claim_locally(conn, key)
         elif kind == "unregisterfunction":
             self.routes.apply([["-", conn.ns, key, self.node, conn.id]])
-        self.out.bus(ROUTER, {"k": frames.UP, "c": conn.id, "ns": conn.ns}, raw)
+        self._up(conn, raw)
+
+    def _up(self, conn: Conn, raw: bytes) -> None:
+        """Send a registration message of ``conn`` to the router, numbered for its ACK."""
+        self.up_sent += 1
+        self.out.bus(ROUTER, {"k": frames.UP, "c": conn.id, "ns": conn.ns, "s": self.up_sent}, raw)
 
     def _claim_locally(self, conn: Conn, function_id: str) -> None:
         """Route a new function of ours at once, as the reference engine registers
@@ -297,6 +312,8 @@ class GatewayCore:
                 self.out.ws(rconn, body)
         elif kind == frames.ROUTES:
             self.routes.apply(header["ops"])
+        elif kind == frames.ACK:
+            self.up_acked = max(self.up_acked, header["s"])
         elif kind == frames.DOWN:
             conn = self.conns.get(header.get("c"))
             if conn is not None:
@@ -374,7 +391,7 @@ class GatewayCore:
             if conn.meta is not None:
                 self.out.bus(ROUTER, {"k": frames.META, "c": conn.id, "id": None, "fixed": conn.ns}, conn.meta)
             for (kind, _), raw in sorted(conn.held.items(), key=lambda kv: _REPLAY_ORDER[kv[0][0]]):
-                self.out.bus(ROUTER, {"k": frames.UP, "c": conn.id, "ns": conn.ns}, raw)
+                self._up(conn, raw)
 
 
 _REPLAY_ORDER = {"registertriggertype": 0, "registerfunction": 1, "registertrigger": 2}

@@ -47,7 +47,8 @@ class Router(Broker):
         self._acks: dict[str, asyncio.Future] = {}
         self._functions_timer: asyncio.TimerHandle | None = None
         self.settled = False
-        self._kinds.update({frames.UP: self._on_up, frames.CONN: self._on_conn, frames.META: self._on_meta})
+        self._kinds.update({frames.UP: self._on_up, frames.CONN: self._on_conn, frames.META: self._on_meta,
+                            frames.INV: self._on_inv_or_pass})
 
     async def setup(self) -> None:
         for fid, (fn, desc) in builtins.FUNCTIONS.items():
@@ -101,7 +102,23 @@ class Router(Broker):
         ok, ns = self.registry.register_worker(owner, data, header.get("fixed"))
         self.send(sender, {"k": frames.METAOK, "c": header["c"], "ok": ok, "ns": ns, "id": header.get("id")})
 
+    def _on_inv_or_pass(self, sender: str, header: dict, body: bytes) -> None:
+        """A gateway's call that must not overtake its registrations (frames.ACK): the
+        route changes they caused are already queued to ``via``, so this call follows."""
+        via = header.pop("via", None)
+        if via is None:
+            self._on_inv(sender, header, body)
+        else:
+            self.send(via, header, body)
+
     def _on_up(self, sender: str, header: dict, body: bytes) -> None:
+        try:
+            self._apply_up(sender, header, body)
+        finally:
+            if "s" in header:
+                self.send(sender, {"k": frames.ACK, "s": header["s"]})
+
+    def _apply_up(self, sender: str, header: dict, body: bytes) -> None:
         try:
             msg = wire.loads(body)
         except ValueError:

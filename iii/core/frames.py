@@ -15,6 +15,8 @@ Header keys (short on purpose, they are on every call):
     rc   reply connection on ``rn``; None = the node itself
     c    connection id a registry message is about
     ns   the connection's namespace
+    s    sequence number of a gateway's UP, echoed by the router's ACK
+    via  on an INV sent to the router: the node to pass it on to (see ACK)
 
 Kinds and who sends them:
 
@@ -32,6 +34,10 @@ Kinds and who sends them:
                                   node's HELLO with a full ROUTES, a node answers the router's
                                   HELLO by replaying its registrations (router restart)
     RESET  router -> every node   node ``node`` restarted: fail calls still waiting on it
+    ACK    router -> gateway      every UP numbered up to ``s`` is applied and its route
+                                  changes are sent. Until then the gateway sends its calls
+                                  to other nodes through the router (INV with ``via``), so
+                                  that they arrive after those route changes.
 """
 from __future__ import annotations
 
@@ -50,6 +56,7 @@ CLOSE = "close"
 ROUTES = "routes"
 HELLO = "hello"
 RESET = "reset"
+ACK = "ack"
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 

@@ -2,6 +2,9 @@
 fan-out, a missing target, and redelivery of a leased job after ``kill -9``."""
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 import uuid
 
@@ -14,6 +17,7 @@ QUEUES = {
     "payment": {"type": "fifo", "message_group_field": "tx", "backoff_ms": 50, "max_retries": 3},
     "flaky": {"max_retries": 3, "backoff_ms": 100},
     "twice": {"max_retries": 2, "backoff_ms": 50},
+    "once": {"max_retries": 1, "backoff_ms": 50},
 }
 
 
@@ -60,6 +64,27 @@ def test_enqueue_roundtrip_and_errors(worker) -> None:
     assert err["code"] == "enqueue_error" and "nope" in err["message"]
     err = enqueue(worker, fn, {"amount": 1}, "payment")["error"]
     assert err["code"] == "enqueue_error" and "'tx'" in err["message"]
+
+
+def test_a_job_never_overtakes_the_registration_of_its_function(engine, worker) -> None:
+    """The queue broker learns routes from the router but gets the job from the gateway.
+    With the router held up (SIGSTOP) between a registration and the enqueue right after
+    it, the job used to reach the queue first: its only attempt missed the route and went
+    to the DLQ as ``function_not_found`` (seen once in CI under load). The gateway now
+    sends calls through the router until the router has acknowledged its registrations."""
+    fn = fid("fresh")
+    router = engine.pid("router")
+    os.kill(router, signal.SIGSTOP)
+    resume = threading.Timer(0.5, os.kill, (router, signal.SIGCONT))
+    resume.start()
+    try:
+        worker.register_function(fn)
+        ok(enqueue(worker, fn, {"n": 1}, "once"))
+        worker.answer(next_call(worker, fn), None)
+    finally:
+        resume.cancel()
+        os.kill(router, signal.SIGCONT)
+    assert ok(worker.call("engine::queue::dlq_messages", {"topic": "once"})) == []
 
 
 def test_fifo_order_with_a_failing_head(worker) -> None:

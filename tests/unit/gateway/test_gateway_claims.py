@@ -56,3 +56,26 @@ def test_a_pending_connection_calling_an_unknown_function_is_answered_at_once(co
     core.on_message("A", b'{"type":"registerfunction","id":"svc::own"}')
     core.on_message("A", b'{"type":"invokefunction","function_id":"nope::x","invocation_id":"i8"}')
     assert rec.ws_to("A")[-1]["error"]["code"] == "function_not_found"
+
+
+def test_calls_to_other_nodes_go_through_the_router_until_it_acks_the_registrations(
+        core: GatewayCore, rec) -> None:
+    """frames.ACK: a call must not overtake a registration sent before it."""
+    _ready(core, "A")
+    core.on_frame("router", {"k": "routes", "ops": [["+", "default", "engine::queue::enqueue", "queue", None]]}, b"")
+    core.on_message("A", b'{"type":"registerfunction","id":"svc::job"}')
+    enqueue = (b'{"type":"invokefunction","function_id":"svc::job","invocation_id":"%s","data":{},'
+               b'"action":{"type":"enqueue","queue":"q"}}')
+    rec.take()
+    core.on_message("A", enqueue % b"i1")
+    core.on_message("A", b'{"type":"invokefunction","function_id":"math::add","invocation_id":"i2","data":{}}')
+    calls = [(node, header.get("via"), header["id"]) for node, header, _ in rec.bus_frames()]
+    assert calls == [("router", "queue", "i1")]  # the local call to B stays local, unfenced
+    assert rec.ws_to("B")[0]["invocation_id"] == "i2"
+    rec.take()
+    core.on_frame("router", {"k": "ack", "s": core.up_sent - 1}, b"")  # an older ACK: still fenced
+    core.on_message("A", enqueue % b"i3")
+    core.on_frame("router", {"k": "ack", "s": core.up_sent}, b"")
+    core.on_message("A", enqueue % b"i4")
+    calls = [(node, header.get("via"), header["id"]) for node, header, _ in rec.bus_frames()]
+    assert calls == [("router", "queue", "i3"), ("queue", None, "i4")]

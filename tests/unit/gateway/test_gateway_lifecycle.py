@@ -53,12 +53,13 @@ def test_registrations_are_held_until_metaok_then_released_in_order(core, rec) -
     rec.take()
     core.on_frame("router", {"k": "metaok", "c": "A", "ok": True, "ns": "orders", "id": None}, b"")
     frames = rec.bus_frames()
-    assert [(n, h) for n, h, _ in frames] == [("router", {"k": "up", "c": "A", "ns": "orders"})] * 4
+    assert [(n, h) for n, h, _ in frames] == [("router", {"k": "up", "c": "A", "ns": "orders", "s": s})
+                                              for s in (1, 2, 3, 4)]  # numbered for the router's ACK
     assert [b for _, _, b in frames] == [REG_TT, REG_F, REG_T, UNREG_F]  # the bytes as sent
     assert rec.ws_to("A") == []  # void register: no result
     rec.take()
     core.on_message("A", REG_F)  # after the namespace is fixed: straight through
-    assert rec.take() == [("bus", "router", {"k": "up", "c": "A", "ns": "orders"}, REG_F)]
+    assert rec.take() == [("bus", "router", {"k": "up", "c": "A", "ns": "orders", "s": 5}, REG_F)]
 
 
 def test_sync_register_gets_success_result(core, rec) -> None:
@@ -75,8 +76,8 @@ def test_grace_expiry_fixes_default_and_the_fixed_namespace_wins(core, rec) -> N
     core.on_message("A", REG_T)
     assert rec.take() == []
     core.grace_expired("A")
-    assert rec.take() == [("bus", "router", {"k": "up", "c": "A", "ns": "default"}, REG_F),
-                          ("bus", "router", {"k": "up", "c": "A", "ns": "default"}, REG_T)]
+    assert rec.take() == [("bus", "router", {"k": "up", "c": "A", "ns": "default", "s": 1}, REG_F),
+                          ("bus", "router", {"k": "up", "c": "A", "ns": "default", "s": 2}, REG_T)]
     core.on_message("A", _register("orders"))
     (_, header, _), = rec.bus_frames()
     assert header["fixed"] == "default"  # the router is told the namespace is already fixed
@@ -139,6 +140,7 @@ def test_resync_replays_conn_meta_and_held_registrations(core, rec) -> None:
     rec.take()
     core.on_frame("gw2", {"k": "hello", "epoch": "x"}, b"")  # only the router's HELLO counts
     assert rec.take() == []
+    seq = core.up_sent
     core.on_frame("router", {"k": "hello", "epoch": "e2"}, b"")
     up = {"k": "up", "c": "A", "ns": "orders"}
     assert rec.take() == [
@@ -146,7 +148,8 @@ def test_resync_replays_conn_meta_and_held_registrations(core, rec) -> None:
         ("bus", "router", {"k": "conn", "c": "A", "ev": "open", "token": token_a, "ip": "10.0.0.1"}, b""),
         ("bus", "router", {"k": "meta", "c": "A", "id": None, "fixed": "orders"}, meta),
         # types, then functions, then triggers; the unregistered svc::f is gone
-        ("bus", "router", up, REG_TT), ("bus", "router", up, reg_g), ("bus", "router", up, REG_T),
+        ("bus", "router", {**up, "s": seq + 1}, REG_TT), ("bus", "router", {**up, "s": seq + 2}, reg_g),
+        ("bus", "router", {**up, "s": seq + 3}, REG_T),
         ("bus", "router", {"k": "conn", "c": "B", "ev": "open", "token": token_b, "ip": "10.0.0.2"}, b""),
     ]
 
@@ -184,7 +187,8 @@ def test_reattach_and_provider_results_go_to_the_router_unbuffered(core, rec) ->
     core.on_message("A", '{"type":"reattach","previous_worker_id":"old","reattach_token":"t"}')
     core.on_message("A", '{"type":"triggerregistrationresult","id":"t1","trigger_type":"x","function_id":"f"}')
     frames = rec.bus_frames()
-    assert [h for _, h, _ in frames] == [{"k": "up", "c": "A", "ns": None}] * 2
+    assert [h for _, h, _ in frames] == [{"k": "up", "c": "A", "ns": None, "s": 1},
+                                         {"k": "up", "c": "A", "ns": None, "s": 2}]
     assert orjson.loads(frames[0][2])["previous_worker_id"] == "old"
     assert orjson.loads(frames[1][2])["type"] == "triggerregistrationresult"
 
