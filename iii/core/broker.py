@@ -158,33 +158,40 @@ class Broker:
         return route
 
     def call_future(self, function_id: str, data: Any, *, namespace: str = "default",
-                    metadata: Any = None) -> asyncio.Future:
+                    metadata: Any = None, traceparent: str | None = None,
+                    baggage: str | None = None) -> asyncio.Future:
         """Invoke a function anywhere in the engine; the future settles with its result.
-        Costs no task, so a broker delivering many calls adds a callback per call."""
+        Costs no task, so a broker delivering many calls adds a callback per call.
+        ``traceparent``/``baggage`` go on the ``invokefunction`` as given (protocol §9.1:
+        a call made on behalf of a traced caller, such as a queue delivery, carries its
+        context; we create no spans of our own)."""
         node, conn = self._route(function_id, namespace)
         inv_id = str(uuid.uuid4())
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending[inv_id] = (fut, node)
         header = {"k": frames.INV, "id": inv_id, "fn": function_id, "to": conn,
                   "rn": self.name, "rc": None}
-        self.send(node, header, wire.invoke(inv_id, function_id, data, metadata))
+        self.send(node, header, wire.invoke(inv_id, function_id, data, metadata, traceparent, baggage))
         # _on_res pops its entry; a call stopped by RESET or cancelled is dropped here.
         fut.add_done_callback(lambda f: self._pending.pop(inv_id, None))
         return fut
 
     async def call(self, function_id: str, data: Any, *, namespace: str = "default",
-                   metadata: Any = None, timeout: float | None = None) -> Any:
+                   metadata: Any = None, timeout: float | None = None,
+                   traceparent: str | None = None, baggage: str | None = None) -> Any:
         """Invoke a function anywhere in the engine and return its result."""
-        fut = self.call_future(function_id, data, namespace=namespace, metadata=metadata)
+        fut = self.call_future(function_id, data, namespace=namespace, metadata=metadata,
+                               traceparent=traceparent, baggage=baggage)
         return await asyncio.wait_for(fut, timeout) if timeout else await fut
 
     def call_void(self, function_id: str, data: Any, *, namespace: str = "default",
-                  metadata: Any = None) -> None:
+                  metadata: Any = None, traceparent: str | None = None,
+                  baggage: str | None = None) -> None:
         """Invoke a function without waiting for (or receiving) its result."""
         node, conn = self._route(function_id, namespace)
         inv_id = str(uuid.uuid4())
         header = {"k": frames.INV, "id": inv_id, "fn": function_id, "to": conn, "rn": None, "rc": None}
-        self.send(node, header, wire.invoke(inv_id, function_id, data, metadata))
+        self.send(node, header, wire.invoke(inv_id, function_id, data, metadata, traceparent, baggage))
 
     # ---- frames -------------------------------------------------------------------------
 
