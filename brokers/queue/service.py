@@ -11,6 +11,13 @@ Ordering invariants (the durability promise of core.py):
     ``last_seq`` read when the newest completed commit took its writes, and ``poll`` hands
     out only jobs up to it. Deliveries therefore never wait for a commit of unrelated
     writes (acks, retries), and an enqueue burst is delivered as soon as its batch lands.
+Trace context (protocol §9.1, workers-b §1.4/§1.5): a job keeps the ``traceparent`` and
+``baggage`` it was enqueued or published with, and every delivery of it (retries, the
+condition call, redrives) carries them unchanged on its ``invokefunction``. The reference
+parents a ``fn_queue``/``queue`` span on them; we create no spans, so the worker's span is
+a child of the producer's. A durable publish takes the context of its own
+``invokefunction`` (the publisher's), captured in ``_on_inv``.
+
 The broker is event-driven: it pumps (once per loop iteration, however many events) on
 every enqueue, commit and delivery outcome and arms one timer for the next retry, so
 ``poll_interval_ms`` (a polling period in the reference) is accepted but has nothing to do.
@@ -52,6 +59,7 @@ from brokers.queue.config import store_path
 from brokers.queue.core import Delivery, QueueCore
 from brokers.queue.store import GroupCommitter, LmdbStore, MemoryStore, Store, encode
 from brokers.queue.topics import TRIGGER_TYPE, parse_subscription
+from iii.core import wire
 from iii.core.broker import Broker, run
 from iii.core.errors import EngineError
 from iii.core.units import RunContext
@@ -82,6 +90,24 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_NO_TRACE: tuple[str | None, str | None] = (None, None)
+
+
+def trace_context(body: bytes) -> tuple[str | None, str | None]:
+    """``(traceparent, baggage)`` of an ``invokefunction`` body; a non-string is absent.
+    A substring test first: most bodies carry neither, and they are not decoded twice."""
+    if b'"traceparent"' not in body and b'"baggage"' not in body:
+        return _NO_TRACE
+    try:
+        msg = wire.loads(body)
+    except ValueError:
+        return _NO_TRACE  # the base answers the undecodable body
+    if not isinstance(msg, dict):
+        return _NO_TRACE
+    tp, bg = msg.get("traceparent"), msg.get("baggage")
+    return (tp if isinstance(tp, str) else None, bg if isinstance(bg, str) else None)
+
+
 class QueueBroker(Broker):
     worker_name = "iii-queue"
 
@@ -102,6 +128,8 @@ class QueueBroker(Broker):
         """No delivery before the first route table: a job sent to a route we simply do
         not know yet would burn an attempt with ``function_not_found``."""
         self._closing = False
+        self._inv_trace = _NO_TRACE
+        """The trace context of the ``iii::durable::publish`` INV being handled (see _on_inv)."""
 
     # -- lifecycle -----------------------------------------------------------------
     def _open_store(self) -> Store:
@@ -198,9 +226,22 @@ class QueueBroker(Broker):
         self.core.enqueue(req, now_ms())
         return self._answer_when_durable({"messageReceiptId": req.message_id})
 
+    def _on_inv(self, sender: str, header: dict, body: bytes) -> None:
+        # Handlers get (data, metadata) only; a publish also needs its caller's trace
+        # context. ``_publish`` is synchronous, so it runs inside this call and reads it.
+        if header["fn"] != inputs.PUBLISH:
+            super()._on_inv(sender, header, body)
+            return
+        self._inv_trace = trace_context(body)
+        try:
+            super()._on_inv(sender, header, body)
+        finally:
+            self._inv_trace = _NO_TRACE
+
     def _publish(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
         topic, payload = inputs.publish(data)
-        self.core.publish(topic, payload, now_ms())
+        traceparent, baggage = self._inv_trace
+        self.core.publish(topic, payload, now_ms(), traceparent, baggage)
         return self._answer_when_durable(None)
 
     def _redrive(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
@@ -279,7 +320,8 @@ class QueueBroker(Broker):
             task.add_done_callback(self._inflight.discard)
             return
         try:
-            fut = self.call_future(job.function_id, job.data, namespace=job.namespace)
+            fut = self.call_future(job.function_id, job.data, namespace=job.namespace,
+                                   traceparent=job.traceparent, baggage=job.baggage)
         except EngineError as exc:  # no route: a failed attempt, decided at once
             self._outcome(job.id, exc)
             return
@@ -302,11 +344,13 @@ class QueueBroker(Broker):
         try:
             try:
                 verdict = await self.call(delivery.condition_function_id, job.data,  # type: ignore[arg-type]
-                                          namespace=job.namespace)
+                                          namespace=job.namespace, traceparent=job.traceparent,
+                                          baggage=job.baggage)
             except EngineError as exc:
                 raise EngineError(exc.code, f"Condition function error: {exc.message}") from None
             if verdict is not False:  # only exactly false skips the job (acked, not run)
-                await self.call(job.function_id, job.data, namespace=job.namespace)
+                await self.call(job.function_id, job.data, namespace=job.namespace,
+                                traceparent=job.traceparent, baggage=job.baggage)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
