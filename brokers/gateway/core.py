@@ -155,19 +155,16 @@ class GatewayCore:
                 self.out.ws(conn.id, wire.error(inv_id, fid, INVALID_NAMESPACE, "namespace must not be blank"))
             return
         kind = action.get("type") if isinstance(action, dict) else None
+        if fid == REGISTER_FN and kind != "enqueue":
+            self._register_worker(conn, msg.get("data"), inv_id)
+            return
+        if conn.ns is None and conn.buffer and self._waits_for_buffer(conn, fid):
+            conn.buffer.append((msg, b""))
+            return
         if kind == "enqueue":
             self._enqueue(conn, msg, fid, ns, inv_id, action)
             return
-        if fid == REGISTER_FN:
-            self._register_worker(conn, msg.get("data"), inv_id)
-            return
         route = self.routes.get(ns, fid)
-        if route is None and conn.ns is None and any(
-                m.get("type") == "registerfunction" and m.get("id") == fid for m, _ in conn.buffer):
-            # Node 0.22 sends its queued calls before engine::workers::register, so a call to
-            # its own still-buffered function waits for the buffer instead of failing.
-            conn.buffer.append((msg, b""))
-            return
         if route is None:
             if inv_id:
                 self.out.ws(conn.id, wire.error(inv_id, fid, FUNCTION_NOT_FOUND, not_found_message(
@@ -181,6 +178,18 @@ class GatewayCore:
             inv_id = str(uuid.uuid4())
         body = wire.invoke(inv_id, fid, data, msg.get("metadata"), msg.get("traceparent"), msg.get("baggage"))
         self._send_call(conn, None if void else conn.id, route, inv_id, fid, body)
+
+    @staticmethod
+    def _waits_for_buffer(conn: Conn, fid: str) -> bool:
+        """Whether a call of a connection whose registrations are still buffered (§4.4)
+        waits behind them instead of overtaking them. It does once the worker has declared
+        itself (the router's answer, a round trip away, releases the buffer), and when it
+        names a function of the buffer: Node 0.22 sends its queued calls before
+        ``engine::workers::register``, and such a call or job would otherwise fail or burn
+        an attempt as ``function_not_found``. Other calls of an undeclared worker go on at
+        once, as the spec has it, rather than wait up to the 5 s grace timer."""
+        return conn.meta is not None or any(
+            m.get("type") == "registerfunction" and m.get("id") == fid for m, _ in conn.buffer)
 
     def _send_call(self, caller: Conn, reply_conn: str | None, route, inv_id: str, fid: str, body: bytes) -> None:
         node, target = route

@@ -67,20 +67,27 @@ def test_enqueue_roundtrip_and_errors(worker) -> None:
 
 
 def test_a_job_never_overtakes_the_registration_of_its_function(engine, worker) -> None:
-    """The queue broker learns routes from the router but gets the job from the gateway.
-    With the router held up (SIGSTOP) between a registration and the enqueue right after
-    it, the job used to reach the queue first: its only attempt missed the route and went
-    to the DLQ as ``function_not_found`` (seen once in CI under load). The gateway now
-    sends calls through the router until the router has acknowledged its registrations."""
-    fn = fid("fresh")
+    """The queue broker learns routes from the router but gets jobs from the gateway.
+    With the router held up (SIGSTOP), a job enqueued right after registering its function
+    used to reach the queue first: its only attempt missed the route and went to the DLQ
+    as ``function_not_found`` (seen in CI under load). Two workers: one declared long ago
+    (its call goes through the router until the router ACKs the registration) and one that
+    declares, registers and enqueues while the router is stopped (its call waits behind
+    its buffered registration until the router answers the declaration)."""
+    old_fn, new_fn = fid("fresh"), fid("fresh")
     router = engine.pid("router")
     os.kill(router, signal.SIGSTOP)
     resume = threading.Timer(0.5, os.kill, (router, signal.SIGCONT))
     resume.start()
     try:
-        worker.register_function(fn)
-        ok(enqueue(worker, fn, {"n": 1}, "once"))
-        worker.answer(next_call(worker, fn), None)
+        with RawClient.declared(engine.url, "queue-newcomer") as newcomer:
+            newcomer.register_function(new_fn)
+            newcomer.send({"type": "invokefunction", "function_id": new_fn, "invocation_id": "n1",
+                           "data": {"n": 2}, "action": {"type": "enqueue", "queue": "once"}})
+            worker.register_function(old_fn)
+            ok(enqueue(worker, old_fn, {"n": 1}, "once"))
+            worker.answer(next_call(worker, old_fn), None)
+            newcomer.answer(next_call(newcomer, new_fn), None)
     finally:
         resume.cancel()
         os.kill(router, signal.SIGCONT)

@@ -79,3 +79,41 @@ def test_calls_to_other_nodes_go_through_the_router_until_it_acks_the_registrati
     core.on_message("A", enqueue % b"i4")
     calls = [(node, header.get("via"), header["id"]) for node, header, _ in rec.bus_frames()]
     assert calls == [("router", "queue", "i3"), ("queue", None, "i4")]
+
+
+ENQUEUE_ROUTE = {"k": "routes", "ops": [["+", "default", "engine::queue::enqueue", "queue", None]]}
+DECLARE = (b'{"type":"invokefunction","function_id":"engine::workers::register",'
+           b'"data":{"runtime":"python","name":"w"}}')
+
+
+def _enqueue(fid: str, inv: str) -> bytes:
+    return (b'{"type":"invokefunction","function_id":"%s","invocation_id":"%s","data":{},'
+            b'"action":{"type":"enqueue","queue":"q"}}' % (fid.encode(), inv.encode()))
+
+
+def test_a_declared_worker_calls_wait_behind_its_buffered_registrations(core: GatewayCore, rec) -> None:
+    """The router answers the declaration a round trip later; a job for the function
+    registered meanwhile must not reach the queue broker before the registration."""
+    core.on_frame("router", ENQUEUE_ROUTE, b"")
+    core.on_message("A", DECLARE)
+    core.on_message("A", b'{"type":"registerfunction","id":"svc::job"}')
+    core.on_message("A", _enqueue("svc::job", "i1"))
+    core.on_message("A", b'{"type":"invokefunction","function_id":"math::add","invocation_id":"i2","data":{}}')
+    assert [h["k"] for _, h, _ in rec.bus_frames()] == ["meta"] and not rec.ws_to("B")
+    rec.take()
+    core.on_frame("router", {"k": "metaok", "c": "A", "ok": True, "ns": "default", "id": None}, b"")
+    sent = [(node, h["k"], h.get("via")) for node, h, _ in rec.bus_frames()]
+    assert sent == [("router", "up", None), ("router", "inv", "queue")]  # in order, fenced
+    assert rec.ws_to("B")[0]["invocation_id"] == "i2"
+
+
+def test_an_undeclared_worker_waits_only_for_calls_naming_its_buffered_functions(
+        core: GatewayCore, rec) -> None:
+    core.on_frame("router", ENQUEUE_ROUTE, b"")
+    core.on_message("A", b'{"type":"registerfunction","id":"svc::job"}')
+    core.on_message("A", _enqueue("svc::job", "i1"))
+    core.on_message("A", _enqueue("svc::other", "i2"))
+    assert [(h["k"], h["id"]) for _, h, _ in rec.bus_frames()] == [("inv", "i2")]
+    rec.take()
+    core.grace_expired("A")
+    assert [(h["k"], h.get("id")) for _, h, _ in rec.bus_frames()] == [("up", None), ("inv", "i1")]
