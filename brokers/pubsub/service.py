@@ -7,7 +7,7 @@ handlers' results and errors never reach the publisher.
 Trace context (protocol §9.1): every subscriber call carries the ``traceparent`` and
 ``baggage`` of the ``publish`` call that caused it, unchanged (we create no spans). The
 reference's local adapter spawns its calls outside the publish span and so drops them;
-passing them costs a substring test per publish and keeps the subscriber in the trace.
+passing them (``Broker.trace``) costs nothing and keeps the subscriber in the trace.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import logging
 from typing import Any
 
 from brokers.pubsub.core import PUBLISH, TRIGGER_TYPE, PubSubCore, parse_publish
-from iii.core import wire
 from iii.core.broker import Broker, run
 from iii.core.errors import EngineError
 from iii.core.units import RunContext
@@ -27,23 +26,6 @@ PUBLISH_FORMAT = {"type": "object", "properties": {"topic": {"type": "string"}, 
 SUBSCRIBE_FORMAT = {"type": "object", "properties": {"topic": {"type": "string"}},
                     "required": ["topic"]}
 
-_NO_TRACE: tuple[str | None, str | None] = (None, None)
-
-
-def trace_context(body: bytes) -> tuple[str | None, str | None]:
-    """``(traceparent, baggage)`` of an ``invokefunction`` body; a non-string is absent.
-    A substring test first: most bodies carry neither, and they are not decoded twice."""
-    if b'"traceparent"' not in body and b'"baggage"' not in body:
-        return _NO_TRACE
-    try:
-        msg = wire.loads(body)
-    except ValueError:
-        return _NO_TRACE  # the base answers the undecodable body
-    if not isinstance(msg, dict):
-        return _NO_TRACE
-    tp, bg = msg.get("traceparent"), msg.get("baggage")
-    return (tp if isinstance(tp, str) else None, bg if isinstance(bg, str) else None)
-
 
 class PubSubBroker(Broker):
     worker_name = "iii-pubsub"
@@ -51,8 +33,6 @@ class PubSubBroker(Broker):
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
         self.core = PubSubCore()
-        self._inv_trace = _NO_TRACE
-        """The trace context of the ``publish`` INV being handled (see _on_inv)."""
 
     async def setup(self) -> None:
         self.function(PUBLISH, self._publish, request_format=PUBLISH_FORMAT,
@@ -60,21 +40,9 @@ class PubSubBroker(Broker):
         self.trigger_type(TRIGGER_TYPE, "Subscribe to a pub/sub topic", on_register=self._subscribe,
                           on_unregister=self.core.unsubscribe, trigger_request_format=SUBSCRIBE_FORMAT)
 
-    def _on_inv(self, sender: str, header: dict, body: bytes) -> None:
-        # Handlers get (data, metadata) only; ``_publish`` also needs its caller's trace
-        # context. It is synchronous, so it runs inside this call and reads it.
-        if header["fn"] != PUBLISH:
-            super()._on_inv(sender, header, body)
-            return
-        self._inv_trace = trace_context(body)
-        try:
-            super()._on_inv(sender, header, body)
-        finally:
-            self._inv_trace = _NO_TRACE
-
     def _publish(self, data: Any, metadata: Any) -> None:
         topic, payload = parse_publish(data)
-        traceparent, baggage = self._inv_trace
+        traceparent, baggage = self.trace
         for delivery in self.core.publish(topic, payload):
             try:
                 self.call_void(delivery.function_id, delivery.data, namespace=delivery.namespace,

@@ -16,7 +16,7 @@ Trace context (protocol §9.1, workers-b §1.4/§1.5): a job keeps the ``tracepa
 condition call, redrives) carries them unchanged on its ``invokefunction``. The reference
 parents a ``fn_queue``/``queue`` span on them; we create no spans, so the worker's span is
 a child of the producer's. A durable publish takes the context of its own
-``invokefunction`` (the publisher's), captured in ``_on_inv``.
+``invokefunction`` (the publisher's), read from ``Broker.trace``.
 
 The broker is event-driven: it pumps (once per loop iteration, however many events) on
 every enqueue, commit and delivery outcome and arms one timer for the next retry, so
@@ -59,7 +59,6 @@ from brokers.queue.config import store_path
 from brokers.queue.core import Delivery, QueueCore
 from brokers.queue.store import GroupCommitter, LmdbStore, MemoryStore, Store, encode
 from brokers.queue.topics import TRIGGER_TYPE, parse_subscription
-from iii.core import wire
 from iii.core.broker import Broker, run
 from iii.core.errors import EngineError
 from iii.core.units import RunContext
@@ -90,23 +89,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-_NO_TRACE: tuple[str | None, str | None] = (None, None)
-
-
-def trace_context(body: bytes) -> tuple[str | None, str | None]:
-    """``(traceparent, baggage)`` of an ``invokefunction`` body; a non-string is absent.
-    A substring test first: most bodies carry neither, and they are not decoded twice."""
-    if b'"traceparent"' not in body and b'"baggage"' not in body:
-        return _NO_TRACE
-    try:
-        msg = wire.loads(body)
-    except ValueError:
-        return _NO_TRACE  # the base answers the undecodable body
-    if not isinstance(msg, dict):
-        return _NO_TRACE
-    tp, bg = msg.get("traceparent"), msg.get("baggage")
-    return (tp if isinstance(tp, str) else None, bg if isinstance(bg, str) else None)
-
 
 class QueueBroker(Broker):
     worker_name = "iii-queue"
@@ -128,8 +110,6 @@ class QueueBroker(Broker):
         """No delivery before the first route table: a job sent to a route we simply do
         not know yet would burn an attempt with ``function_not_found``."""
         self._closing = False
-        self._inv_trace = _NO_TRACE
-        """The trace context of the ``iii::durable::publish`` INV being handled (see _on_inv)."""
 
     # -- lifecycle -----------------------------------------------------------------
     def _open_store(self) -> Store:
@@ -226,21 +206,9 @@ class QueueBroker(Broker):
         self.core.enqueue(req, now_ms())
         return self._answer_when_durable({"messageReceiptId": req.message_id})
 
-    def _on_inv(self, sender: str, header: dict, body: bytes) -> None:
-        # Handlers get (data, metadata) only; a publish also needs its caller's trace
-        # context. ``_publish`` is synchronous, so it runs inside this call and reads it.
-        if header["fn"] != inputs.PUBLISH:
-            super()._on_inv(sender, header, body)
-            return
-        self._inv_trace = trace_context(body)
-        try:
-            super()._on_inv(sender, header, body)
-        finally:
-            self._inv_trace = _NO_TRACE
-
     def _publish(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
         topic, payload = inputs.publish(data)
-        traceparent, baggage = self._inv_trace
+        traceparent, baggage = self.trace
         self.core.publish(topic, payload, now_ms(), traceparent, baggage)
         return self._answer_when_durable(None)
 

@@ -34,6 +34,8 @@ from iii.core.units import RunContext
 
 log = logging.getLogger(__name__)
 
+NO_TRACE: tuple[None, None] = (None, None)
+
 ROUTER = "router"
 
 Handler = Callable[[Any, Any], Any]
@@ -73,6 +75,10 @@ class Broker:
         self.functions: dict[str, FunctionSpec] = {}
         self.trigger_types: dict[str, TriggerTypeSpec] = {}
         self._pending: dict[str, tuple[asyncio.Future, str]] = {}
+        self.trace: tuple[str | None, str | None] = NO_TRACE
+        """``(traceparent, baggage)`` of the call whose handler is running, for a broker
+        that calls on its caller's behalf (protocol §9.1). Set only while the handler's
+        synchronous part runs: a plain ``def``, or one returning a Future."""
         self._stop = asyncio.Event()
         self._kinds: dict[str, Callable[[str, dict, bytes], None]] = {
             frames.INV: self._on_inv,
@@ -256,11 +262,15 @@ class Broker:
         if spec.is_async:
             asyncio.ensure_future(self._run_async(header, spec.handler(data, metadata)))
             return
+        tp, bg = msg.get("traceparent"), msg.get("baggage")
+        self.trace = (tp if isinstance(tp, str) else None, bg if isinstance(bg, str) else None)
         try:
             value = spec.handler(data, metadata)
         except Exception as exc:
             self._reply_error(header, exc)
             return
+        finally:
+            self.trace = NO_TRACE
         if isinstance(value, asyncio.Future):
             # A handler that parks the call (group commit) costs a callback, not a task.
             value.add_done_callback(lambda fut: self._settle(header, fut))
