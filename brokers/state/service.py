@@ -11,7 +11,8 @@ Trigger fan-out: after a commit, each successful write's event goes to the match
 bindings (filters read at commit time). Events queue per (scope, key) and one task per
 key delivers them in commit order, condition first (§0: only JSON ``false`` or a condition
 error skips), each handler awaited; handler errors are logged, never returned to writers,
-and the writer never waits for fan-out.
+and the writer never waits for fan-out. Both calls carry the ``traceparent``/``baggage``
+of the write that caused the event (protocol §9.1; we create no spans).
 
 What limits the speed (measured on this 2-core machine, shared with other work, against the
 perf harness's relay baseline in the same run; target was 20k durable sets/s at 16 in
@@ -42,7 +43,7 @@ from typing import Any
 from brokers.state import core
 from brokers.state.config import store_path
 from brokers.state.store import LmdbStore, MemoryStore
-from iii.core.broker import Broker, run
+from iii.core.broker import Broker, Trace, run
 from iii.core.errors import EngineError
 from iii.core.units import RunContext
 
@@ -66,7 +67,7 @@ class StateBroker(Broker):
         super().__init__(ctx)
         self.cfg: dict[str, Any] = ctx.config
         self.store: LmdbStore | MemoryStore | None = None
-        self._queue: list[tuple[core.Write, asyncio.Future]] = []
+        self._queue: list[tuple[core.Write, asyncio.Future, Trace]] = []
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task | None = None
         self._thread: ThreadPoolExecutor | None = None
@@ -120,7 +121,7 @@ class StateBroker(Broker):
         def handler(data: Any, metadata: Any) -> asyncio.Future:
             write = core.decode_call(function_id, data, self.cfg["max_value_bytes"])
             fut: asyncio.Future = asyncio.get_running_loop().create_future()
-            self._queue.append((write, fut))
+            self._queue.append((write, fut, self.trace))
             self._wake.set()
             return fut
         return handler
@@ -148,7 +149,7 @@ class StateBroker(Broker):
 
     async def _commit_once(self) -> None:
         batch, self._queue = self._queue, []
-        writes = [w for w, _ in batch]
+        writes = [w for w, _, _ in batch]
         try:
             if self._thread is not None:
                 outcomes = await asyncio.get_running_loop().run_in_executor(
@@ -158,12 +159,12 @@ class StateBroker(Broker):
         except Exception as exc:  # nothing of this batch is stored
             log.error("state commit of %d writes failed: %s", len(writes), exc)
             err = exc if isinstance(exc, EngineError) else EngineError("SET_ERROR", f"Failed to set value: {exc}")
-            for _, fut in batch:
+            for _, fut, _ in batch:
                 if not fut.done():
                     fut.set_exception(err)
             return
         self.batches += 1
-        for (_, fut), outcome in zip(batch, outcomes):
+        for (_, fut, _), outcome in zip(batch, outcomes):
             if fut.done():
                 continue
             try:
@@ -171,9 +172,9 @@ class StateBroker(Broker):
             except EngineError as exc:
                 fut.set_exception(exc)
         if self.cfg["triggers_enabled"] and self.state_triggers:
-            for outcome in outcomes:
+            for (_, _, trace), outcome in zip(batch, outcomes):
                 if outcome.failure is None:
-                    self._enqueue_event(outcome)
+                    self._enqueue_event(outcome, trace)
 
     # ------------------------------------------------------------ triggers
 
@@ -184,14 +185,14 @@ class StateBroker(Broker):
     def _on_unbind(self, trigger_id: str) -> None:
         self.state_triggers.pop(trigger_id, None)
 
-    def _enqueue_event(self, outcome: core.Outcome) -> None:
+    def _enqueue_event(self, outcome: core.Outcome, trace: Trace) -> None:
         scope, key = outcome.write.scope, outcome.write.key
         targets = [(cfg, b) for cfg, b in self.state_triggers.values() if cfg.matches(scope, key)]
         if not targets:
             return
         slot = (scope, key)
         pending = self._events.get(slot)
-        item = (core.event_for(outcome), targets)
+        item = (core.event_for(outcome), targets, trace)
         if pending is not None:
             pending.append(item)  # its task is running and will deliver this in order
             return
@@ -202,17 +203,19 @@ class StateBroker(Broker):
         pending = self._events[slot]
         try:
             while pending:
-                event, targets = pending.popleft()
+                event, targets, trace = pending.popleft()
                 for cfg, binding in targets:
-                    await self._fire(cfg, binding, event)
+                    await self._fire(cfg, binding, event, trace)
         finally:
             del self._events[slot]
 
-    async def _fire(self, cfg: core.TriggerConfig, binding: dict, event: dict) -> None:
+    async def _fire(self, cfg: core.TriggerConfig, binding: dict, event: dict, trace: Trace) -> None:
         namespace = binding.get("namespace") or "default"
+        traceparent, baggage = trace
         if cfg.condition_function_id:
             try:
-                verdict = await self.call(cfg.condition_function_id, event, namespace=namespace)
+                verdict = await self.call(cfg.condition_function_id, event, namespace=namespace,
+                                          traceparent=traceparent, baggage=baggage)
             except Exception as exc:  # an erroring condition skips the handler (§0)
                 log.error("state trigger %s: condition %s failed: %s", binding["id"],
                           cfg.condition_function_id, exc)
@@ -221,7 +224,7 @@ class StateBroker(Broker):
                 return
         try:
             await self.call(binding["function_id"], event, namespace=namespace,
-                            metadata=binding.get("metadata"))
+                            metadata=binding.get("metadata"), traceparent=traceparent, baggage=baggage)
         except Exception as exc:  # logged only; never reaches the writer
             log.warning("state trigger %s: handler %s failed: %s", binding["id"],
                         binding["function_id"], exc)

@@ -34,7 +34,9 @@ from iii.core.units import RunContext
 
 log = logging.getLogger(__name__)
 
-NO_TRACE: tuple[None, None] = (None, None)
+Trace = tuple[str | None, str | None]
+"""``(traceparent, baggage)`` of a call (protocol §9.1)."""
+NO_TRACE: Trace = (None, None)
 
 ROUTER = "router"
 
@@ -75,7 +77,7 @@ class Broker:
         self.functions: dict[str, FunctionSpec] = {}
         self.trigger_types: dict[str, TriggerTypeSpec] = {}
         self._pending: dict[str, tuple[asyncio.Future, str]] = {}
-        self.trace: tuple[str | None, str | None] = NO_TRACE
+        self.trace: Trace = NO_TRACE
         """``(traceparent, baggage)`` of the call whose handler is running, for a broker
         that calls on its caller's behalf (protocol §9.1). Set only while the handler's
         synchronous part runs: a plain ``def``, or one returning a Future."""

@@ -120,6 +120,27 @@ def test_triggers_filters_order_and_condition(client, engine):
     assert all(f.get("data", {}).get("scope") != "elsewhere" for f in client.frames_within(0.3))
 
 
+def test_trigger_calls_carry_the_writes_trace_context(client, engine):
+    """protocol §9.1: the condition and the handler run in the trace of the write."""
+    scope = f"tr-{uuid.uuid4().hex[:6]}"
+    handler, cond = f"h::{scope}", f"c::{scope}"
+    client.register_function(cond)
+    bind(client, handler, {"scope": scope, "condition_function_id": cond})
+    time.sleep(0.3)  # the binding travels gateway -> router -> state
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with RawClient.worker(engine.url) as writer:
+        ok(writer.call("state::set", {"scope": scope, "key": "k", "value": 1},
+                       traceparent=traceparent, baggage="tenant=a"))
+        ok(writer.call("state::set", {"scope": scope, "key": "k", "value": 2}))
+    for expected in ({"traceparent": traceparent, "baggage": "tenant=a"}, {}):
+        calls = []
+        for fn in (cond, handler):
+            inv = client.recv_until(lambda f, fn=fn: f.get("type") == "invokefunction" and f["function_id"] == fn)
+            client.answer(inv, True if fn == cond else None)
+            calls.append({k: inv[k] for k in ("traceparent", "baggage") if k in inv})
+        assert calls == [expected, expected]
+
+
 def test_acknowledged_writes_survive_kill_9(engine):
     """Writes acknowledged before a SIGKILL of the state process are there after its restart."""
     c = RawClient.worker(engine.url)
