@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from brokers.router import builtins
+from brokers.router import builtins, durable
 from brokers.router.core import Binding, Registry
 from iii.core import frames, wire
 from iii.core.broker import Broker, run
@@ -47,10 +47,16 @@ class Router(Broker):
         self._acks: dict[str, asyncio.Future] = {}
         self._functions_timer: asyncio.TimerHandle | None = None
         self.settled = False
+        self.durable = durable.DurableBindings(durable.store_path(ctx.data_dir))
         self._kinds.update({frames.UP: self._on_up, frames.CONN: self._on_conn, frames.META: self._on_meta,
                             frames.INV: self._on_inv_or_pass})
 
     async def setup(self) -> None:
+        # Before announce(): the stored bindings are parked until their trigger types are
+        # registered again (ours in announce(), the others' in their HELLO replays).
+        for rec in self.durable.load():
+            if self.registry.register_trigger(None, "default", dict(rec)) is None:
+                log.warning("durable trigger binding %s was not accepted by the registry", rec["id"])
         for fid, (fn, desc) in builtins.FUNCTIONS.items():
             self.function(fid, lambda data, meta, fn=fn: fn(self.registry, data), description=desc)
         self.function("engine::register_trigger", self._register_trigger, description="Bind a durable trigger")
@@ -182,11 +188,24 @@ class Router(Broker):
                 message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
                 raise EngineError(TRIGGER_REGISTRATION_FAILED, message)
         self._acks.pop(bid, None)
+        # On disk before the answer; unless an unregister already took it while we waited.
+        if self.registry.bindings.get(bid) is binding:
+            try:
+                self.durable.add(durable.record(bid, msg))
+            except OSError as exc:
+                log.error("cannot store durable trigger binding %s in %s: %s", bid, self.durable.path, exc)
+                self.registry.unregister_trigger(None, "default", {"id": bid})
+                raise EngineError(TRIGGER_REGISTRATION_FAILED, f"binding could not be stored: {exc}") from None
         return {"id": bid}
 
     def _unregister_trigger(self, data: Any, metadata: Any) -> dict:
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             raise deserialization_error("engine::unregister_trigger", "id is required")
+        try:
+            self.durable.remove(data["id"])  # off disk first: an unregister must not come back
+        except OSError as exc:
+            log.error("cannot remove durable trigger binding %s from %s: %s", data["id"], self.durable.path, exc)
+            raise EngineError(durable.UNREGISTER_FAILED, f"binding could not be removed: {exc}") from None
         return {"removed": self.registry.unregister_trigger(None, "default", {"id": data["id"]})}
 
     def _workers_register(self, data: Any, metadata: Any) -> dict:
