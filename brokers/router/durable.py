@@ -32,8 +32,6 @@ VERSION = 1
 FIELDS = ("id", "trigger_type", "function_id", "config", "metadata", "trigger_namespace")
 """What a binding needs to be re-registered as it was (owner None, target ``default``)."""
 _REQUIRED = ("id", "trigger_type", "function_id")
-UNREGISTER_FAILED = "unregister_failed"
-"""workers-a §5.10's code for a failed unregister (not yet in iii/core/errors.py)."""
 
 
 class CorruptFile(ValueError):

@@ -18,7 +18,8 @@ from brokers.router import builtins, durable
 from brokers.router.core import Binding, Registry
 from iii.core import frames, wire
 from iii.core.broker import Broker, run
-from iii.core.errors import INVALID_ARGUMENTS, TRIGGER_REGISTRATION_FAILED, EngineError, deserialization_error
+from iii.core.errors import (INVALID_ARGUMENTS, TRIGGER_REGISTRATION_FAILED, UNREGISTER_FAILED, EngineError,
+                             deserialization_error)
 from iii.core.units import RunContext
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class Router(Broker):
             self.durable.remove(data["id"])  # off disk first: an unregister must not come back
         except OSError as exc:
             log.error("cannot remove durable trigger binding %s from %s: %s", data["id"], self.durable.path, exc)
-            raise EngineError(durable.UNREGISTER_FAILED, f"binding could not be removed: {exc}") from None
+            raise EngineError(UNREGISTER_FAILED, f"binding could not be removed: {exc}") from None
         return {"removed": self.registry.unregister_trigger(None, "default", {"id": data["id"]})}
 
     def _workers_register(self, data: Any, metadata: Any) -> dict:
