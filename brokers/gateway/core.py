@@ -80,6 +80,8 @@ class GatewayCore:
         """Sequence number of the last UP sent to the router."""
         self.up_acked = 0
         """The highest UP sequence number the router has applied (ACK)."""
+        self.synced = False
+        """Whether a route table came from the router (the shell listens only then)."""
 
     # ---- connection lifecycle -----------------------------------------------------------
 
@@ -321,6 +323,7 @@ class GatewayCore:
                 self.out.ws(rconn, body)
         elif kind == frames.ROUTES:
             self.routes.apply(header["ops"])
+            self.synced = True
         elif kind == frames.ACK:
             self.up_acked = max(self.up_acked, header["s"])
         elif kind == frames.DOWN:

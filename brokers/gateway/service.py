@@ -25,6 +25,8 @@ from iii.core.units import RunContext
 
 log = logging.getLogger(__name__)
 
+ROUTES_WAIT_S = 2.0
+
 
 class Gateway:
     """Implements the core's Outbox with real sockets."""
@@ -108,13 +110,24 @@ class Gateway:
             self.sockets.pop(conn_id, None)
             self.core.closed(conn_id)
 
+    async def _routes_known(self) -> None:
+        """Listen only once the routes are known: a worker connecting at once would find
+        no ``engine::*`` function. A router that does not answer soon is not waited for."""
+        deadline = self.loop.time() + ROUTES_WAIT_S
+        while not self.core.synced and self.loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        if not self.core.synced:
+            log.warning("no route table from the router within %.0f s; accepting workers anyway",
+                        ROUTES_WAIT_S)
+
     async def serve(self) -> None:
         self.loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, stop.set)
         self.node_bus.start()
-        self.bus(ROUTER, {"k": frames.HELLO, "epoch": self.epoch})
+        self.bus(ROUTER, {"k": frames.HELLO, "epoch": self.epoch, "fresh": True})
+        await self._routes_known()
         async with serve(self.handle, self.cfg["host"], self.cfg["port"], reuse_port=True,
                          compression=None, max_size=self.cfg["max_message_bytes"], max_queue=64,
                          ping_interval=None, open_timeout=self.cfg["handshake_timeout_ms"] / 1000,

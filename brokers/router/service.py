@@ -90,7 +90,10 @@ class Router(Broker):
     # ---- frames from other processes ---------------------------------------------------
 
     def _on_hello(self, sender: str, header: dict, body: bytes) -> None:
-        self.registry.hello(sender, header.get("epoch", ""), header.get("worker"), now_ms(), self.settled)
+        # A process that has just started holds no routes a partial snapshot could blank,
+        # so it gets one at once, even while a restarted router still collects replays.
+        self.registry.hello(sender, header.get("epoch", ""), header.get("worker"), now_ms(),
+                            self.settled or bool(header.get("fresh")))
 
     def _on_conn(self, sender: str, header: dict, body: bytes) -> None:
         owner = (sender, header["c"])

@@ -130,7 +130,7 @@ class Broker:
             loop.add_signal_handler(sig, self._stop.set)
         await self.setup()
         self.bus.start()
-        self.send(ROUTER, {"k": frames.HELLO, "epoch": self.epoch, "worker": self.worker_name})
+        self.send(ROUTER, {"k": frames.HELLO, "epoch": self.epoch, "worker": self.worker_name, "fresh": True})
         self.announce()
         log.info("%s ready", self.name)
         await self._stop.wait()

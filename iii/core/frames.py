@@ -32,7 +32,9 @@ Kinds and who sends them:
                                   op "+" adds/replaces, "-" removes, "=" (first op) resets
     HELLO  node <-> router        a process (re)started with ``epoch``; the router answers a
                                   node's HELLO with a full ROUTES, a node answers the router's
-                                  HELLO by replaying its registrations (router restart)
+                                  HELLO by replaying its registrations (router restart).
+                                  ``fresh`` marks a node's first HELLO after its start: it
+                                  gets its ROUTES even while a restarted router settles
     RESET  router -> every node   node ``node`` restarted: fail calls still waiting on it
     ACK    router -> gateway      every UP numbered up to ``s`` is applied and its route
                                   changes are sent. Until then the gateway sends its calls
