@@ -62,6 +62,11 @@ def wait_for_function(url: str, function_id: str, data: Any = None, *,
         return w.wait_answered(function_id, data, within=within)
 
 
+def fid(stem: str) -> str:
+    """A function id (or topic) unique to one test: a module's engine outlives its tests."""
+    return f"{stem}::{uuid.uuid4().hex[:8]}"
+
+
 class RawClient:
     """One worker-protocol connection speaking raw JSON."""
 
@@ -186,6 +191,11 @@ class RawClient:
     def _read(self, timeout: float) -> Frame:
         raw = self.ws.recv(timeout=max(timeout, 0.0))
         return json.loads(raw)
+
+    def next_call(self, *function_ids: str, timeout: float = 5.0) -> Frame:
+        """The next ``invokefunction`` delivered to this worker for one of ``function_ids``."""
+        return self.recv_until(lambda f: f.get("type") == "invokefunction"
+                               and f.get("function_id") in function_ids, timeout)
 
     def recv_until(self, pred: Callable[[Frame], bool], timeout: float = 5.0) -> Frame:
         """The first frame matching ``pred``; others are kept in ``backlog``."""

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from tests.harness import QUEUE_READY, running_engine
-from tests.wsclient import RawClient, ok
+from tests.wsclient import RawClient, fid, ok
 
 QUEUES = {
     "payment": {"type": "fifo", "message_group_field": "tx", "backoff_ms": 50, "max_retries": 3},
@@ -34,16 +34,8 @@ def worker(engine):
         yield w
 
 
-def fid(stem: str) -> str:
-    return f"{stem}::{uuid.uuid4().hex[:8]}"
-
-
 def enqueue(w: RawClient, fn: str, data, queue: str) -> dict:
     return w.call(fn, data, action={"type": "enqueue", "queue": queue})
-
-
-def next_call(w: RawClient, fn: str, timeout: float = 5.0) -> dict:
-    return w.recv_until(lambda f: f.get("type") == "invokefunction" and f["function_id"] == fn, timeout)
 
 
 def fail(w: RawClient, inv: dict) -> None:
@@ -57,7 +49,7 @@ def test_enqueue_roundtrip_and_errors(worker) -> None:
     ack = enqueue(worker, fn, {"tx": "t1", "amount": 5}, "payment")
     receipt = ok(ack)["messageReceiptId"]
     uuid.UUID(receipt)
-    inv = next_call(worker, fn)
+    inv = worker.next_call(fn)
     assert inv["data"] == {"tx": "t1", "amount": 5}
     worker.answer(inv, {"ok": True})
     err = enqueue(worker, fn, {"x": 1}, "nope")["error"]
@@ -86,8 +78,8 @@ def test_a_job_never_overtakes_the_registration_of_its_function(engine, worker) 
                            "data": {"n": 2}, "action": {"type": "enqueue", "queue": "once"}})
             worker.register_function(old_fn)
             ok(enqueue(worker, old_fn, {"n": 1}, "once"))
-            worker.answer(next_call(worker, old_fn), None)
-            newcomer.answer(next_call(newcomer, new_fn), None)
+            worker.answer(worker.next_call(old_fn), None)
+            newcomer.answer(newcomer.next_call(new_fn), None)
     finally:
         resume.cancel()
         os.kill(router, signal.SIGCONT)
@@ -99,12 +91,12 @@ def test_fifo_order_with_a_failing_head(worker) -> None:
     worker.register_function(fn)
     for seq in range(3):
         ok(enqueue(worker, fn, {"tx": "g", "seq": seq}, "payment"))
-    first = next_call(worker, fn)
+    first = worker.next_call(fn)
     assert first["data"]["seq"] == 0
     fail(worker, first)
     order = []
     for _ in range(3):
-        inv = next_call(worker, fn)
+        inv = worker.next_call(fn)
         order.append(inv["data"]["seq"])
         worker.answer(inv, None)
     assert order == [0, 1, 2]  # the retry of 0 came before 1: no overtaking
@@ -116,7 +108,7 @@ def test_retry_backoff_dlq_and_redrive(worker) -> None:
     ok(enqueue(worker, fn, {"n": 1}, "flaky"))
     times = []
     for _ in range(3):
-        inv = next_call(worker, fn)
+        inv = worker.next_call(fn)
         times.append(time.monotonic())
         fail(worker, inv)
     gaps = [b - a for a, b in zip(times, times[1:])]
@@ -130,7 +122,7 @@ def test_retry_backoff_dlq_and_redrive(worker) -> None:
     [msg] = msgs
     assert msg["payload"] == {"n": 1} and msg["retries"] == 3 and msg["error"].startswith("boom")
     assert ok(worker.call("iii::queue::redrive", {"queue": "flaky"})) == {"queue": "flaky", "redriven": 1}
-    inv = next_call(worker, fn)
+    inv = worker.next_call(fn)
     worker.answer(inv, None)
     assert ok(worker.call("engine::queue::topic_stats", {"topic": "flaky"}))["dlq_depth"] == 0
     err = worker.call("iii::queue::redrive", {"queue": ""})["error"]
@@ -192,9 +184,9 @@ def test_leased_job_is_delivered_again_after_kill_9(engine, worker) -> None:
     fn = fid("durable")
     worker.register_function(fn)
     ok(enqueue(worker, fn, {"keep": "me"}, "flaky"))
-    first = next_call(worker, fn)  # leased, never answered
+    first = worker.next_call(fn)  # leased, never answered
     pid = engine.kill("queue")
     engine.wait_running("queue", timeout=10, not_pid=pid)
-    again = next_call(worker, fn, timeout=10)
+    again = worker.next_call(fn, timeout=10)
     assert again["data"] == {"keep": "me"} and again["invocation_id"] != first["invocation_id"]
     worker.answer(again, None)

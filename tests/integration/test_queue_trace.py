@@ -9,12 +9,11 @@ the caller's own.
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
 from tests.harness import QUEUE_READY, running_engine
-from tests.wsclient import RawClient, ok, wait_for_function
+from tests.wsclient import RawClient, fid, ok, wait_for_function
 
 QUEUES = {"traced": {"max_retries": 2, "backoff_ms": 50}}
 TP = "00-e455c60af3b5da970b0a8e7937651be4-6d221395946d1e73-01"
@@ -33,15 +32,6 @@ def engine():
 def worker(engine):
     with RawClient.declared(engine.url, "trace-test") as w:
         yield w
-
-
-def fid(stem: str) -> str:
-    return f"{stem}::{uuid.uuid4().hex[:8]}"
-
-
-def next_call(w: RawClient, fns: set[str], timeout: float = 5.0) -> dict:
-    return w.recv_until(lambda f: f.get("type") == "invokefunction" and f["function_id"] in fns,
-                        timeout)
 
 
 def trace(frame: dict) -> tuple:
@@ -63,12 +53,12 @@ def test_enqueued_job_carries_its_trace_context_on_every_attempt(worker) -> None
     worker.register_function(fn)
     ok(worker.call(fn, {"n": 1}, action={"type": "enqueue", "queue": "traced"},
                    traceparent=TP, baggage=BG))
-    first = next_call(worker, {fn})
+    first = worker.next_call(fn)
     assert first["data"] == {"n": 1} and trace(first) == (TP, BG)
     assert "metadata" not in first  # workers-b §1.4: a queue delivery carries no metadata
     worker.send({"type": "invocationresult", "invocation_id": first["invocation_id"],
                  "function_id": fn, "error": {"code": "boom", "message": "forced"}})
-    retry = next_call(worker, {fn})
+    retry = worker.next_call(fn)
     assert retry["invocation_id"] != first["invocation_id"] and trace(retry) == (TP, BG)
     worker.answer(retry, None)
 
@@ -77,7 +67,7 @@ def test_enqueued_job_without_trace_context_is_delivered_without_it(worker) -> N
     fn = fid("plain")
     worker.register_function(fn)
     ok(worker.call(fn, {"n": 2}, action={"type": "enqueue", "queue": "traced"}))
-    inv = next_call(worker, {fn})
+    inv = worker.next_call(fn)
     assert inv["data"] == {"n": 2}
     assert "traceparent" not in inv and "baggage" not in inv
     worker.answer(inv, None)
@@ -96,7 +86,7 @@ def test_durable_publish_passes_the_publishers_context_to_each_subscriber(worker
                           traceparent=TP, baggage=BG)) is None
     seen = {}
     for _ in range(3):  # a's delivery, b's condition call, then b's delivery
-        inv = next_call(worker, {a, b, cond})
+        inv = worker.next_call(a, b, cond)
         seen[inv["function_id"]] = trace(inv)
         worker.answer(inv, True if inv["function_id"] == cond else None)
     assert seen == {a: (TP, BG), b: (TP, BG), cond: (TP, BG)}
@@ -104,7 +94,7 @@ def test_durable_publish_passes_the_publishers_context_to_each_subscriber(worker
     ok(worker.call("iii::durable::publish", {"topic": topic, "data": {"k": 2}}))
     got = []
     for _ in range(3):
-        inv = next_call(worker, {a, b, cond})
+        inv = worker.next_call(a, b, cond)
         got.append(trace(inv))
         worker.answer(inv, True if inv["function_id"] == cond else None)
     assert got == [(None, None)] * 3
@@ -122,12 +112,12 @@ def test_pubsub_publish_passes_the_publishers_context(worker) -> None:
                           traceparent=TP, baggage=BG)) is None
     got = {}
     for _ in range(2):
-        inv = next_call(worker, {a, b})
+        inv = worker.next_call(a, b)
         got[inv["function_id"]] = trace(inv)
     assert got == {a: (TP, BG), b: (TP, BG)}
     ok(worker.call("publish", {"topic": topic, "data": {"n": 2}}, traceparent=TP))
     got = {}
     for _ in range(2):
-        inv = next_call(worker, {a, b})
+        inv = worker.next_call(a, b)
         got[inv["function_id"]] = trace(inv)
     assert got == {a: (TP, None), b: (TP, None)}

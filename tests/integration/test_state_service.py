@@ -87,12 +87,18 @@ def bind(client, fn, config):
     return tid
 
 
-def test_triggers_filters_order_and_condition(client, engine):
-    scope = f"t-{uuid.uuid4().hex[:6]}"
+def bind_with_condition(client, scope: str) -> tuple[str, str]:
+    """A handler bound to ``scope`` with a condition function; both answered by ``client``."""
     handler, cond = f"h::{scope}", f"c::{scope}"
     client.register_function(cond)
     bind(client, handler, {"scope": scope, "condition_function_id": cond})
     time.sleep(0.3)  # the binding travels gateway -> router -> state
+    return handler, cond
+
+
+def test_triggers_filters_order_and_condition(client, engine):
+    scope = f"t-{uuid.uuid4().hex[:6]}"
+    handler, cond = bind_with_condition(client, scope)
 
     # A writer in another connection: the events come to `client`, which answers them.
     writer = RawClient.worker(engine.url)
@@ -123,10 +129,7 @@ def test_triggers_filters_order_and_condition(client, engine):
 def test_trigger_calls_carry_the_writes_trace_context(client, engine):
     """protocol §9.1: the condition and the handler run in the trace of the write."""
     scope = f"tr-{uuid.uuid4().hex[:6]}"
-    handler, cond = f"h::{scope}", f"c::{scope}"
-    client.register_function(cond)
-    bind(client, handler, {"scope": scope, "condition_function_id": cond})
-    time.sleep(0.3)  # the binding travels gateway -> router -> state
+    handler, cond = bind_with_condition(client, scope)
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     with RawClient.worker(engine.url) as writer:
         ok(writer.call("state::set", {"scope": scope, "key": "k", "value": 1},
