@@ -404,6 +404,10 @@ class GatewayCore:
                 self.out.bus(ROUTER, {"k": frames.META, "c": conn.id, "id": None, "fixed": conn.ns}, conn.meta)
             for (kind, _), raw in sorted(conn.held.items(), key=lambda kv: _REPLAY_ORDER[kv[0][0]]):
                 self._up(conn, raw)
+        # An UP the dead router never applied would keep the ACK fence up until our next
+        # registration; an empty UP is acknowledged and clears it (frames.ACK).
+        self.up_sent += 1
+        self.out.bus(ROUTER, {"k": frames.UP, "c": None, "ns": None, "s": self.up_sent})
 
 
 _REPLAY_ORDER = {"registertriggertype": 0, "registerfunction": 1, "registertrigger": 2}

@@ -39,7 +39,8 @@ Kinds and who sends them:
     ACK    router -> gateway      every UP numbered up to ``s`` is applied and its route
                                   changes are sent. Until then the gateway sends its calls
                                   to other nodes through the router (INV with ``via``), so
-                                  that they arrive after those route changes.
+                                  that they arrive after those route changes. An UP with
+                                  an empty body only asks for an ACK (after a router restart).
 """
 from __future__ import annotations
 

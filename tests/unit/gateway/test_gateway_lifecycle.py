@@ -151,6 +151,8 @@ def test_resync_replays_conn_meta_and_held_registrations(core, rec) -> None:
         ("bus", "router", {**up, "s": seq + 1}, REG_TT), ("bus", "router", {**up, "s": seq + 2}, reg_g),
         ("bus", "router", {**up, "s": seq + 3}, REG_T),
         ("bus", "router", {"k": "conn", "c": "B", "ev": "open", "token": token_b, "ip": "10.0.0.2"}, b""),
+        # an UP the dead router never applied must not hold the ACK fence up: ask for an ACK
+        ("bus", "router", {"k": "up", "c": None, "ns": None, "s": seq + 4}, b""),
     ]
 
 
