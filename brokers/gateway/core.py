@@ -272,10 +272,12 @@ class GatewayCore:
             self.routes.apply([["-", conn.ns, key, self.node, conn.id]])
         self._up(conn, raw)
 
-    def _up(self, conn: Conn, raw: bytes) -> None:
-        """Send a registration message of ``conn`` to the router, numbered for its ACK."""
+    def _up(self, conn: Conn | None, raw: bytes = b"") -> None:
+        """Send a registration message of ``conn`` to the router, numbered for its ACK
+        (no connection and no body: a request for an ACK only)."""
         self.up_sent += 1
-        self.out.bus(ROUTER, {"k": frames.UP, "c": conn.id, "ns": conn.ns, "s": self.up_sent}, raw)
+        c, ns = (conn.id, conn.ns) if conn is not None else (None, None)
+        self.out.bus(ROUTER, {"k": frames.UP, "c": c, "ns": ns, "s": self.up_sent}, raw)
 
     def _claim_locally(self, conn: Conn, function_id: str) -> None:
         """Route a new function of ours at once, as the reference engine registers
@@ -406,8 +408,7 @@ class GatewayCore:
                 self._up(conn, raw)
         # An UP the dead router never applied would keep the ACK fence up until our next
         # registration; an empty UP is acknowledged and clears it (frames.ACK).
-        self.up_sent += 1
-        self.out.bus(ROUTER, {"k": frames.UP, "c": None, "ns": None, "s": self.up_sent})
+        self._up(None)
 
 
 _REPLAY_ORDER = {"registertriggertype": 0, "registerfunction": 1, "registertrigger": 2}
