@@ -1,7 +1,7 @@
 """The gateway process: the WebSocket listener and the bus, around ``GatewayCore``.
 
-Several gateway processes may share the port (``SO_REUSEPORT``); each is a node on the bus
-of its own. Writes to a worker use the same synchronous path as ``websockets.broadcast``
+Several gateway processes serve one port: the supervisor binds it once and each of them
+accepts from the inherited socket (``iii.core.listen``); each is a node on the bus of its own. Writes to a worker use the same synchronous path as ``websockets.broadcast``
 (frame into the protocol, bytes into the transport) so relaying a call costs no task.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from brokers.gateway.core import ROUTER, GatewayCore
-from iii.core import frames
+from iii.core import frames, listen
 from iii.core.bus import Bus
 from iii.core.units import RunContext
 
@@ -90,7 +90,10 @@ class Gateway:
 
     async def handle(self, sock: ServerConnection) -> None:
         if sock.request.path.split("?", 1)[0].rstrip("/") == "/otel":
-            async for _ in sock:  # telemetry: read and dropped until observability lands
+            try:
+                async for _ in sock:  # telemetry: read and dropped until observability lands
+                    pass
+            except ConnectionClosed:  # a worker leaving, cleanly or not, is no error
                 pass
             return
         conn_id = str(uuid.uuid4())
@@ -125,12 +128,13 @@ class Gateway:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, stop.set)
+        sock = listen.listener(self.cfg["host"], self.cfg["port"])  # before the bus: fail fast
         self.node_bus.start()
         self.bus(ROUTER, {"k": frames.HELLO, "epoch": self.epoch, "fresh": True})
         await self._routes_known()
-        async with serve(self.handle, self.cfg["host"], self.cfg["port"], reuse_port=True,
-                         compression=None, max_size=self.cfg["max_message_bytes"], max_queue=64,
-                         ping_interval=None, open_timeout=self.cfg["handshake_timeout_ms"] / 1000,
+        async with serve(self.handle, sock=sock, compression=None,
+                         max_size=self.cfg["max_message_bytes"], max_queue=64, ping_interval=None,
+                         open_timeout=self.cfg["handshake_timeout_ms"] / 1000,
                          process_request=self.route_request) as server:
             log.info("%s listening on %s:%s", self.ctx.process, self.cfg["host"], self.cfg["port"])
             await stop.wait()

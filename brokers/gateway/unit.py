@@ -12,4 +12,5 @@ UNIT = Unit(
     ingress=True,
     parse_config=parse,
     instances=lambda cfg: cfg["processes"],
+    listens=lambda cfg: [(cfg["host"], cfg["port"])],
 )

@@ -35,6 +35,12 @@ class Unit:
     """Validates this unit's ``config`` block; raises ConfigError naming ``path``."""
     instances: Callable[[Any], int] = lambda cfg: 1
     """How many processes of this unit the validated config asks for."""
+    listens: Callable[[Any], list[tuple[str, int]]] = lambda cfg: []
+    """The ``(host, port)`` addresses its processes serve; the supervisor binds each once
+    and hands the socket to them (``iii.core.listen``)."""
+    stores: Callable[[Any, str], dict[str, str]] = lambda cfg, data_dir: {}
+    """Where its durable data lives (``{name: path}``), given its config and the data dir;
+    shown by ``status`` and logged at start."""
 
 
 @dataclass

@@ -11,6 +11,8 @@ Restart policy (after supervisor(8)):
 - a process that exits during ``startsecs`` backs off ``backoff_base * 2**(n-1)`` seconds
   (capped at ``backoff_max``) and goes FATAL after ``startretries`` such failures in a row;
 - ``restarts`` counts automatic respawns (not operator restarts).
+- a process that exits with ``EXIT_NO_RETRY`` (it cannot start, and trying again would
+  not help: its port is taken, its store path is unusable) goes FATAL at once.
 Invariants: only processes in ``alive`` states have a pid; during shutdown nothing is spawned;
 a group is signalled only once every process of the groups before it has exited.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from iii.supervisor.states import ProcState
+from iii.supervisor.states import EXIT_NO_RETRY, ProcState
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class Arbiter:
         self.procs: dict[str, Proc] = {p.name: p for p in procs}
         self.policy = policy or Policy()
         self.stopping = False
+        self.ready = False
+        """Every process has been RUNNING at once (the engine came up)."""
 
     # -- commands ---------------------------------------------------------------------
     def start(self, now: float) -> list[Action]:
@@ -164,6 +168,9 @@ class Arbiter:
         if not self.policy.autorestart:
             p.state = ProcState.EXITED if code == 0 else ProcState.FATAL
             return actions
+        if code == EXIT_NO_RETRY:
+            p.state, p.next_start = ProcState.FATAL, None
+            return actions + [Event(name, "fatal", {"code": code})]
         return actions + self._crashed(p, now, ran)
 
     def tick(self, now: float) -> list[Action]:
@@ -181,6 +188,8 @@ class Arbiter:
                   and p.stop_deadline is not None and now >= p.stop_deadline):
                 p.killed = True
                 actions.append(Kill(p.name, "KILL"))
+        if not self.ready and all(p.state is ProcState.RUNNING for p in self.procs.values()):
+            self.ready = True
         return actions
 
     # -- queries ----------------------------------------------------------------------
@@ -188,6 +197,11 @@ class Arbiter:
     def done(self) -> bool:
         """True once a shutdown has begun and every process has exited."""
         return self.stopping and not any(p.state.alive for p in self.procs.values())
+
+    @property
+    def fatal(self) -> list[str]:
+        """The processes in FATAL (an operator's ``restart`` is needed)."""
+        return [p.name for p in self.procs.values() if p.state is ProcState.FATAL]
 
     def next_deadline(self) -> float | None:
         """The earliest time ``tick`` has something to do (for the runner's poll timeout)."""

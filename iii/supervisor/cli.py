@@ -8,10 +8,12 @@
     check CONFIG                                            validate; exit 0 or 2
     units CONFIG                                            print the process plan
 
-Exit codes are named below. Without ``--config``, the control commands find the runtime dir
-in ``--runtime-dir``, else ``$III_RUNTIME_DIR``, else ``/tmp/iii-run`` (the default
-config's). Invariant: a config problem is one clear line on stderr and exit code 2, never
-a traceback.
+Where an engine's runtime dir is, for every command (``iii.core.config.runtime_dir_for``):
+``--runtime-dir``, else ``engine.runtime_dir`` of ``--config``, else ``$III_RUNTIME_DIR``,
+else ``/tmp/iii-run``; ``start`` follows the same rule with its config. Exit codes are
+named below. Invariant: a config problem is one clear line on stderr and exit code 2, a
+port in use or an engine that cannot start one clear line and exit code 1, never a
+traceback.
 """
 from __future__ import annotations
 
@@ -25,22 +27,23 @@ import time
 from typing import Any
 
 from iii.core import config as configmod
+from iii.core import listen
 from iii.core import log as logsetup
 from iii.core.schema import ConfigError
 from iii.core.units import RunContext, load_main
 from iii.supervisor import control
 from iii.supervisor.runner import AlreadyRunning, Runner, read_pid
+from iii.supervisor.states import EXIT_NO_RETRY
 from iii.supervisor.units import available
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-"""Runtime failure: no supervisor answered, another one already runs, ..."""
+"""Runtime failure: no supervisor answered, another one already runs, a port is in use,
+a process could not start, ``status`` saw a FATAL process, ..."""
 EXIT_CONFIG = 2
 """Bad config file or bad command line."""
 
 log = logging.getLogger("iii.supervisor")
-
-DEFAULT_RUNTIME_DIR = "/tmp/iii-run"
 
 
 def _load(path: str) -> tuple[configmod.EngineConfig, list[configmod.Planned]]:
@@ -49,12 +52,25 @@ def _load(path: str) -> tuple[configmod.EngineConfig, list[configmod.Planned]]:
     return cfg, configmod.plan(cfg, units)
 
 
-def _runtime_dir(args: argparse.Namespace) -> str:
+def _runtime_dir(args: argparse.Namespace) -> tuple[str, str]:
+    """The runtime dir a control command talks to, and what chose it (for messages)."""
     if getattr(args, "runtime_dir", None):
-        return args.runtime_dir
+        return os.path.abspath(args.runtime_dir), "--runtime-dir"
     if getattr(args, "config", None):
-        return configmod.load(args.config, available()).runtime_dir
-    return os.environ.get("III_RUNTIME_DIR") or DEFAULT_RUNTIME_DIR
+        return configmod.locate_runtime_dir(args.config), f"--config {args.config}"
+    return configmod.runtime_dir_for(None, os.environ)
+
+
+def _not_running(runtime_dir: str, source: str, why: str) -> int:
+    """Say where we looked, why nothing answered, and how to look elsewhere."""
+    print(f"iii-supervisor: engine not running at {runtime_dir} (from {source}): {why}",
+          file=sys.stderr)
+    others = [d for d in control.running_engines() if d != runtime_dir and read_pid(d)]
+    if others:
+        print("  engines running elsewhere: " + ", ".join(others), file=sys.stderr)
+    print("  point elsewhere with --config CONFIG, --runtime-dir DIR or $III_RUNTIME_DIR",
+          file=sys.stderr)
+    return EXIT_ERROR
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -65,8 +81,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     try:
         return Runner(cfg, planned, fmt).run()
-    except AlreadyRunning as exc:
-        print(f"iii-supervisor: {exc}", file=sys.stderr)
+    except (AlreadyRunning, listen.PortInUse, listen.ListenError) as exc:
+        print(f"iii-supervisor: {exc.args[-1] if isinstance(exc, OSError) else exc}",
+              file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -97,7 +114,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx = RunContext(process=proc.process, unit=proc.unit, config=proc.config, engine=cfg,
                      runtime_dir=cfg.runtime_dir, data_dir=cfg.data_dir,
                      peers=[p.process for p in planned])
-    load_main(proc.unit)(ctx)
+    try:
+        load_main(proc.unit)(ctx)
+    except (listen.PortInUse, listen.ListenError) as exc:  # retrying would not help
+        log.error("%s cannot start: %s", proc.process, exc.args[-1])
+        return EXIT_NO_RETRY
     return EXIT_OK
 
 
@@ -107,50 +128,63 @@ def _fmt_uptime(seconds: float) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    runtime_dir, source = _runtime_dir(args)
     try:
-        result: Any = control.call(_runtime_dir(args), "status")
+        result: Any = control.call(runtime_dir, "status")
     except ConnectionError as exc:
-        print(f"iii-supervisor: not running ({exc})", file=sys.stderr)
-        return EXIT_ERROR
+        return _not_running(runtime_dir, source, str(exc))
+    fatal = [p["name"] for p in result["processes"] if p["state"] == "FATAL"]
     if args.json:
         import orjson
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return EXIT_OK
-    print(f"supervisor pid {result['pid']} uptime {_fmt_uptime(result['uptime'])}"
-          + (" (stopping)" if result["stopping"] else ""))
-    print(f"{'PROCESS':<16} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8}")
-    for p in result["processes"]:
-        pid = "-" if p["pid"] is None else str(p["pid"])
-        print(f"{p['name']:<16} {p['state']:<9} {pid:>7} {_fmt_uptime(p['uptime']):>9} "
-              f"{p['restarts']:>8}")
+    else:
+        print(f"supervisor pid {result['pid']} uptime {_fmt_uptime(result['uptime'])}"
+              + (" (stopping)" if result["stopping"] else ""))
+        paths = result.get("paths", {})
+        for label in ("config", "runtime_dir", "data_dir"):
+            if label in paths:
+                print(f"{label + ':':<14}{paths[label]}")
+        for name, where in paths.get("stores", {}).items():
+            print(f"{'store ' + name + ':':<14}{where}")
+        print(f"{'PROCESS':<16} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8}")
+        for p in result["processes"]:
+            pid = "-" if p["pid"] is None else str(p["pid"])
+            print(f"{p['name']:<16} {p['state']:<9} {pid:>7} {_fmt_uptime(p['uptime']):>9} "
+                  f"{p['restarts']:>8}")
+    if fatal:
+        print(f"iii-supervisor: {', '.join(fatal)} FATAL (see the engine log; "
+              f"`iii-supervisor restart NAME` tries again)", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    runtime_dir = _runtime_dir(args)
+    runtime_dir, source = _runtime_dir(args)
     pid = read_pid(runtime_dir)
     try:
         control.call(runtime_dir, "stop", {"drain": not args.no_drain})
     except ConnectionError as exc:
         if pid is None:
-            print(f"iii-supervisor: not running ({exc})", file=sys.stderr)
-            return EXIT_ERROR
+            return _not_running(runtime_dir, source, str(exc))
         os.kill(pid, signal.SIGTERM)  # the socket is gone but the process is not
     # Done when the pid file is gone (removed on the way out) or names no live process.
     deadline = time.monotonic() + args.timeout
     while pid is not None and time.monotonic() < deadline:
         if read_pid(runtime_dir) is None:
-            return EXIT_OK
+            break
         time.sleep(0.05)
-    if pid is not None:
-        print(f"iii-supervisor: pid {pid} still running after {args.timeout} s", file=sys.stderr)
-        return EXIT_ERROR
+    else:
+        if pid is not None:
+            print(f"iii-supervisor: pid {pid} still running after {args.timeout:g} s",
+                  file=sys.stderr)
+            return EXIT_ERROR
+    print(f"iii-supervisor: engine at {runtime_dir} stopped" + (f" (pid {pid})" if pid else ""))
     return EXIT_OK
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
     try:
-        control.call(_runtime_dir(args), "restart", {"name": args.name})
+        control.call(_runtime_dir(args)[0], "restart", {"name": args.name})
     except (ConnectionError, RuntimeError) as exc:
         print(f"iii-supervisor: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -173,42 +207,61 @@ def cmd_units(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+CONFIG_HELP = "the engine's config file (iii's config.yaml format, e.g. conf/iii-config.yaml)"
+WHERE_EPILOG = ("The engine is found at --runtime-dir, else at engine.runtime_dir of --config, "
+                "else at $III_RUNTIME_DIR, else at /tmp/iii-run.")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="iii-supervisor", description="Run the iii engine.")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = argparse.ArgumentParser(
+        prog="iii-supervisor", description="Run the iii engine: a supervisor and one OS "
+        "process per part (gateway, router, state, queue, ...).", epilog=WHERE_EPILOG)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def where(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", help="find the runtime dir from this config")
-        p.add_argument("--runtime-dir", help="the engine's runtime dir")
+        p.add_argument("--config", metavar="CONFIG",
+                       help="the config the engine was started with (finds its runtime dir)")
+        p.add_argument("--runtime-dir", metavar="DIR", help="the engine's runtime dir")
 
-    p = sub.add_parser("start", help="run the engine in the foreground")
-    p.add_argument("config")
-    p.add_argument("--log-format", choices=("text", "json"))
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, epilog=WHERE_EPILOG)
+
+    p = command("start", "run the engine in the foreground until SIGTERM or Ctrl-C "
+                         "(or `iii-supervisor stop` from another shell)")
+    p.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
+    p.add_argument("--log-format", choices=("text", "json"), help="default: engine.log_format")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   help="default: engine.log_level")
     p.set_defaults(func=cmd_start)
-    p = sub.add_parser("run", help="run one planned process")
-    p.add_argument("name")
-    p.add_argument("--config", required=True)
+    p = command("run", "run one planned process alone (what the supervisor, or a systemd "
+                       "unit, starts for each process)")
+    p.add_argument("name", metavar="NAME", help="a process of the plan, e.g. gateway, router, "
+                                               "state (see `iii-supervisor units CONFIG`)")
+    p.add_argument("--config", required=True, metavar="CONFIG", help=CONFIG_HELP)
     p.add_argument("--log-format", choices=("text", "json"))
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("status", help="show the running engine's processes")
+    p = command("status", "show the running engine's processes, paths and stores; "
+                          "exit 1 if it is not running or a process is FATAL")
     where(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("stop", help="stop the running engine")
+    p = command("stop", "stop the running engine (ingress first, storage last) and wait "
+                        "for it to exit")
     where(p)
-    p.add_argument("--no-drain", action="store_true", help="kill the children at once")
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--no-drain", action="store_true", help="kill the processes at once")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for the engine to exit (default: 30 seconds)")
     p.set_defaults(func=cmd_stop)
-    p = sub.add_parser("restart", help="restart one process")
-    p.add_argument("name")
+    p = command("restart", "restart one process of the running engine (also revives a "
+                           "FATAL one)")
+    p.add_argument("name", metavar="NAME", help="the process, as `status` names it")
     where(p)
     p.set_defaults(func=cmd_restart)
-    p = sub.add_parser("check", help="validate a config file")
-    p.add_argument("config")
+    p = command("check", "validate a config file: exit 0, or 2 with the offending key")
+    p.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("units", help="print the process plan of a config")
-    p.add_argument("config")
+    p = command("units", "print the process plan of a config")
+    p.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
     p.set_defaults(func=cmd_units)
     return ap
 

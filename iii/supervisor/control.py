@@ -13,6 +13,7 @@ socket loop (errors become ``ok: false`` replies); the client side (``call``) al
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import time
@@ -38,18 +39,22 @@ class Commands:
     """Command handlers; ``act`` carries out the arbiter's actions, ``clock`` gives monotonic now."""
 
     def __init__(self, arbiter: Arbiter, act: Callable[[list[Action]], None],
-                 clock: Callable[[], float], started: float) -> None:
+                 clock: Callable[[], float], started: float,
+                 paths: dict[str, Any] | None = None) -> None:
         self.arbiter = arbiter
         self.act = act
         self.clock = clock
         self.started = started
+        self.paths = paths or {}
 
     def cmd_status(self, args: dict[str, Any]) -> Any:
         """status: every process with its state, pid, uptime (s), restarts and last exit code;
-        plus the supervisor's own pid and uptime. Args: none."""
+        the supervisor's own pid and uptime; ``paths``: the config, runtime dir, data dir
+        and where each store lives (``{"state": "/abs/dir", ...}``). Args: none."""
         now = self.clock()
         return {"pid": os.getpid(), "uptime": round(now - self.started, 3),
-                "stopping": self.arbiter.stopping, "processes": self.arbiter.status(now)}
+                "stopping": self.arbiter.stopping, "paths": self.paths,
+                "processes": self.arbiter.status(now)}
 
     def cmd_stop(self, args: dict[str, Any]) -> Any:
         """stop: stop every process (ingress first, storage last) and exit the supervisor.
@@ -109,6 +114,12 @@ class ControlServer:
     def close(self) -> None:
         self.router.close()
         self.pub.close()
+
+
+def running_engines(pattern: str = "/tmp/iii-*") -> list[str]:
+    """Runtime dirs under ``pattern`` whose control socket exists (a hint for an operator
+    who asked the wrong place; not a registry: a runtime dir can be anywhere)."""
+    return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(pattern, "supervisor.ctl")))
 
 
 def call(runtime_dir: str, command: str, args: dict[str, Any] | None = None,

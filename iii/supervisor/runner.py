@@ -10,7 +10,13 @@ Invariants:
   set by the child itself in ``cli run``), so no child outlives us;
 - signals go to the child's whole process group, so anything it forked dies with it;
 - ``<runtime_dir>/supervisor.pid`` holds our pid while we run and is removed on exit;
-  a second supervisor on the same runtime dir refuses to start.
+  a second supervisor on the same runtime dir refuses to start;
+- every listening address of the plan is bound here once, before any child starts, and
+  kept open until we exit; children serve it through the inherited descriptor, so a
+  restarted gateway finds its port at once and nobody else can share it
+  (``iii.core.listen``);
+- if a process goes FATAL before the engine was ever up, the engine is stopped and
+  ``run`` returns ``EXIT_NOT_STARTED``: ``start`` never keeps running half an engine.
 """
 from __future__ import annotations
 
@@ -24,11 +30,16 @@ import time
 
 import zmq
 
+from iii.core import listen
 from iii.core.config import EngineConfig, Planned
 from iii.supervisor.arbiter import Action, Arbiter, Event, Kill, Policy, Proc, Spawn
 from iii.supervisor.control import Commands, ControlServer
 
 log = logging.getLogger(__name__)
+
+EXIT_NOT_STARTED = 1
+"""``run``'s result when a process could not start (it went FATAL before the engine was up)."""
+_EVENT_LEVELS = {"fatal": logging.ERROR, "backoff": logging.WARNING}
 
 _POLL_MAX = 0.1  # seconds; an upper bound, the loop also wakes on signals and requests
 
@@ -61,6 +72,16 @@ class Runner:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.signals: list[int] = []
         self.pidfile = os.path.join(cfg.runtime_dir, "supervisor.pid")
+        self.sockets: dict[str, socket.socket] = {}
+        """Listening sockets by ``host:port``, bound in ``run`` and inherited by children."""
+
+    def paths(self) -> dict:
+        """Where this engine keeps things, for ``status`` and the start-up log."""
+        stores: dict[str, str] = {}
+        for p in self.planned.values():
+            stores.update(p.unit.stores(p.config, self.cfg.data_dir))
+        return {"config": self.cfg.path, "runtime_dir": self.cfg.runtime_dir,
+                "data_dir": self.cfg.data_dir, "stores": stores}
 
     # -- actions ----------------------------------------------------------------------
     def act(self, actions: list[Action]) -> None:
@@ -70,7 +91,8 @@ class Runner:
             elif isinstance(action, Kill):
                 self._kill(action.name, action.signal)
             elif isinstance(action, Event):
-                log.info("%s %s", action.topic, action.data)
+                log.log(_EVENT_LEVELS.get(action.what, logging.INFO), "%s %s", action.topic,
+                        action.data)
                 if self.control is not None:
                     self.control.publish(action)
 
@@ -78,8 +100,13 @@ class Runner:
         argv = [sys.executable, "-m", "iii.supervisor.cli", "run", name,
                 "--config", self.cfg.path, "--log-format", self.log_format]
         env = dict(os.environ, III_SUPERVISOR_PID=str(os.getpid()))
+        planned = self.planned[name]
+        mine = {listen.key(h, p): self.sockets[listen.key(h, p)]
+                for h, p in planned.unit.listens(planned.config)}
+        env[listen.ENV] = listen.env_value(mine)
         try:
-            child = subprocess.Popen(argv, env=env, process_group=0, stdin=subprocess.DEVNULL)
+            child = subprocess.Popen(argv, env=env, process_group=0, stdin=subprocess.DEVNULL,
+                                     pass_fds=[s.fileno() for s in mine.values()])
         except OSError as exc:
             self.act(self.arbiter.spawn_failed(name, str(exc), time.monotonic()))
             return
@@ -112,11 +139,24 @@ class Runner:
             self.signals.append(signum)
 
     def run(self) -> int:
-        """Start everything, supervise until stopped; returns the exit code."""
+        """Start everything, supervise until stopped; returns the exit code.
+
+        Raises ``AlreadyRunning`` or ``listen.PortInUse`` / ``listen.ListenError`` before
+        anything was started."""
         os.makedirs(self.cfg.runtime_dir, mode=0o700, exist_ok=True)
         other = read_pid(self.cfg.runtime_dir)
         if other is not None and other != os.getpid():
             raise AlreadyRunning(f"a supervisor (pid {other}) already runs on {self.cfg.runtime_dir}")
+        self.sockets = listen.bind_all(a for p in self.planned.values()
+                                       for a in p.unit.listens(p.config))
+        try:
+            return self._run()
+        finally:
+            for sock in self.sockets.values():
+                sock.close()
+
+    def _run(self) -> int:
+        exit_code = 0
         with open(self.pidfile, "w") as fh:
             fh.write(f"{os.getpid()}\n")
         wake_r, wake_w = socket.socketpair()
@@ -129,10 +169,14 @@ class Runner:
         start = time.monotonic()
         self.control: ControlServer | None = None
         try:
-            self.control = ControlServer(ctx, self.cfg.runtime_dir,
-                                         Commands(self.arbiter, self.act, time.monotonic, start))
-            log.info("supervisor %d starting %s (runtime dir %s)", os.getpid(),
-                     ", ".join(self.planned), self.cfg.runtime_dir)
+            paths = self.paths()
+            self.control = ControlServer(ctx, self.cfg.runtime_dir, Commands(
+                self.arbiter, self.act, time.monotonic, start, paths))
+            log.info("supervisor %d starting %s (config %s, runtime dir %s, data dir %s)",
+                     os.getpid(), ", ".join(self.planned), self.cfg.path, self.cfg.runtime_dir,
+                     self.cfg.data_dir)
+            for name, where in paths["stores"].items():
+                log.info("store %s: %s", name, where)
             self.act(self.arbiter.start(start))
             poller = zmq.Poller()
             poller.register(self.control.router, zmq.POLLIN)
@@ -157,8 +201,13 @@ class Runner:
                 self._reap()
                 self.control.drain()
                 self.act(self.arbiter.tick(time.monotonic()))
+                if not self.arbiter.ready and not self.arbiter.stopping and self.arbiter.fatal:
+                    log.error("engine not started: %s could not start (its log lines above "
+                              "say why); stopping", ", ".join(self.arbiter.fatal))
+                    exit_code = EXIT_NOT_STARTED
+                    self.act(self.arbiter.stop_all(time.monotonic()))
             log.info("supervisor %d: all processes stopped", os.getpid())
-            return 0
+            return exit_code
         finally:
             for child in self.children.values():  # only on an unexpected error in the loop
                 try:

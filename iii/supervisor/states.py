@@ -9,11 +9,16 @@ STOPPING; FATAL is left only by an operator's ``restart``.
     BACKOFF   exited unexpectedly; waiting for its restart time
     STOPPING  asked to stop (SIGTERM sent), waiting for it to exit
     EXITED    exited on its own with code 0 while autorestart is off
-    FATAL     kept crashing during ``startsecs`` more than ``startretries`` times
+    FATAL     kept crashing during ``startsecs`` more than ``startretries`` times, or
+              exited with ``EXIT_NO_RETRY``
 """
 from __future__ import annotations
 
 import enum
+
+EXIT_NO_RETRY = 3
+"""A child's exit code for "I cannot start and trying again would not help" (its port is
+taken, its store path is unusable): the supervisor marks it FATAL at once."""
 
 
 class ProcState(str, enum.Enum):
