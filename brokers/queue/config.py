@@ -6,8 +6,8 @@ explicit ``default`` entry is kept as written); every fifo queue names its
 
 Storage: the reference's ``builtin`` adapter is the only one accepted. Its
 ``store_method`` defaults here to ``file_based`` (LMDB in ``<data_dir>/queue``, or in
-``file_path``: a relative one lives under the engine's data dir, never under the current
-directory, as for the state broker) instead of the reference's ``in_memory``, because this broker
+``file_path``: a relative one is relative to the working directory the engine was started
+in, as in iii and for the state broker) instead of the reference's ``in_memory``, because this broker
 promises that an acknowledged enqueue survives a crash; ``in_memory`` keeps every job in
 memory only. ``redis``, ``bridge`` and ``rabbitmq`` are rejected with a clear message
 rather than silently replaced.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from iii.core.config import resolve_path
 from iii.core.schema import ConfigError, Field, validate
 
 QUEUE_FIELDS = {
@@ -83,12 +84,20 @@ DEFAULT_DIR = "queue"
 def store_path(cfg: dict[str, Any], data_dir: str) -> str | None:
     """The LMDB directory of a parsed block, or None for ``in_memory``.
 
-    Relative paths (and the default) are joined to ``data_dir``; absolute ones are kept.
+    A relative ``file_path`` is relative to the working directory; without one the store
+    is ``<data_dir>/queue``.
     """
     adapter = cfg["adapter"]["config"]
     if adapter["store_method"] == "in_memory":
         return None
-    return os.path.normpath(os.path.join(data_dir, adapter["file_path"] or DEFAULT_DIR))
+    if adapter["file_path"]:
+        return resolve_path(adapter["file_path"])
+    return os.path.join(data_dir, DEFAULT_DIR)
+
+
+def stores(cfg: dict[str, Any], data_dir: str) -> dict[str, str]:
+    """What ``status`` shows: the queue store's place (``in memory`` for in_memory)."""
+    return {"queue": store_path(cfg, data_dir) or "in memory"}
 
 
 FIELDS = {

@@ -1,7 +1,7 @@
 """Unit descriptor of the queue broker: one process holding durable data (LMDB)."""
 from __future__ import annotations
 
-from brokers.queue.config import parse
+from brokers.queue.config import parse, stores
 from iii.core.units import Unit
 
 UNIT = Unit(
@@ -10,4 +10,5 @@ UNIT = Unit(
     main="brokers.queue.service:main",
     storage=True,
     parse_config=parse,
+    stores=stores,
 )

@@ -1,6 +1,7 @@
 """Unit descriptor of the router (``iii-engine-functions``): always one process."""
 from __future__ import annotations
 
+from brokers.router.durable import store_path
 from iii.core.units import Unit
 
 UNIT = Unit(
@@ -8,4 +9,5 @@ UNIT = Unit(
     worker_names=("iii-engine-functions",),
     main="brokers.router.service:main",
     always=True,
+    stores=lambda cfg, data_dir: {"router": store_path(data_dir)},
 )

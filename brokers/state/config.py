@@ -9,7 +9,8 @@ Our engine's kv adapter is LMDB. Deliberate differences from the Rust engine, bo
 durability: with no ``store_method`` the store is LMDB (iii defaults to in-memory), and
 every acknowledged write is already on disk, so ``save_interval_ms`` is validated but has
 nothing to pace. ``store_method: in_memory`` given explicitly keeps iii's meaning (nothing
-persisted). ``file_path`` is a directory; a relative one is under the engine's data dir.
+persisted). ``file_path`` is a directory; a relative one is relative to the working directory
+the engine was started in (as in iii); without ``file_path`` the store is ``<data_dir>/state``.
 ``redis`` and ``bridge`` adapters are not implemented and are rejected by name.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from iii.core.config import resolve_path
 from iii.core.schema import ConfigError, Field, positive, validate
 
 DEFAULT_DIR = "state"
@@ -55,14 +57,14 @@ FIELDS = {
 
 
 def parse(raw: Any, path: str) -> dict[str, Any]:
-    """Validate the block; ``store`` is ``lmdb`` or ``memory``, ``path`` the LMDB directory
-    as written (relative = under the data dir; resolve with ``store_path``)."""
+    """Validate the block; ``store`` is ``lmdb`` or ``memory``, ``path`` the LMDB directory:
+    ``file_path`` made absolute, or None for the default under the data dir (``store_path``)."""
     cfg = validate(raw, FIELDS, path)
     adapter = cfg.pop("adapter") or {"name": "kv", "store_method": None, "file_path": None,
                                      "save_interval_ms": None}
     memory = adapter["store_method"] == "in_memory"
     cfg["store"] = "memory" if memory else "lmdb"
-    cfg["path"] = None if memory else (adapter["file_path"] or DEFAULT_DIR)
+    cfg["path"] = None if memory or not adapter["file_path"] else resolve_path(adapter["file_path"])
     return cfg
 
 
@@ -70,4 +72,9 @@ def store_path(cfg: dict[str, Any], data_dir: str) -> str | None:
     """The LMDB directory for ``cfg``, or None for the in-memory store."""
     if cfg["store"] != "lmdb":
         return None
-    return os.path.normpath(os.path.join(data_dir, cfg["path"]))
+    return cfg["path"] or os.path.join(data_dir, DEFAULT_DIR)
+
+
+def stores(cfg: dict[str, Any], data_dir: str) -> dict[str, str]:
+    """What ``status`` shows: the state store's place (``in memory`` for in_memory)."""
+    return {"state": store_path(cfg, data_dir) or "in memory"}

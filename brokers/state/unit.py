@@ -1,7 +1,7 @@
 """Unit descriptor of the state broker: one storage process for ``iii-state``."""
 from __future__ import annotations
 
-from brokers.state.config import parse
+from brokers.state.config import parse, stores
 from iii.core.units import Unit
 
 UNIT = Unit(
@@ -10,4 +10,5 @@ UNIT = Unit(
     main="brokers.state.service:main",
     storage=True,
     parse_config=parse,
+    stores=stores,
 )

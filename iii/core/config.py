@@ -12,7 +12,6 @@ and the environment and nothing else (units are passed in, so tests can inject t
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -105,13 +104,22 @@ class Planned(NamedTuple):
     config: Any
 
 
-def expand_env(text: str, env: Mapping[str, str]) -> str:
-    """Expand ``${NAME}`` / ``${NAME:default}`` in ``text``; a set variable wins even if empty."""
+def _unset(name: str) -> str:
+    return f"__III_UNSET_{name}__"
+
+
+def expand_env(text: str, env: Mapping[str, str], missing: list[str] | None = None) -> str:
+    """Expand ``${NAME}`` / ``${NAME:default}`` in ``text``; a set variable wins even if empty.
+    An unset NAME without a default is an error, or, given ``missing``, is recorded there
+    and left as a marker (for commands that read only part of the file)."""
 
     def one(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in env:
             return env[name]
+        if default is None and missing is not None:
+            missing.append(name)
+            return _unset(name)
         if default is None:
             raise ConfigError(f"Environment variable '{name}' not set and no default provided")
         return ENGINE_VERSION if default == "__III_ENGINE_VERSION__" else default
@@ -119,8 +127,9 @@ def expand_env(text: str, env: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(one, text)
 
 
-def read(path: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The file's top-level mapping after env expansion and YAML parsing."""
+def read(path: str, env: Mapping[str, str] | None = None,
+         missing: list[str] | None = None) -> dict[str, Any]:
+    """The file's top-level mapping after env expansion (see ``expand_env``) and YAML parsing."""
     env = os.environ if env is None else env
     try:
         with open(path, encoding="utf-8") as fh:
@@ -130,7 +139,7 @@ def read(path: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"Failed to read config file '{path}': {exc}") from None
     try:
-        data = yaml.safe_load(expand_env(text, env))
+        data = yaml.safe_load(expand_env(text, env, missing))
     except ConfigError as exc:
         raise ConfigError(f"Failed to parse config file '{path}': {exc}") from None
     except yaml.YAMLError as exc:
@@ -162,7 +171,7 @@ def load(path: str, units: Mapping[str, Unit], env: Mapping[str, str] | None = N
         raw_entries += [(f"{key}[{i}]", item) for i, item in enumerate(items)]
     workers = _entries(raw_entries, units, warnings)
     grace = _grace(data.get("registration_namespace_grace_ms", DEFAULT_GRACE_MS), env)
-    engine = _engine_block(data.get("engine"), path, env)
+    engine = _engine_block(data.get("engine"), env)
     return EngineConfig(path=os.path.abspath(path), workers=workers,
                         registration_namespace_grace_ms=grace, warnings=warnings, **engine)
 
@@ -219,13 +228,43 @@ def _grace(value: Any, env: Mapping[str, str]) -> int:
     return value
 
 
-def default_runtime_dir(config_path: str) -> str:
-    """A short per-config dir under /tmp, so two engines on two configs do not collide."""
-    digest = hashlib.sha1(os.path.abspath(config_path).encode()).hexdigest()[:10]
-    return f"/tmp/iii-{digest}"
+DEFAULT_RUNTIME_DIR = "/tmp/iii-run"
+RUNTIME_DIR_ENV = "III_RUNTIME_DIR"
 
 
-def _engine_block(raw: Any, path: str, env: Mapping[str, str]) -> dict[str, Any]:
+def runtime_dir_for(configured: str | None, env: Mapping[str, str]) -> tuple[str, str]:
+    """The one rule for where an engine's runtime dir is, used by every command:
+    ``engine.runtime_dir`` of its config, else ``$III_RUNTIME_DIR``, else ``/tmp/iii-run``.
+    Returns the absolute dir and which of the three gave it (for messages)."""
+    if configured:
+        return os.path.abspath(configured), "engine.runtime_dir"
+    if env.get(RUNTIME_DIR_ENV):
+        return os.path.abspath(env[RUNTIME_DIR_ENV]), f"${RUNTIME_DIR_ENV}"
+    return DEFAULT_RUNTIME_DIR, "the default"
+
+
+def resolve_path(value: str) -> str:
+    """A path from the config: relative ones are relative to the working directory the
+    engine was started in, as in the reference engine (children inherit it)."""
+    return os.path.normpath(os.path.abspath(value))
+
+
+def locate_runtime_dir(path: str, env: Mapping[str, str] | None = None) -> str:
+    """The runtime dir of the engine started on the config at ``path``, without validating
+    the rest of the file: a ``${VAR}`` that only the starting shell had is no error unless
+    ``engine.runtime_dir`` itself needs it."""
+    env = os.environ if env is None else env
+    missing: list[str] = []
+    block = read(path, env, missing).get("engine") or {}
+    configured = block.get("runtime_dir") if isinstance(block, dict) else None
+    names = [n for n in missing if isinstance(configured, str) and _unset(n) in configured]
+    if names:
+        raise ConfigError(f"engine.runtime_dir: needs ${{{names[0]}}}, which is not set here; "
+                          f"set it or pass --runtime-dir")
+    return runtime_dir_for(configured if isinstance(configured, str) else None, env)[0]
+
+
+def _engine_block(raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
     fields = {
         "runtime_dir": Field(str, None),
         "data_dir": Field(str, None),
@@ -235,15 +274,11 @@ def _engine_block(raw: Any, path: str, env: Mapping[str, str]) -> dict[str, Any]
                             else "must be text or json"),
     }
     block = validate(raw, fields, "engine")
-    base = os.path.dirname(os.path.abspath(path))
-    runtime_dir = block["runtime_dir"] or env.get("III_RUNTIME_DIR") or default_runtime_dir(path)
-    runtime_dir = os.path.abspath(runtime_dir)
+    runtime_dir, _ = runtime_dir_for(block["runtime_dir"], env)
     if len(runtime_dir.encode()) > MAX_RUNTIME_DIR:
         raise ConfigError(f"engine.runtime_dir: '{runtime_dir}' is too long for ipc socket paths "
                           f"({len(runtime_dir.encode())} bytes, at most {MAX_RUNTIME_DIR})")
-    # Relative data dirs are relative to the config file, not to wherever we were started.
-    data_dir = os.path.normpath(os.path.join(base, block["data_dir"] or "./data"))
-    return {"runtime_dir": runtime_dir, "data_dir": data_dir,
+    return {"runtime_dir": runtime_dir, "data_dir": resolve_path(block["data_dir"] or "./data"),
             "log_level": block["log_level"].lower(), "log_format": block["log_format"]}
 
 

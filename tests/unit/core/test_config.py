@@ -128,17 +128,20 @@ def test_catalogue_names_without_unit_warn_once_each(tmp_path):
 
 
 # -- engine block and grace ---------------------------------------------------------------
-def test_engine_defaults(tmp_path):
+def test_engine_defaults(tmp_path, monkeypatch):
+    """One rule for the runtime dir (engine.runtime_dir, $III_RUNTIME_DIR, /tmp/iii-run),
+    the same as the bare control commands use; relative paths from the working directory."""
     path = write(tmp_path, "workers: []\n")
+    monkeypatch.chdir("/tmp")
     cfg = config.load(path, UNITS, env={})
-    assert cfg.data_dir == str(tmp_path / "data")
-    assert cfg.runtime_dir == config.default_runtime_dir(path)
-    assert cfg.runtime_dir.startswith("/tmp/iii-") and len(cfg.runtime_dir) < 30
+    assert cfg.data_dir == "/tmp/data"
+    assert cfg.runtime_dir == "/tmp/iii-run" == config.runtime_dir_for(None, {})[0]
     assert (cfg.log_level, cfg.log_format, cfg.registration_namespace_grace_ms) == ("info", "text", 5000)
     assert config.load(path, UNITS, env={"III_RUNTIME_DIR": "/tmp/r1"}).runtime_dir == "/tmp/r1"
 
 
-def test_engine_block_and_grace_env_override(tmp_path):
+def test_engine_block_and_grace_env_override(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     cfg = load(tmp_path, """
         registration_namespace_grace_ms: 100
         engine: {runtime_dir: /tmp/rr, data_dir: ../d, log_level: DEBUG, log_format: json}
@@ -146,6 +149,18 @@ def test_engine_block_and_grace_env_override(tmp_path):
     assert cfg.registration_namespace_grace_ms == 250
     assert (cfg.runtime_dir, cfg.log_level, cfg.log_format) == ("/tmp/rr", "debug", "json")
     assert cfg.data_dir == os.path.normpath(str(tmp_path / ".." / "d"))
+
+
+def test_locate_runtime_dir_ignores_variables_it_does_not_need(tmp_path):
+    """`status --config` must not fail on a ${VAR} only the starting shell had."""
+    path = write(tmp_path, "workers:\n  - name: iii-worker-manager\n    config: {port: ${SECRET_PORT}}\n"
+                           "engine: {runtime_dir: /tmp/rt-${WHO:x}}\n")
+    assert config.locate_runtime_dir(path, env={}) == "/tmp/rt-x"
+    assert config.locate_runtime_dir(path, env={"WHO": "me"}) == "/tmp/rt-me"
+    needs = write(tmp_path, "engine: {runtime_dir: /tmp/rt-${ONLY_THERE}}\n")
+    with pytest.raises(ConfigError, match=r"needs \$\{ONLY_THERE\}, which is not set here"):
+        config.locate_runtime_dir(needs, env={})
+    assert config.locate_runtime_dir(write(tmp_path, "workers: []\n"), env={}) == "/tmp/iii-run"
 
 
 # -- plan -----------------------------------------------------------------------------------

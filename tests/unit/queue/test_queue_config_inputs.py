@@ -82,11 +82,16 @@ def test_dlq_function_inputs() -> None:
 
 @pytest.mark.parametrize("adapter, expected", [
     (None, "/srv/data/queue"),
-    ({"name": "builtin", "config": {"file_path": "jobs/q"}}, "/srv/data/jobs/q"),
-    ({"name": "builtin", "config": {"file_path": "./x/../q"}}, "/srv/data/q"),
+    ({"name": "builtin", "config": {"file_path": "jobs/q"}}, "/work/here/jobs/q"),
+    ({"name": "builtin", "config": {"file_path": "./data/queue_store"}}, "/work/here/data/queue_store"),
+    ({"name": "builtin", "config": {"file_path": "./x/../q"}}, "/work/here/q"),
     ({"name": "builtin", "config": {"file_path": "/var/lib/q"}}, "/var/lib/q"),
     ({"name": "builtin", "config": {"store_method": "in_memory", "file_path": "q"}}, None),
 ])
-def test_store_path_is_under_the_data_dir_unless_absolute(adapter, expected) -> None:
+def test_store_path_default_is_under_the_data_dir_a_relative_one_under_the_cwd(
+        adapter, expected, monkeypatch) -> None:
+    """As in iii: a relative ``file_path`` is relative to the working directory (it was
+    joined to the data dir once, which doubled ``./data/`` into ``data/data/``)."""
+    monkeypatch.setattr("os.getcwd", lambda: "/work/here")
     raw = {} if adapter is None else {"adapter": adapter}
     assert store_path(parse(raw, "workers[0].config"), "/srv/data") == expected

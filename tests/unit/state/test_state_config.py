@@ -1,6 +1,8 @@
 """The ``iii-state`` config block: iii's adapter shape, defaults, and path-naming errors."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from brokers.state.config import parse, store_path
@@ -13,17 +15,18 @@ P = "workers[0].config"
 def test_defaults_are_lmdb_under_data_dir():
     cfg = parse(None, P)
     assert cfg == {"triggers_enabled": True, "max_value_bytes": None, "save_interval_ms": None,
-                   "store": "lmdb", "path": "state"}
+                   "store": "lmdb", "path": None}
     assert store_path(cfg, "/var/iii") == "/var/iii/state"
 
 
-def test_iii_adapter_shape():
+def test_iii_adapter_shape(monkeypatch):
     cfg = parse({"adapter": {"name": "kv", "config": {"store_method": "file_based",
                                                      "file_path": "./data/state_store.db",
                                                      "save_interval_ms": 5000}},
                  "max_value_bytes": 256, "triggers_enabled": False}, P)
     assert cfg["store"] == "lmdb" and cfg["max_value_bytes"] == 256 and cfg["triggers_enabled"] is False
-    assert store_path(cfg, "/d") == "/d/data/state_store.db"
+    # relative to the working directory, as in iii (not the doubled /d/data/data/...)
+    assert store_path(cfg, "/d") == os.path.join(os.getcwd(), "data", "state_store.db")
     assert store_path(parse({"adapter": {"name": "kv", "config": {"file_path": "/abs/x"}}}, P), "/d") == "/abs/x"
     memory = parse({"adapter": {"name": "kv", "config": {"store_method": "in_memory"}}}, P)
     assert memory["store"] == "memory" and store_path(memory, "/d") is None
