@@ -1,19 +1,32 @@
-"""``Logger``: structured log lines sent to the engine's ``engine::log::<level>`` functions.
+"""``Logger``: structured log lines for the worker's own output and the engine's log.
 
-Invariants: a log call never blocks and never raises. A line goes to the engine (a void
-call of ``engine::log::<level>`` with ``{"message", "data"}``) only when the current worker
-is connected and the engine was seen to have that function (probed once per connection by
-``III.engine_log_functions``); otherwise — including the engine we ship today, which has no
-``engine::log::*`` — it goes to Python ``logging`` under the logger name ``iii``.
+Every line is written locally: through Python ``logging`` (logger ``iii``) when the
+application has configured logging (the root logger or ``iii`` has a handler), else as a
+readable line on stderr (``2026-12-01 10:44:17 INFO math: Math add completed {"a": 2}``),
+at ``info`` and above unless ``$III_LOG_LEVEL`` says otherwise. It also goes to the engine
+(a void call of ``engine::log::<level>`` with ``{"message", "data"}``) when the current
+worker is connected and the engine was seen to have that function (probed once per
+connection by ``III.engine_log_functions``).
+
+Invariants: a log call never blocks and never raises.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
+import time
 from typing import Any
 
 _py_log = logging.getLogger("iii")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+_NAMES = {"debug": "DEBUG", "info": "INFO", "warn": "WARN", "error": "ERROR"}
+
+
+def _stderr_threshold() -> int:
+    name = os.environ.get("III_LOG_LEVEL", "info").lower()
+    return _LEVELS.get("warn" if name == "warning" else name, logging.INFO)
 
 
 class Logger:
@@ -39,13 +52,24 @@ class Logger:
 
     def _log(self, level: str, message: str, data: Any) -> None:
         try:
-            if self._to_engine(level, message, data):
-                return
+            self._to_engine(level, message, data)
         except Exception:  # a log line must never break the handler that writes it
             _py_log.debug("engine log delivery failed", exc_info=True)
-        if _py_log.isEnabledFor(_LEVELS[level]):
-            suffix = "" if data is None else " " + json.dumps(data, default=str, ensure_ascii=False)
-            _py_log.log(_LEVELS[level], "%s%s", message, suffix)
+        try:
+            self._local(level, message, data)
+        except Exception:
+            pass
+
+    def _local(self, level: str, message: str, data: Any) -> None:
+        suffix = "" if data is None else " " + json.dumps(data, default=str, ensure_ascii=False)
+        if logging.getLogger().handlers or _py_log.handlers:  # the application chose: obey it
+            if _py_log.isEnabledFor(_LEVELS[level]):
+                _py_log.log(_LEVELS[level], "%s%s", message, suffix)
+        elif _LEVELS[level] >= _stderr_threshold():
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            sys.stderr.write(f"{stamp} {_NAMES[level]} {self.service_name or 'iii'}: "
+                             f"{message}{suffix}\n")
+            sys.stderr.flush()
 
     def _to_engine(self, level: str, message: str, data: Any) -> bool:
         worker = self._worker
