@@ -57,3 +57,6 @@ def setup(level: str = "info", fmt: str = "text", process: str = "supervisor",
             f"%(asctime)s {process}[%(process)d] %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # websockets logs every connection's open and close at INFO: a worker coming and going
+    # is normal and must not fill the engine log (see it with log_level: debug).
+    logging.getLogger("websockets").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)

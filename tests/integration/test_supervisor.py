@@ -22,6 +22,7 @@ import zmq
 from iii.core.schema import Field, validate
 from iii.core.units import RunContext, Unit
 from iii.supervisor import control
+from iii.supervisor.states import EXIT_NO_RETRY
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))  # for whichever import mode pytest used
@@ -178,3 +179,75 @@ def test_cli_stop(toy_engine):
     out = subprocess.run([sys.executable, "-m", "iii.supervisor.cli", "status", "--runtime-dir", runtime],
                          env=env, capture_output=True, text=True, timeout=20)
     assert out.returncode == 1 and "not running" in out.stderr
+
+
+def picky_main(ctx: RunContext) -> None:
+    """Serves like a sleeper, but cannot start while ``<runtime_dir>/broken`` exists: it
+    then exits with EXIT_NO_RETRY, as a process whose port is taken does."""
+    if os.path.exists(os.path.join(ctx.runtime_dir, "broken")):
+        print(f"{ctx.process}: cannot start (broken)", file=sys.stderr, flush=True)
+        sys.exit(EXIT_NO_RETRY)
+    sleeper_main(ctx)
+
+
+PICKY = Unit("tpicky", ("t-picky",), f"{__name__}:picky_main")
+
+
+@pytest.fixture
+def picky_engine(tmp_path):
+    """``start(broken=...)``: a supervisor running the store and a ``tpicky`` process."""
+    runtime = tempfile.mkdtemp(prefix="iii-", dir="/tmp")
+    path = tmp_path / "config.yaml"
+    path.write_text(f"workers:\n  - name: t-picky\nengine:\n  runtime_dir: {runtime}\n")
+    env = dict(os.environ, III_TEST_UNITS=f"{__name__}:STORE,{__name__}:PICKY",
+               III_TEST_UNITS_ONLY="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [HERE, ROOT, os.environ.get("PYTHONPATH")])))
+    started = []
+
+    def start(broken: bool) -> subprocess.Popen:
+        if broken:
+            open(os.path.join(runtime, "broken"), "w").close()
+        sup = subprocess.Popen([sys.executable, "-m", "iii.supervisor.cli", "start", str(path)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started.append(sup)
+        return sup
+
+    yield start, runtime, env
+    for sup in started:
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait()
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_start_fails_loudly_when_a_process_cannot_start(picky_engine):
+    """It used to keep running with the process FATAL (logged at INFO) and nothing serving."""
+    start, runtime, env = picky_engine
+    sup = start(broken=True)
+    assert sup.wait(timeout=20) == 1
+    out = sup.stdout.read()
+    assert "tpicky: cannot start (broken)" in out
+    assert "ERROR iii.supervisor.runner: proc.tpicky.fatal" in out
+    assert "engine not started: tpicky could not start" in out
+    assert "Traceback" not in out
+    assert not os.path.exists(os.path.join(runtime, "supervisor.pid"))
+
+
+def test_status_exits_1_while_a_process_is_fatal(picky_engine):
+    start, runtime, env = picky_engine
+    sup = start(broken=False)
+    ps = wait_for(lambda: all_running(runtime), timeout=10)
+    status = [sys.executable, "-m", "iii.supervisor.cli", "status", "--runtime-dir", runtime]
+    assert subprocess.run(status, env=env, capture_output=True, timeout=20).returncode == 0
+    open(os.path.join(runtime, "broken"), "w").close()
+    os.kill(ps["tpicky"]["pid"], signal.SIGKILL)  # its restart cannot start: FATAL at once
+    wait_for(lambda: procs(runtime)["tpicky"]["state"] == "FATAL", timeout=5)
+    out = subprocess.run(status, env=env, capture_output=True, text=True, timeout=20)
+    assert out.returncode == 1
+    assert "tpicky FATAL" in out.stderr and "FATAL" in out.stdout
+    assert sup.poll() is None  # the engine keeps serving what still runs
+    assert procs(runtime)["tstore"]["state"] == "RUNNING"
+    os.unlink(os.path.join(runtime, "broken"))
+    control.call(runtime, "restart", {"name": "tpicky"})
+    wait_for(lambda: all_running(runtime), timeout=10)
+    assert subprocess.run(status, env=env, capture_output=True, timeout=20).returncode == 0

@@ -197,4 +197,5 @@ class SdkWorker:
             except OSError:
                 pass
         self._stderr.close()
-        os.unlink(self._stderr.name)
+        if os.path.exists(self._stderr.name):  # stop() may run twice (test, then teardown)
+            os.unlink(self._stderr.name)
