@@ -10,6 +10,7 @@ No sockets, no processes, no clock: every number comes in as an argument. Invari
 from __future__ import annotations
 
 import statistics
+import textwrap
 from typing import Any, Iterable, Sequence
 
 # On a 2-core machine a quarter core of somebody else's work already moves our figures by
@@ -102,32 +103,47 @@ def _fmt(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
+TABLE_COLUMNS = ["benchmark", "thrpt/s", "p50 us", "p99 us", "value", "vs", "x thrpt", "x p50"]
+
+
+def _vs(row: dict[str, Any]) -> str:
+    """The baseline, short: just its target when it ran the row's own variant."""
+    baseline = row.get("baseline") or ""
+    target, _, variant = baseline.partition(" ")
+    return target if variant == row.get("variant", "") else baseline
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Fixed-width terminal table: one line per (target, bench, variant)."""
-    header = ["target", "benchmark", "variant", "thrpt/s", "p50 us", "p99 us", "value",
-              "baseline", "x thrpt", "x p50", "note"]
-    lines = [header]
+    """A terminal table about 110 columns wide: one line per (target, bench, variant), the
+    ratio to its same-run baseline (``vs``), and every note in full beneath the table."""
+    lines = [TABLE_COLUMNS]
+    notes: list[str] = []
     for row in rows:
         m = row.get("metrics", {})
         r = row.get("ratio", {}) or {}
+        name = " ".join(filter(None, (row["target"], row["bench"], row.get("variant", ""))))
         if row.get("status") != "ok":
-            lines.append([row["target"], row["bench"], row.get("variant", ""), row.get("status", "n/a"), "", "", "",
-                          row.get("baseline") or "", "", "", row.get("reason", "")[:48]])
+            lines.append([name, row.get("status", "n/a"), "", "", "", _vs(row), "", ""])
+            notes.append(f"{name}: {row.get('reason', '')}")
             continue
         value = m.get("value")
-        note = ("NOISY " if row.get("noisy") else "") + (row.get("note") or "")
+        note = (("NOISY " if row.get("noisy") else "") + (row.get("note") or "")).strip()
+        if note:
+            notes.append(f"{name}: {note}")
         lines.append([
-            row["target"], row["bench"], row.get("variant", ""),
-            _fmt(m.get("throughput")), _fmt(m.get("p50_us")), _fmt(m.get("p99_us")),
+            name, _fmt(m.get("throughput")), _fmt(m.get("p50_us")), _fmt(m.get("p99_us")),
             (_fmt(value, 2) + " " + row.get("unit", "")).strip() if value is not None else "",
-            row.get("baseline") or "",
-            _fmt(r.get("throughput") if "throughput" in r else r.get("value"), 2),
-            _fmt(r.get("p50_us"), 2), note.strip()[:48],
+            _vs(row), _fmt(r.get("throughput") if "throughput" in r else r.get("value"), 2),
+            _fmt(r.get("p50_us"), 2),
         ])
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(TABLE_COLUMNS))]
     out = []
     for n, line in enumerate(lines):
         out.append("  ".join(str(c).ljust(widths[i]) for i, c in enumerate(line)).rstrip())
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
+    if notes:
+        out += ["", "notes:"]
+        out += [line for note in notes
+                for line in textwrap.wrap(note, 110, initial_indent="  ", subsequent_indent="    ")]
     return "\n".join(out)

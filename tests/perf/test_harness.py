@@ -54,8 +54,26 @@ def test_baselines_run_produces_rows_ratios_and_json(tmp_path: Path) -> None:
     assert relay["baseline"] == "echo 16 in flight"
     assert set(relay["ratio"]) == {"throughput", "p50_us", "p99_us"}
     table = core.format_table(doc["rows"])
-    assert table.splitlines()[0].split()[:3] == ["target", "benchmark", "variant"]
-    assert len(table.splitlines()) == 2 + len(doc["rows"])
+    assert table.splitlines()[0].split()[:2] == ["benchmark", "thrpt/s"]
+    assert len(table.splitlines()) == 2 + len(doc["rows"])  # no notes in these rows
+    assert max(len(line) for line in table.splitlines()) <= 120
+
+
+def test_table_is_narrow_and_keeps_every_note_whole() -> None:
+    note = "our SDK, sync trigger -> def handler, 16 in flight, caller and callee apart"
+    rows = [{"target": "engine", "bench": "sdk_overhead", "variant": "SDK clients, 16 in flight",
+             "status": "ok", "metrics": {"throughput": 16906.0, "p50_us": 921.0, "p99_us": 1537.0},
+             "baseline": "relay SDK clients, 16 in flight", "ratio": {"throughput": 0.88,
+                                                                      "p50_us": 0.89},
+             "note": note},
+            {"target": "engine", "bench": "state_set", "variant": "1 in flight", "status": "ok",
+             "metrics": {"throughput": 1849.0, "p50_us": 526.0, "p99_us": 698.0},
+             "baseline": "echo 16 in flight", "ratio": {"throughput": 0.31, "p50_us": 0.29}}]
+    lines = core.format_table(rows).splitlines()
+    assert max(len(line) for line in lines) <= 120
+    assert lines[2].split()[-3:] == ["relay", "0.88", "0.89"]  # same variant: just the target
+    assert "echo 16 in flight" in lines[3]
+    assert " ".join(lines[-2:]).split() == f"engine sdk_overhead SDK clients, 16 in flight: {note}".split()
 
 
 def test_missing_feature_is_reported_as_not_available() -> None:
@@ -79,7 +97,7 @@ def test_cli_prints_table_and_writes_results(tmp_path: Path) -> None:
          "--seconds", "0.05", "--runs", "1", "--results-dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "echo    ws_roundtrip" in out.stdout
+    assert "echo ws_roundtrip 1 in flight" in out.stdout
     assert "chart" in out.stdout  # either the PNG path or the note that it was skipped
     files = list(tmp_path.glob("run-*.json"))
     assert len(files) == 1
