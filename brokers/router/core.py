@@ -6,7 +6,8 @@ Pure: every effect goes out through the ``send(node, header, body)`` and
 ``(node, None)`` for a broker process itself.
 
 Invariants: one live owner per ``(namespace, function_id)`` (protocol.md §5.4); a binding
-is either delivered to exactly one provider or parked (``provider is None``); everything a
+is either delivered to exactly one provider or parked (``provider is None``), and a binding
+that ``register_trigger`` parks is handed to ``on_parked`` once per registration; everything a
 connection registered goes away with it (§4.6), except durable bindings (owner ``None``,
 made through ``engine::register_trigger``), which stay until unregistered; every route
 change is broadcast to every peer in the order it happened.
@@ -98,6 +99,10 @@ class Registry:
         self.leases: dict[Key, Owner] = {}
         self.functions_changed = False
         self.on_route_ops: Callable[[list], None] = lambda ops: None
+        self.on_parked: Callable[[Binding], None] = lambda binding: None
+        """Called when ``register_trigger`` parks a binding (its type has no provider), so
+        the shell can tell the user why; a binding parked later because its provider went
+        away is not reported (that provider is usually restarting)."""
 
     # ---- output helpers -----------------------------------------------------------------
 
@@ -252,6 +257,8 @@ class Registry:
                           msg.get("namespace") or "default", msg.get("trigger_namespace"), ns, owner)
         self.bindings[bid] = binding
         self._place(binding)
+        if binding.provider is None:
+            self.on_parked(binding)
         return binding
 
     def unregister_trigger(self, owner: Owner | None, ns: str, msg: dict) -> bool:

@@ -5,6 +5,9 @@ It reads UP/CONN/META/HELLO frames from gateways and brokers, applies them to th
 from a gateway to the owner. On start it says HELLO to every peer, and each answers by
 replaying what it holds, so a restarted router rebuilds the registry from the live
 processes; after a short settling delay it sends every peer a full route snapshot.
+
+A binding the user makes for a trigger type nobody provides is parked; this shell logs
+``notices.ParkedNotices``' WARNING saying why (and stays quiet for the replays above).
 """
 from __future__ import annotations
 
@@ -14,13 +17,13 @@ import time
 import uuid
 from typing import Any
 
-from brokers.router import builtins, durable
+from brokers.router import builtins, durable, notices
 from brokers.router.core import Binding, Registry
 from iii.core import frames, wire
 from iii.core.broker import Broker, run
 from iii.core.errors import (INVALID_ARGUMENTS, TRIGGER_REGISTRATION_FAILED, UNREGISTER_FAILED, EngineError,
                              deserialization_error)
-from iii.core.units import RunContext
+from iii.core.units import RunContext, discover
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ class Router(Broker):
         self._functions_timer: asyncio.TimerHandle | None = None
         self.settled = False
         self.durable = durable.DurableBindings(durable.store_path(ctx.data_dir))
+        have, enabled = notices.worker_sets(discover().values(), ctx.engine.workers)
+        self.notices = notices.ParkedNotices(have, enabled)
+        self._notices_timer: asyncio.TimerHandle | None = None
         self._kinds.update({frames.UP: self._on_up, frames.CONN: self._on_conn, frames.META: self._on_meta,
                             frames.INV: self._on_inv_or_pass})
 
@@ -58,6 +64,9 @@ class Router(Broker):
         for rec in self.durable.load():
             if self.registry.register_trigger(None, "default", dict(rec)) is None:
                 log.warning("durable trigger binding %s was not accepted by the registry", rec["id"])
+        # Only now: a stored binding waits for its provider's replay and was reported when
+        # it was made; from here on a parked binding is a user's new one.
+        self.registry.on_parked = self._on_parked
         for fid, (fn, desc) in builtins.FUNCTIONS.items():
             self.function(fid, lambda data, meta, fn=fn: fn(self.registry, data), description=desc)
         self.function("engine::register_trigger", self._register_trigger, description="Bind a durable trigger")
@@ -94,6 +103,8 @@ class Router(Broker):
         # so it gets one at once, even while a restarted router still collects replays.
         self.registry.hello(sender, header.get("epoch", ""), header.get("worker"), now_ms(),
                             self.settled or bool(header.get("fresh")))
+        if not header.get("fresh"):  # an answer to our HELLO: its replay follows
+            self.notices.replaying(sender, asyncio.get_running_loop().time())
 
     def _on_conn(self, sender: str, header: dict, body: bytes) -> None:
         owner = (sender, header["c"])
@@ -129,6 +140,9 @@ class Router(Broker):
                 self.send(sender, {"k": frames.ACK, "s": header["s"]})
 
     def _apply_up(self, sender: str, header: dict, body: bytes) -> None:
+        if not body and header.get("c") is None:  # a gateway's ACK request ends its replay
+            self.notices.replayed(sender)
+            return
         try:
             msg = wire.loads(body)
         except ValueError:
@@ -145,6 +159,29 @@ class Router(Broker):
         else:
             self.registry.up(owner, header.get("ns") or "default", msg)
         self._touch_functions()
+
+    # ---- parked bindings ---------------------------------------------------------------
+
+    def _on_parked(self, binding: Binding) -> None:
+        source = binding.owner[0] if binding.owner is not None else None
+        for line in self.notices.parked(binding, source, self.registry, asyncio.get_running_loop().time()):
+            log.warning("%s", line)
+        self._arm_notices()
+
+    def _arm_notices(self) -> None:
+        at = self.notices.next_due()
+        if at is None or (self._notices_timer is not None and self._notices_timer.when() <= at):
+            return
+        if self._notices_timer is not None:
+            self._notices_timer.cancel()
+        # The notices run on the loop's clock, so that call_at and when() agree.
+        self._notices_timer = asyncio.get_running_loop().call_at(at, self._notices_due)
+
+    def _notices_due(self) -> None:
+        self._notices_timer = None
+        for line in self.notices.due(asyncio.get_running_loop().time(), self.registry):
+            log.warning("%s", line)
+        self._arm_notices()
 
     # ---- engine trigger types ----------------------------------------------------------
 

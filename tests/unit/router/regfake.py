@@ -30,6 +30,9 @@ class Reg(Registry):
                          lambda node, header, body=b"": self.sent.append((node, dict(header), body)),
                          lambda binding, payload: self.fired.append((binding.id, payload)))
         self.on_route_ops = self.route_ops.append
+        self.parked: list[str] = []
+        """Ids of the bindings handed to ``on_parked``, in order."""
+        self.on_parked = lambda binding: self.parked.append(binding.id)
 
     def take(self) -> list[tuple[str, dict, bytes]]:
         out, self.sent = self.sent, []
