@@ -1,8 +1,12 @@
 """The results of ``engine::queue::list_topics|topic_stats|dlq_topics|dlq_messages``.
 
-Read-only views over a ``QueueCore`` in the shapes of workers-b §1.6. One deliberate
-difference: ``dlq_topics`` lists each named queue once, by its plain name (the reference
-lists it twice, once as ``__fn_queue::<q>`` and once by name).
+Read-only views over a ``QueueCore`` in the shapes of workers-b §1.6. Deliberate
+differences:
+  * ``dlq_topics`` lists each named queue once, by its plain name (the reference lists it
+    twice, once as ``__fn_queue::<q>`` and once by name);
+  * ``topic_stats`` of a named queue answers its effective config (the reference always
+    says ``config: null``; a plain topic still does), and every answer carries
+    ``missing_functions``: what its live jobs wait for that nobody has registered.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import msgpack
 
 from brokers.queue.core import QueueCore
 from brokers.queue.jobs import Job, fn_queue_key
+from brokers.queue.missing import HasRoute, missing_functions
 
 BROKER_TYPE = "builtin"
 
@@ -26,15 +31,16 @@ def list_topics(core: QueueCore) -> list[dict[str, Any]]:
     return out
 
 
-def topic_stats(core: QueueCore, name: str) -> dict[str, Any]:
-    """``depth`` = waiting + in flight (live jobs); a topic's consumers = its triggers."""
+def topic_stats(core: QueueCore, name: str, has_route: HasRoute = lambda ns, fid: True) -> dict[str, Any]:
+    """``depth`` = waiting + in flight (live jobs); a topic's consumers = its triggers;
+    ``has_route(namespace, function_id)``: is that function registered now."""
     lanes = core.resolve(name)
-    if name in core.configs:
-        consumers = core.configs[name]["concurrency"]
-    else:
-        consumers = core.subs.topics().get(name, 0)
+    config = core.configs.get(name)
+    consumers = config["concurrency"] if config is not None else core.subs.topics().get(name, 0)
     return {"depth": sum(len(lane.jobs) for lane in lanes), "consumer_count": consumers,
-            "dlq_depth": sum(len(lane.dlq) for lane in lanes), "config": None}
+            "dlq_depth": sum(len(lane.dlq) for lane in lanes),
+            "config": dict(config) if config is not None else None,
+            "missing_functions": missing_functions(lanes, has_route)}
 
 
 def dlq_topics(core: QueueCore) -> list[dict[str, Any]]:

@@ -18,6 +18,11 @@ parents a ``fn_queue``/``queue`` span on them; we create no spans, so the worker
 a child of the producer's. A durable publish takes the context of its own
 ``invokefunction`` (the publisher's), read from ``Broker.trace``.
 
+A delivery that finds no such function is a failed attempt, as in the reference
+(``missing.py`` says why we keep that); the first one per (queue, function) logs a
+WARNING, again after the function was registered and went away, and ``topic_stats``
+lists the functions its live jobs wait for (``missing_functions``).
+
 The broker is event-driven: it pumps (once per loop iteration, however many events) on
 every enqueue, commit and delivery outcome and arms one timer for the next retry, so
 ``poll_interval_ms`` (a polling period in the reference) is accepted but has nothing to do.
@@ -54,13 +59,14 @@ import logging
 import time
 from typing import Any
 
-from brokers.queue import inputs, inspect
+from brokers.queue import inputs, inspect, missing
 from brokers.queue.config import store_path
 from brokers.queue.core import Delivery, QueueCore
+from brokers.queue.jobs import Job
 from brokers.queue.store import GroupCommitter, LmdbStore, MemoryStore, Store, encode
 from brokers.queue.topics import TRIGGER_TYPE, parse_subscription
 from iii.core.broker import Broker, run
-from iii.core.errors import EngineError
+from iii.core.errors import FUNCTION_NOT_FOUND, EngineError
 from iii.core.units import RunContext
 
 log = logging.getLogger(__name__)
@@ -110,6 +116,7 @@ class QueueBroker(Broker):
         """No delivery before the first route table: a job sent to a route we simply do
         not know yet would burn an attempt with ``function_not_found``."""
         self._closing = False
+        self.missing = missing.MissingFunctions()
 
     # -- lifecycle -----------------------------------------------------------------
     def _open_store(self) -> Store:
@@ -134,7 +141,7 @@ class QueueBroker(Broker):
                       description="Delete one DLQ message")
         self.function(inputs.LIST_TOPICS, lambda data, md: inspect.list_topics(self.core))
         self.function(inputs.TOPIC_STATS, lambda data, md: inspect.topic_stats(
-            self.core, inputs.topic_name(inputs.TOPIC_STATS, data)))
+            self.core, inputs.topic_name(inputs.TOPIC_STATS, data), self._has_route))
         self.function(inputs.DLQ_TOPICS, lambda data, md: inspect.dlq_topics(self.core))
         self.function(inputs.DLQ_MESSAGES, lambda data, md: inspect.dlq_messages(
             self.core, *inputs.dlq_page(data)))
@@ -238,8 +245,12 @@ class QueueBroker(Broker):
         self.core.unsubscribe(trigger_id)
 
     # -- delivery ------------------------------------------------------------------
+    def _has_route(self, namespace: str, function_id: str) -> bool:
+        return self.routes.get(namespace, function_id) is not None
+
     def _on_routes(self, sender: str, header: dict, body: bytes) -> None:
         super()._on_routes(sender, header, body)
+        self.missing.routed(self._has_route)
         if not self._routes_ready:
             self._routes_ready = True
             self._kick()
@@ -291,13 +302,18 @@ class QueueBroker(Broker):
             fut = self.call_future(job.function_id, job.data, namespace=job.namespace,
                                    traceparent=job.traceparent, baggage=job.baggage)
         except EngineError as exc:  # no route: a failed attempt, decided at once
-            self._outcome(job.id, exc)
+            self._outcome(job, exc)
             return
-        fut.add_done_callback(lambda f: self._outcome(job.id, None if f.cancelled() else f.exception()))
+        fut.add_done_callback(lambda f: self._outcome(job, None if f.cancelled() else f.exception()))
 
-    def _outcome(self, job_id: str, exc: BaseException | None) -> None:
+    def _outcome(self, job: Job, exc: BaseException | None, target: str | None = None) -> None:
+        """Record a delivery's outcome; ``target``: the function ``exc`` is about, when it
+        is not the job's own (its condition function)."""
         if self._closing:
             return  # the job stays stored and is delivered again at the next start
+        job_id = job.id
+        if isinstance(exc, EngineError) and exc.code == FUNCTION_NOT_FOUND:
+            self._missed(job, target or job.function_id)
         if exc is None:
             self.core.succeeded(job_id, now_ms())
         elif isinstance(exc, EngineError):
@@ -307,14 +323,21 @@ class QueueBroker(Broker):
             self.core.failed(job_id, f"invocation_failed: {exc}", now_ms())
         self._kick()
 
+    def _missed(self, job: Job, function_id: str) -> None:
+        lane = self.core.lanes.get(job.lane)
+        if lane is not None and self.missing.missed(lane.key, job.namespace, function_id):
+            log.warning("%s", missing.warning(lane, job.namespace, function_id))
+
     async def _deliver_with_condition(self, delivery: Delivery) -> None:
         job = delivery.job
+        target = job.function_id
         try:
             try:
                 verdict = await self.call(delivery.condition_function_id, job.data,  # type: ignore[arg-type]
                                           namespace=job.namespace, traceparent=job.traceparent,
                                           baggage=job.baggage)
             except EngineError as exc:
+                target = delivery.condition_function_id
                 raise EngineError(exc.code, f"Condition function error: {exc.message}") from None
             if verdict is not False:  # only exactly false skips the job (acked, not run)
                 await self.call(job.function_id, job.data, namespace=job.namespace,
@@ -322,9 +345,9 @@ class QueueBroker(Broker):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._outcome(job.id, exc)
+            self._outcome(job, exc, target)
         else:
-            self._outcome(job.id, None)
+            self._outcome(job, None)
 
 
 def main(ctx: RunContext) -> None:
