@@ -2,10 +2,9 @@
 
 What it owns: a temporary config with a free port, the supervisor subprocess (in its own
 process group), its log file, and the short runtime dir; also the tests' own worker
-subprocesses (``WorkerProcess``: a seed example, a Node script) and the seed page's code
-blocks (``seed_block``). Nothing here knows the engine's internals: it talks to it only
-through the CLI (``start``, ``status --json``) and the WebSocket port, as an operator or an
-SDK would.
+subprocesses (``WorkerProcess``: a seed example, a Node script). Nothing here knows the
+engine's internals: it talks to it only through the CLI (``start``, ``status --json``) and
+the WebSocket port, as an operator or an SDK would.
 
 Invariants:
 - the runtime dir is made with ``tempfile.mkdtemp(prefix="iii-", dir="/tmp")`` because ipc
@@ -24,7 +23,6 @@ import json
 import logging
 import os
 import queue
-import re
 import shutil
 import signal
 import socket
@@ -47,7 +45,6 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 LIVE: list["Engine"] = []
 """Engines started and not yet stopped; conftest dumps their logs into failing reports."""
-SEED_PAGE = REPO.parent / "shared" / "seed" / "use-functions-and-triggers.md"
 STATE_WORKER_YAML = "- name: iii-state\n  config: {}\n"
 """``extra_workers_yaml`` for an engine with iii-state in its default config."""
 QUEUE_READY = "engine::queue::list_topics"
@@ -279,16 +276,6 @@ def running_engine(**kw: Any) -> Iterator[Engine]:
         yield eng
     finally:
         eng.stop()
-
-
-def seed_block(title: str) -> str:
-    """The code block titled ``title`` on the seed page, dedented as written."""
-    text = SEED_PAGE.read_text()
-    m = re.search(r'^( *)```\w+ title="' + re.escape(title) + r'"[^\n]*\n(.*?)^\1```', text,
-                  re.S | re.M)
-    assert m, f"no block {title} on {SEED_PAGE}"
-    indent = len(m.group(1))
-    return "".join(line[indent:] for line in m.group(2).splitlines(keepends=True))
 
 
 class WorkerProcess:

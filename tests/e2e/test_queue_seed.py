@@ -1,37 +1,31 @@
 """The seed's ``orders::create`` example (Enqueue to ``payment``) end to end, on our SDK.
 
 The example's Python block is read from the seed page itself
-(``shared/seed/use-functions-and-triggers.md``, block ``trigger_enqueue.py``) and run
-unchanged as its own worker process, with the context the page's earlier examples give it
-(``iii = register_worker(III_URL)``, ``uuid``, ``TriggerAction``). The engine's ``payment``
-queue is the one of ``conf/iii-config.yaml`` (FIFO on ``transaction_id``), so the input
-carries a ``transaction_id``. This process registers ``orders::process-order`` (the
-example's target) and checks that the job it receives is the order the example built.
+(``shared/seed/use-functions-and-triggers.md``, block ``trigger_enqueue.py``, through
+``tests/seedpage.py``) and run unchanged as its own worker process (``seed/run_seed.py``),
+with the context the page's earlier examples give it (``iii = register_worker(III_URL)``,
+``uuid``, ``TriggerAction``); without the page beside the repository the test is reported
+as skipped. The engine's ``payment`` queue is the one of ``conf/iii-config.yaml`` (FIFO on
+``transaction_id``), so the input carries a ``transaction_id``. This process registers
+``orders::process-order`` (the example's target) and checks that the job it receives is
+the order the example built.
 """
 from __future__ import annotations
 
 import json
 import queue
-import sys
 import uuid
 from typing import Any, Iterator
 
 import pytest
 
 from iii import InitOptions, InvocationError, register_worker
-from tests.harness import PAYMENT_QUEUES, QUEUE_READY, WorkerProcess, running_engine, seed_block
+from tests.harness import PAYMENT_QUEUES, QUEUE_READY, WorkerProcess, running_engine
 from tests.sdkclient import trigger_when_found
+from tests.seedpage import needs_seed_page, seed_worker
 from tests.wsclient import RawClient
 
-
-RUNNER = """
-import os, sys, uuid
-from iii import TriggerAction, register_worker
-iii = register_worker(os.environ["III_URL"])
-exec(compile(sys.stdin.read(), "trigger_enqueue.py", "exec"),
-     {"__name__": "__main__", "iii": iii, "uuid": uuid, "os": os, "TriggerAction": TriggerAction})
-print("SEED-READY", flush=True)
-"""
+pytestmark = needs_seed_page
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +35,9 @@ def engine() -> Iterator[Any]:
 
 
 @pytest.fixture
-def seed_worker(engine: Any) -> Iterator[WorkerProcess]:
-    w = WorkerProcess([sys.executable, "-c", RUNNER], engine.url, name="trigger_enqueue.py",
-                      stdin_text=seed_block("trigger_enqueue.py"))
+def seed(engine: Any) -> Iterator[WorkerProcess]:
+    w = seed_worker("trigger_enqueue.py", engine.url)
     try:
-        w.wait_line("SEED-READY", 15)
         yield w
     finally:
         w.stop()
@@ -54,7 +46,7 @@ def seed_worker(engine: Any) -> Iterator[WorkerProcess]:
 call = trigger_when_found
 
 
-def test_orders_create_enqueues_to_payment_through_our_sdk(engine: Any, seed_worker: Any) -> None:
+def test_orders_create_enqueues_to_payment_through_our_sdk(engine: Any, seed: Any) -> None:
     jobs: queue.Queue[Any] = queue.Queue()
     iii = register_worker(engine.url, InitOptions(worker_name="orders-consumer", daemon=True,
                                                   invocation_timeout_ms=10_000))

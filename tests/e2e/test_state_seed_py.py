@@ -2,30 +2,24 @@
 real engine with iii-state: every add is stored with ``state::set`` and the aggregation
 (``state::list`` of scope ``math``) counts and sums exactly what was stored.
 
-The examples run unchanged as worker processes through ``seed/run_seed.py`` (saved by the SDK
-work). ``cron_trigger.py`` also binds a cron trigger; the engine has no cron worker yet, so
-the test calls ``math::aggregation`` itself instead of waiting for the schedule.
+The blocks ``math_add.py`` and ``cron_trigger.py`` are read from the page itself
+(``tests/seedpage.py``) and run unchanged as worker processes through ``seed/run_seed.py``;
+without the page beside the repository the test is reported as skipped. ``cron_trigger.py``
+also binds a cron trigger; the engine has no cron worker yet, so the test calls
+``math::aggregation`` itself instead of waiting for the schedule.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.harness import STATE_READY, STATE_WORKER_YAML, Engine, WorkerProcess, running_engine
+from tests.harness import STATE_READY, STATE_WORKER_YAML, Engine, running_engine
 from tests.seedchecks import check_math_add_and_aggregation
+from tests.seedpage import needs_seed_page, seed_worker
 from tests.wsclient import RawClient
 
-SEED = Path(__file__).resolve().parent / "seed"
-
-
-def seed_worker(name: str, url: str) -> WorkerProcess:
-    """One seed example as a worker process, ready once it printed ``SEED-READY``."""
-    w = WorkerProcess([sys.executable, str(SEED / "run_seed.py"), name], url)
-    w.wait_line("SEED-READY", 15)
-    return w
+pytestmark = needs_seed_page
 
 
 @pytest.fixture
@@ -35,8 +29,10 @@ def engine() -> Iterator[Engine]:
 
 
 def test_math_add_and_aggregation_through_our_sdk(engine: Engine) -> None:
-    workers = [seed_worker("math_add.py", engine.url), seed_worker("cron_trigger.py", engine.url)]
+    workers = []
     try:
+        for title in ("math_add.py", "cron_trigger.py"):
+            workers.append(seed_worker(title, engine.url))
         with RawClient.worker(engine.url) as c:
             check_math_add_and_aggregation(c)
     finally:

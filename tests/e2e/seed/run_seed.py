@@ -1,37 +1,34 @@
-"""Runs one seed example (saved verbatim next to this file) as a worker process.
+"""Runs one Python block of the seed page, read from stdin, as a worker process.
 
-Whole scripts (they call ``register_worker`` themselves) run as they are. Fragments rely on
-the page's earlier examples for their context, so they run with exactly that context in
-their globals: ``os``, ``uuid``, ``Logger``, ``TriggerAction``, ``HttpInvocationConfig`` and
-``iii = register_worker(os.environ.get("III_URL", "ws://localhost:49134"))`` as in
-math_add.py. After the example's top level has run, prints ``SEED-READY`` and stays up
-serving (the SDK's loop thread is non-daemon, as in the official SDK).
-Usage: python run_seed.py NAME.py
+The tests read the block from the page itself (``tests/seedpage.py``) and pipe it here
+unchanged; the title names it in tracebacks. Whole scripts (they call ``register_worker``
+themselves) run as they are, as ``__main__``. Fragments rely on the page's earlier examples
+for their context, so they run with exactly that context in their globals: ``os``,
+``uuid``, ``Logger``, ``TriggerAction``, ``HttpInvocationConfig`` and
+``iii = register_worker(os.environ.get("III_URL", "ws://localhost:49134"))`` as in the
+page's ``math_add.py``. After the block's top level has run, prints ``SEED-READY`` and stays
+up serving (the SDK's loop thread is non-daemon, as in the official SDK).
+Usage: python run_seed.py TITLE < BLOCK
 """
 from __future__ import annotations
 
 import os
-import runpy
 import sys
 import uuid
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
+from typing import Any
 
 
 def main() -> None:
-    path = HERE / sys.argv[1]
-    source = path.read_text()
-    if "register_worker(" in source:
-        runpy.run_path(str(path), run_name="__main__")
-    else:
+    title = sys.argv[1]
+    source = sys.stdin.read()
+    context: dict[str, Any] = {"__name__": "__main__", "__file__": title}
+    if "register_worker(" not in source:
         from iii import HttpInvocationConfig, Logger, TriggerAction, register_worker
 
-        context = {"__name__": "__main__", "__file__": str(path), "os": os, "uuid": uuid,
-                   "Logger": Logger, "TriggerAction": TriggerAction,
-                   "HttpInvocationConfig": HttpInvocationConfig,
-                   "iii": register_worker(os.environ.get("III_URL", "ws://localhost:49134"))}
-        exec(compile(source, str(path), "exec"), context)
+        context.update(os=os, uuid=uuid, Logger=Logger, TriggerAction=TriggerAction,
+                       HttpInvocationConfig=HttpInvocationConfig,
+                       iii=register_worker(os.environ.get("III_URL", "ws://localhost:49134")))
+    exec(compile(source, title, "exec"), context)
     print("SEED-READY", flush=True)
 
 
