@@ -1,8 +1,8 @@
-"""iii: the worker SDK's public names (lazily re-exported from ``sdk``) and the engine core.
+"""iii: the worker SDK's public names, lazily re-exported from ``sdk``; nothing else.
 
-Importing ``iii`` loads no zmq, lmdb, msgpack or engine module: the SDK names resolve on
-first attribute access through the module ``__getattr__`` below (PEP 562), and the engine
-lives in subpackages (``iii.core``, ``iii.supervisor``) that are only imported by name.
+Importing ``iii`` loads no zmq, lmdb, msgpack or engine module: the names resolve on first
+attribute access through the module ``__getattr__`` below (PEP 562). ``iii.iii_types`` is
+the public module of the wire types (``sdk.types``). The engine lives in ``brokers``.
 """
 from __future__ import annotations
 
@@ -21,20 +21,20 @@ _EXPORTS: dict[str, str] = {
     "DEFAULT_ENGINE_URL": "sdk.options",
     "InvocationError": "sdk.errors",
     "RegistrationRejectedError": "sdk.errors",
-    "TriggerAction": "iii.iii_types",
-    "TriggerActionVoid": "iii.iii_types",
-    "TriggerActionEnqueue": "iii.iii_types",
-    "TriggerConfig": "iii.iii_types",
-    "HttpInvocationConfig": "iii.iii_types",
-    "HttpAuthBearer": "iii.iii_types",
-    "HttpAuthHmac": "iii.iii_types",
-    "HttpAuthApiKey": "iii.iii_types",
+    "TriggerAction": "sdk.types",
+    "TriggerActionVoid": "sdk.types",
+    "TriggerActionEnqueue": "sdk.types",
+    "TriggerConfig": "sdk.types",
+    "HttpInvocationConfig": "sdk.types",
+    "HttpAuthBearer": "sdk.types",
+    "HttpAuthHmac": "sdk.types",
+    "HttpAuthApiKey": "sdk.types",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
-    from iii.iii_types import (  # noqa: F401
+    from sdk.types import (  # noqa: F401
         HttpAuthApiKey, HttpAuthBearer, HttpAuthHmac, HttpInvocationConfig, TriggerAction,
         TriggerActionEnqueue, TriggerActionVoid, TriggerConfig,
     )

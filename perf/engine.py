@@ -32,7 +32,7 @@ def supervisor_cmd() -> list[str]:
     if exe.exists():
         return [str(exe)]
     found = shutil.which("iii-supervisor")
-    return [found] if found else [sys.executable, "-m", "iii.supervisor.cli"]
+    return [found] if found else [sys.executable, "-m", "brokers.supervisor.cli"]
 
 
 def make_config(runtime_dir: str, port: int, processes: int) -> dict:

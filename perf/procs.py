@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import psutil
 
-from iii.core.errors import FUNCTION_NOT_FOUND
+from brokers.kit.errors import FUNCTION_NOT_FOUND
 
 from . import wire
 

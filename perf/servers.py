@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
 
-from iii.core.errors import FUNCTION_NOT_FOUND
+from brokers.kit.errors import FUNCTION_NOT_FOUND
 
 from .wire import MAX_SIZE, run_loop
 

@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from iii.core.errors import FUNCTION_NOT_FOUND
+from brokers.kit.errors import FUNCTION_NOT_FOUND
 
 from . import core
 

@@ -3,13 +3,14 @@
 Layout: ``core`` (sans-I/O protocol state), ``shell`` (asyncio thread, reconnect, handlers),
 ``transport`` (the WebSocket connection: direct frame delivery, batched writes), ``waiters``
 (cross-thread mailboxes and call waiters), ``pool`` (threads for ``def`` handlers),
-``worker`` (public ``III`` API), ``logger``, ``options``, ``codec``, ``errors``. The wire
-types shared with the gateway live in ``iii.iii_types``. Importing this package loads
-websockets but no engine module (zmq, lmdb, msgpack, ``brokers``, ``iii.core``).
+``worker`` (public ``III`` API), ``logger``, ``options``, ``codec``, ``errors``, ``types``
+(the wire types, public as ``iii.iii_types``). Importing this package loads websockets but
+no engine module (zmq, lmdb, msgpack, ``brokers``); nothing here imports ``iii`` (``iii``
+is the public face in front of this package, never the other way round).
 """
 from __future__ import annotations
 
-from iii.iii_types import (
+from sdk.types import (
     HttpAuthApiKey, HttpAuthBearer, HttpAuthHmac, HttpInvocationConfig, TriggerAction,
     TriggerActionEnqueue, TriggerActionVoid, TriggerConfig,
 )

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from iii.iii_types import TriggerConfig
+from sdk.types import TriggerConfig
 from sdk import errors
 from sdk.codec import encode, decode
 from sdk.errors import InvocationError, RegistrationRejectedError

@@ -2,7 +2,7 @@
 
 Invariant: every failed call surfaces as ``InvocationError`` with a string ``code``, except a
 fatal worker-name rejection, which is ``RegistrationRejectedError``. Kept free of engine
-imports (``iii.core``) so that a worker process never loads engine code.
+imports (``brokers``) so that a worker process never loads engine code.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from iii.iii_types import HttpInvocationConfig, action_to_wire
+from sdk.types import HttpInvocationConfig, action_to_wire
 from sdk.core import Core, validate_function_id
 from sdk.errors import SHUTDOWN, TIMEOUT, InvocationError
 from sdk.options import InitOptions, resolve_address, resolve_headers, resolve_namespace, worker_metadata

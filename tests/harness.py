@@ -65,7 +65,7 @@ def supervisor_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "iii-supervisor"
     if exe.exists():
         return [str(exe)]
-    return [sys.executable, "-c", "from iii.supervisor.cli import main; main()"]
+    return [sys.executable, "-c", "from brokers.supervisor.cli import main; main()"]
 
 
 def free_port() -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from iii.core.schema import Field, port, positive, validate
+from brokers.kit.schema import Field, port, positive, validate
 
 FIELDS = {
     "port": Field(int, 49134, check=port),

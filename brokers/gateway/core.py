@@ -26,9 +26,9 @@ import logging
 import uuid
 from typing import Any, Protocol
 
-from iii.core import frames, wire
-from iii.core.errors import ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE, PAYLOAD_TOO_LARGE
-from iii.core.routes import RouteTable, not_found_message
+from brokers.kit import frames, wire
+from brokers.kit.errors import ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE, PAYLOAD_TOO_LARGE
+from brokers.kit.routes import RouteTable, not_found_message
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The gateway process: the WebSocket listener and the bus, around ``GatewayCore``.
 
 Several gateway processes serve one port: the supervisor binds it once and each of them
-accepts from the inherited socket (``iii.core.listen``); each is a node on the bus of its own. Writes to a worker use the same synchronous path as ``websockets.broadcast``
+accepts from the inherited socket (``brokers.kit.listen``); each is a node on the bus of its own. Writes to a worker use the same synchronous path as ``websockets.broadcast``
 (frame into the protocol, bytes into the transport) so relaying a call costs no task.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from brokers.gateway.core import ROUTER, GatewayCore
-from iii.core import frames, listen
-from iii.core.bus import Bus
-from iii.core.units import RunContext
+from brokers.kit import frames, listen
+from brokers.kit.bus import Bus
+from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
 

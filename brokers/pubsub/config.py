@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from iii.core.schema import ConfigError, Field, validate
+from brokers.kit.schema import ConfigError, Field, validate
 
 
 def _parse_adapter(raw: Any, path: str) -> dict[str, Any]:

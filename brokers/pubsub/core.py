@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from iii.core.errors import EngineError, deserialization_error
+from brokers.kit.errors import EngineError, deserialization_error
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import logging
 from typing import Any
 
 from brokers.pubsub.core import PUBLISH, TRIGGER_TYPE, PubSubCore, parse_publish
-from iii.core.broker import Broker, run
-from iii.core.errors import EngineError
-from iii.core.units import RunContext
+from brokers.kit.broker import Broker, run
+from brokers.kit.errors import EngineError
+from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
 

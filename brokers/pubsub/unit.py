@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from brokers.pubsub.config import parse
-from iii.core.units import Unit
+from brokers.kit.units import Unit
 
 UNIT = Unit(
     name="pubsub",

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from iii.core.config import resolve_path
-from iii.core.schema import ConfigError, Field, validate
+from brokers.kit.config import resolve_path
+from brokers.kit.schema import ConfigError, Field, validate
 
 QUEUE_FIELDS = {
     # Total delivery attempts before the DLQ (0 behaves like 1): see core.py on counting.

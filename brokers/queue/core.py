@@ -38,7 +38,7 @@ from brokers.queue.jobs import FN_QUEUE_PREFIX, Job, fn_queue_key, group_key, ne
 from brokers.queue.lanes import Lane
 from brokers.queue.topics import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, DEFAULT_CONCURRENCY,
                                   Subscription, Subscriptions)
-from iii.core.errors import ENQUEUE_ERROR, EngineError
+from brokers.kit.errors import ENQUEUE_ERROR, EngineError
 
 log = logging.getLogger(__name__)
 

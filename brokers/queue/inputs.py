@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from iii.core.errors import EngineError, deserialization_error
+from brokers.kit.errors import EngineError, deserialization_error
 
 ENQUEUE = "engine::queue::enqueue"
 PUBLISH = "iii::durable::publish"

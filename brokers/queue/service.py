@@ -65,9 +65,9 @@ from brokers.queue.core import Delivery, QueueCore
 from brokers.queue.jobs import Job
 from brokers.queue.store import GroupCommitter, LmdbStore, MemoryStore, Store, encode
 from brokers.queue.topics import TRIGGER_TYPE, parse_subscription
-from iii.core.broker import Broker, run
-from iii.core.errors import FUNCTION_NOT_FOUND, EngineError
-from iii.core.units import RunContext
+from brokers.kit.broker import Broker, run
+from brokers.kit.errors import FUNCTION_NOT_FOUND, EngineError
+from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
 

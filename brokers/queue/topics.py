@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from brokers.queue.jobs import subscriber_lane_key
-from iii.core.errors import TRIGGER_REGISTRATION_FAILED, EngineError
+from brokers.kit.errors import TRIGGER_REGISTRATION_FAILED, EngineError
 
 log = logging.getLogger(__name__)
 

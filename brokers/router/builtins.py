@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from brokers.router.core import Binding, Function, Registry, TriggerType
-from iii.core.errors import INVALID_ARGUMENTS, NOT_FOUND, EngineError, deserialization_error
+from brokers.kit.errors import INVALID_ARGUMENTS, NOT_FOUND, EngineError, deserialization_error
 
 ENGINE_VERSION = "0.1.0"
 

@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from iii.core import frames, wire
+from brokers.kit import frames, wire
 
 Owner = tuple[str, "str | None"]
 Key = tuple[str, str]

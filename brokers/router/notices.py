@@ -53,7 +53,7 @@ def q(value: object) -> str:
 def worker_sets(units: Iterable, entries: Iterable) -> tuple[frozenset[str], frozenset[str]]:
     """(worker names this engine has a unit for, worker names the config runs).
 
-    ``units``: ``iii.core.units.Unit`` values (``discover()``); ``entries``: the config's
+    ``units``: ``brokers.kit.units.Unit`` values (``discover()``); ``entries``: the config's
     ``WorkerEntry`` list. Units marked ``always`` run whatever the config says.
     """
     units = list(units)

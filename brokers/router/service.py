@@ -19,11 +19,12 @@ from typing import Any
 
 from brokers.router import builtins, durable, notices
 from brokers.router.core import Binding, Registry
-from iii.core import frames, wire
-from iii.core.broker import Broker, run
-from iii.core.errors import (INVALID_ARGUMENTS, TRIGGER_REGISTRATION_FAILED, UNREGISTER_FAILED, EngineError,
+from brokers.kit import frames, wire
+from brokers.kit.broker import Broker, run
+from brokers.kit.errors import (INVALID_ARGUMENTS, TRIGGER_REGISTRATION_FAILED, UNREGISTER_FAILED, EngineError,
                              deserialization_error)
-from iii.core.units import RunContext, discover
+from brokers.kit.units import RunContext
+from brokers.supervisor.units import discover
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from brokers.router.durable import store_path
-from iii.core.units import Unit
+from brokers.kit.units import Unit
 
 UNIT = Unit(
     name="router",

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from iii.core.config import resolve_path
-from iii.core.schema import ConfigError, Field, positive, validate
+from brokers.kit.config import resolve_path
+from brokers.kit.schema import ConfigError, Field, positive, validate
 
 DEFAULT_DIR = "state"
 

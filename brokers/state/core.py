@@ -18,7 +18,7 @@ import orjson
 
 from brokers.state.decode import DecodeError, expect_str, expect_struct, optional_str
 from brokers.state.ops import MISSING, Op, apply_update_ops, parse_ops
-from iii.core.errors import EngineError, deserialization_error
+from brokers.kit.errors import EngineError, deserialization_error
 
 SET = "state::set"
 GET = "state::get"

@@ -27,7 +27,7 @@ in those runs); ``state::get`` at 1.05x relay. Two limits, both measured:
   the thread hand-off and txn per batch), the gateway ~41 us, the client ~28 us. About 130 us
   of CPU per call on 2 cores caps the whole path near 15k/s before any fsync. About half of
   this process's loop time is the bus (pyzmq send_multipart/recv_multipart and its enum
-  flag arithmetic), in iii/core/bus.py.
+  flag arithmetic), in brokers/kit/bus.py.
 Profile with ``III_STATE_PROFILE=/path``: cProfile of the loop thread, dumped to
 ``/path.<pid>`` on a clean stop.
 """
@@ -43,9 +43,9 @@ from typing import Any
 from brokers.state import core
 from brokers.state.config import store_path
 from brokers.state.store import LmdbStore, MemoryStore
-from iii.core.broker import Broker, Trace, run
-from iii.core.errors import EngineError
-from iii.core.units import RunContext
+from brokers.kit.broker import Broker, Trace, run
+from brokers.kit.errors import EngineError
+from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import orjson
 
 from brokers.state.core import Outcome, Write, apply_write
 from brokers.state.ops import MISSING
-from iii.core.errors import EngineError
+from brokers.kit.errors import EngineError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from brokers.state.config import parse, stores
-from iii.core.units import Unit
+from brokers.kit.units import Unit
 
 UNIT = Unit(
     name="state",

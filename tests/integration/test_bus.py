@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from iii.core.bus import Bus
+from brokers.kit.bus import Bus
 
 
 @pytest.fixture

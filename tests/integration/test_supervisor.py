@@ -19,10 +19,10 @@ import orjson
 import pytest
 import zmq
 
-from iii.core.schema import Field, validate
-from iii.core.units import RunContext, Unit
-from iii.supervisor import control
-from iii.supervisor.states import EXIT_NO_RETRY
+from brokers.kit.schema import Field, validate
+from brokers.kit.units import RunContext, Unit
+from brokers.supervisor import control
+from brokers.supervisor.states import EXIT_NO_RETRY
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))  # for whichever import mode pytest used
@@ -65,7 +65,7 @@ def toy_engine(tmp_path):
     env = dict(os.environ, III_TEST_UNITS=",".join(f"{__name__}:{u}" for u in ("STORE", "SVC", "EDGE")),
                III_TEST_UNITS_ONLY="1",
                PYTHONPATH=os.pathsep.join(filter(None, [HERE, ROOT, os.environ.get("PYTHONPATH")])))
-    sup = subprocess.Popen([sys.executable, "-m", "iii.supervisor.cli", "start", str(path)], env=env,
+    sup = subprocess.Popen([sys.executable, "-m", "brokers.supervisor.cli", "start", str(path)], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     yield sup, runtime, str(path), env
     if sup.poll() is None:
@@ -115,7 +115,7 @@ def test_start_status_kill9_restart_and_sigterm_stops_in_order(toy_engine):
     with open(os.path.join(runtime, "tsvc.peers")) as fh:
         assert fh.read() == "tstore,tsvc,tedge-0,tedge-1"
 
-    out = subprocess.run([sys.executable, "-m", "iii.supervisor.cli", "status", "--config", path],
+    out = subprocess.run([sys.executable, "-m", "brokers.supervisor.cli", "status", "--config", path],
                          env=env, capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
     rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[2:]}
@@ -156,7 +156,7 @@ def test_start_status_kill9_restart_and_sigterm_stops_in_order(toy_engine):
 def test_stop_command_and_children_die_with_a_killed_supervisor(toy_engine):
     sup, runtime, path, env = toy_engine
     ps = wait_for(lambda: all_running(runtime), timeout=10)
-    out = subprocess.run([sys.executable, "-m", "iii.supervisor.cli", "start", path], env=env,
+    out = subprocess.run([sys.executable, "-m", "brokers.supervisor.cli", "start", path], env=env,
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 1 and "already runs" in out.stderr  # one supervisor per runtime dir
 
@@ -172,11 +172,11 @@ def test_stop_command_and_children_die_with_a_killed_supervisor(toy_engine):
 def test_cli_stop(toy_engine):
     sup, runtime, path, env = toy_engine
     wait_for(lambda: procs(runtime), timeout=10)
-    out = subprocess.run([sys.executable, "-m", "iii.supervisor.cli", "stop", "--runtime-dir", runtime],
+    out = subprocess.run([sys.executable, "-m", "brokers.supervisor.cli", "stop", "--runtime-dir", runtime],
                          env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert sup.wait(timeout=5) == 0
-    out = subprocess.run([sys.executable, "-m", "iii.supervisor.cli", "status", "--runtime-dir", runtime],
+    out = subprocess.run([sys.executable, "-m", "brokers.supervisor.cli", "status", "--runtime-dir", runtime],
                          env=env, capture_output=True, text=True, timeout=20)
     assert out.returncode == 1 and "not running" in out.stderr
 
@@ -207,7 +207,7 @@ def picky_engine(tmp_path):
     def start(broken: bool) -> subprocess.Popen:
         if broken:
             open(os.path.join(runtime, "broken"), "w").close()
-        sup = subprocess.Popen([sys.executable, "-m", "iii.supervisor.cli", "start", str(path)],
+        sup = subprocess.Popen([sys.executable, "-m", "brokers.supervisor.cli", "start", str(path)],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started.append(sup)
         return sup
@@ -227,7 +227,7 @@ def test_start_fails_loudly_when_a_process_cannot_start(picky_engine):
     assert sup.wait(timeout=20) == 1
     out = sup.stdout.read()
     assert "tpicky: cannot start (broken)" in out
-    assert "ERROR iii.supervisor.runner: proc.tpicky.fatal" in out
+    assert "ERROR brokers.supervisor.runner: proc.tpicky.fatal" in out
     assert "engine not started: tpicky could not start" in out
     assert "Traceback" not in out
     assert not os.path.exists(os.path.join(runtime, "supervisor.pid"))
@@ -237,7 +237,7 @@ def test_status_exits_1_while_a_process_is_fatal(picky_engine):
     start, runtime, env = picky_engine
     sup = start(broken=False)
     ps = wait_for(lambda: all_running(runtime), timeout=10)
-    status = [sys.executable, "-m", "iii.supervisor.cli", "status", "--runtime-dir", runtime]
+    status = [sys.executable, "-m", "brokers.supervisor.cli", "status", "--runtime-dir", runtime]
     assert subprocess.run(status, env=env, capture_output=True, timeout=20).returncode == 0
     open(os.path.join(runtime, "broken"), "w").close()
     os.kill(ps["tpicky"]["pid"], signal.SIGKILL)  # its restart cannot start: FATAL at once

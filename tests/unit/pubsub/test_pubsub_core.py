@@ -6,8 +6,8 @@ import pytest
 from brokers.pubsub.config import parse
 from brokers.pubsub.core import PubSubCore, parse_publish
 from brokers.pubsub.unit import UNIT
-from iii.core.errors import EngineError
-from iii.core.schema import ConfigError
+from brokers.kit.errors import EngineError
+from brokers.kit.schema import ConfigError
 
 
 def test_fanout_to_every_subscriber_of_the_topic() -> None:

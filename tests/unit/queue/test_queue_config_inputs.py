@@ -6,8 +6,8 @@ import pytest
 from brokers.queue import inputs
 from brokers.queue.config import parse, store_path
 from brokers.queue.unit import UNIT
-from iii.core.errors import EngineError
-from iii.core.schema import ConfigError
+from brokers.kit.errors import EngineError
+from brokers.kit.schema import ConfigError
 
 
 def test_defaults_and_default_queue_always_present() -> None:

@@ -11,7 +11,7 @@ from brokers.queue.core import QueueCore
 from brokers.queue.inputs import EnqueueRequest
 from brokers.queue.jobs import Job
 from brokers.queue.topics import parse_subscription
-from iii.core.errors import EngineError
+from brokers.kit.errors import EngineError
 
 
 def make_core(queues: dict | None = None) -> QueueCore:

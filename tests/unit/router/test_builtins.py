@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from brokers.router import builtins as bi
-from iii.core.errors import EngineError
+from brokers.kit.errors import EngineError
 from regfake import A, B, C, P, Reg
 
 STATE, ROUTER, QUEUE = ("state", None), ("router", None), ("queue", None)

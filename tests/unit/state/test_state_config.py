@@ -7,7 +7,7 @@ import pytest
 
 from brokers.state.config import parse, store_path
 from brokers.state.unit import UNIT
-from iii.core.schema import ConfigError
+from brokers.kit.schema import ConfigError
 
 P = "workers[0].config"
 

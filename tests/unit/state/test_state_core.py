@@ -8,7 +8,7 @@ from brokers.state import core
 from brokers.state.core import Read, Write, decode_call
 from brokers.state.ops import MISSING
 from brokers.state.store import MemoryStore
-from iii.core.errors import EngineError
+from brokers.kit.errors import EngineError
 
 
 def call(store, fn, payload, max_value_bytes=None):

@@ -1,8 +1,8 @@
 """The arbiter as pure logic: events and times in, actions out; no processes."""
 from __future__ import annotations
 
-from iii.supervisor.arbiter import Arbiter, Event, Kill, Policy, Proc, Spawn
-from iii.supervisor.states import ProcState
+from brokers.supervisor.arbiter import Arbiter, Event, Kill, Policy, Proc, Spawn
+from brokers.supervisor.states import ProcState
 
 POLICY = Policy(startsecs=1.0, startretries=3, crash_delay=0.1, backoff_base=0.5,
                 backoff_max=10.0, stop_timeout=5.0)

@@ -4,7 +4,7 @@ Owns the loop: wait on the control socket and a signal wake-up fd (so SIGCHLD/SI
 it at once), reap children, feed the arbiter events and the time, carry out its actions.
 
 Invariants:
-- each child runs ``python -m iii.supervisor.cli run NAME --config CONFIG`` in its own
+- each child runs ``python -m brokers.supervisor.cli run NAME --config CONFIG`` in its own
   process group (so a terminal's Ctrl-C reaches only the supervisor, which stops children
   in order) and asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG,
   set by the child itself in ``cli run``), so no child outlives us;
@@ -14,7 +14,7 @@ Invariants:
 - every listening address of the plan is bound here once, before any child starts, and
   kept open until we exit; children serve it through the inherited descriptor, so a
   restarted gateway finds its port at once and nobody else can share it
-  (``iii.core.listen``);
+  (``brokers.kit.listen``);
 - if a process goes FATAL before the engine was ever up, the engine is stopped and
   ``run`` returns ``EXIT_NOT_STARTED``: ``start`` never keeps running half an engine.
 """
@@ -30,10 +30,10 @@ import time
 
 import zmq
 
-from iii.core import listen
-from iii.core.config import EngineConfig, Planned
-from iii.supervisor.arbiter import Action, Arbiter, Event, Kill, Policy, Proc, Spawn
-from iii.supervisor.control import Commands, ControlServer
+from brokers.kit import listen
+from brokers.kit.config import EngineConfig, Planned
+from brokers.supervisor.arbiter import Action, Arbiter, Event, Kill, Policy, Proc, Spawn
+from brokers.supervisor.control import Commands, ControlServer
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Runner:
                     self.control.publish(action)
 
     def _spawn(self, name: str) -> None:
-        argv = [sys.executable, "-m", "iii.supervisor.cli", "run", name,
+        argv = [sys.executable, "-m", "brokers.supervisor.cli", "run", name,
                 "--config", self.cfg.path, "--log-format", self.log_format]
         env = dict(os.environ, III_SUPERVISOR_PID=str(os.getpid()))
         planned = self.planned[name]

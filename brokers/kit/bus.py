@@ -27,7 +27,7 @@ from typing import Callable
 
 import zmq
 
-from iii.core import frames
+from brokers.kit import frames
 
 log = logging.getLogger(__name__)
 

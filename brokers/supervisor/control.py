@@ -22,7 +22,7 @@ from typing import Any, Callable
 import orjson
 import zmq
 
-from iii.supervisor.arbiter import Action, Arbiter, Event
+from brokers.supervisor.arbiter import Action, Arbiter, Event
 
 log = logging.getLogger(__name__)
 

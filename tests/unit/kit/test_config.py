@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from iii.core import config
-from iii.core.schema import ConfigError, Field, validate
-from iii.core.units import Unit
+from brokers.kit import config
+from brokers.kit.schema import ConfigError, Field, validate
+from brokers.kit.units import Unit
 
 
 def _port_parse(raw, path):
@@ -192,7 +192,7 @@ def test_plan_second_entry_of_a_unit_is_warned(tmp_path):
 
 
 def test_default_conf_loads_with_the_real_units():
-    from iii.supervisor.units import available
+    from brokers.supervisor.units import available
     units = available(env={})
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     cfg = config.load(os.path.join(root, "conf", "iii-config.yaml"), units, env={})
@@ -203,7 +203,7 @@ def test_default_conf_loads_with_the_real_units():
 
 # -- the CLI's exit codes -------------------------------------------------------------------
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "iii.supervisor.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "brokers.supervisor.cli", *args], capture_output=True,
                           text=True, timeout=30, env=dict(os.environ, **(env or {})))
 
 

@@ -1,8 +1,9 @@
 """Units: how a broker package tells the supervisor what process it is.
 
 Each package ``brokers/<x>/`` has a module ``brokers/<x>/unit.py`` with a module-level
-``UNIT``. The supervisor finds units by scanning the ``brokers`` package, so a new broker
-is a new package and nothing else in the tree changes.
+``UNIT``. The supervisor finds units by scanning the ``brokers`` package
+(``brokers.supervisor.units.discover``), so a new broker is a new package and nothing else
+in the tree changes.
 
 Invariants: unit names are unique; ``worker_names`` of different units do not overlap;
 a process name is the unit name, or ``<unit>-<i>`` when the unit runs several instances.
@@ -10,7 +11,6 @@ a process name is the unit name, or ``<unit>-<i>`` when the unit runs several in
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,7 +37,7 @@ class Unit:
     """How many processes of this unit the validated config asks for."""
     listens: Callable[[Any], list[tuple[str, int]]] = lambda cfg: []
     """The ``(host, port)`` addresses its processes serve; the supervisor binds each once
-    and hands the socket to them (``iii.core.listen``)."""
+    and hands the socket to them (``brokers.kit.listen``)."""
     stores: Callable[[Any, str], dict[str, str]] = lambda cfg, data_dir: {}
     """Where its durable data lives (``{name: path}``), given its config and the data dir;
     shown by ``status`` and logged at start."""
@@ -58,26 +58,6 @@ class RunContext:
     data_dir: str
     peers: list[str] = field(default_factory=list)
     """Every process name of this engine, this one included."""
-
-
-def discover() -> dict[str, Unit]:
-    """All units of the installed ``brokers`` package, by unit name."""
-    import brokers
-
-    found: dict[str, Unit] = {}
-    for mod in pkgutil.iter_modules(brokers.__path__):
-        if not mod.ispkg:
-            continue
-        try:
-            module = importlib.import_module(f"brokers.{mod.name}.unit")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"brokers.{mod.name}.unit":
-                continue
-            raise
-        unit = getattr(module, "UNIT", None)
-        if isinstance(unit, Unit):
-            found[unit.name] = unit
-    return found
 
 
 def load_main(unit: Unit) -> Callable[[RunContext], None]:

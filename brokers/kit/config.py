@@ -20,8 +20,8 @@ from typing import Any, Mapping, NamedTuple
 
 import yaml
 
-from iii.core.schema import ConfigError, Field, validate
-from iii.core.units import Unit
+from brokers.kit.schema import ConfigError, Field, validate
+from brokers.kit.units import Unit
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from iii.supervisor.states import EXIT_NO_RETRY, ProcState
+from brokers.supervisor.states import EXIT_NO_RETRY, ProcState
 
 
 @dataclass(frozen=True)

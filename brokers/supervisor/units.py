@@ -1,4 +1,5 @@
-"""Which units this engine can run: the ``brokers`` package's, plus test-only extras.
+"""Which units this engine can run: the ``brokers`` package's (each package with a
+``unit.py``), plus test-only extras.
 
 ``III_TEST_UNITS`` (``module:ATTR,module:ATTR``) adds units from outside ``brokers``; it
 exists only so that tests can run the real supervisor on trivial processes, and is
@@ -10,12 +11,33 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 from typing import Mapping
 
-from iii.core.schema import ConfigError
-from iii.core.units import Unit, discover
+from brokers.kit.schema import ConfigError
+from brokers.kit.units import Unit
 
 TEST_UNITS_ENV = "III_TEST_UNITS"
+
+
+def discover() -> dict[str, Unit]:
+    """All units of the installed ``brokers`` package, by unit name."""
+    import brokers
+
+    found: dict[str, Unit] = {}
+    for mod in pkgutil.iter_modules(brokers.__path__):
+        if not mod.ispkg:
+            continue
+        try:
+            module = importlib.import_module(f"brokers.{mod.name}.unit")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"brokers.{mod.name}.unit":
+                continue
+            raise
+        unit = getattr(module, "UNIT", None)
+        if isinstance(unit, Unit):
+            found[unit.name] = unit
+    return found
 
 
 def available(env: Mapping[str, str] | None = None) -> dict[str, Unit]:

@@ -26,11 +26,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from iii.core import errors, frames, wire
-from iii.core.bus import Bus
-from iii.core.errors import EngineError
-from iii.core.routes import RouteTable, not_found_message
-from iii.core.units import RunContext
+from brokers.kit import errors, frames, wire
+from brokers.kit.bus import Bus
+from brokers.kit.errors import EngineError
+from brokers.kit.routes import RouteTable, not_found_message
+from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@
     check CONFIG                                            validate; exit 0 or 2
     units CONFIG                                            print the process plan
 
-Where an engine's runtime dir is, for every command (``iii.core.config.runtime_dir_for``):
+Where an engine's runtime dir is, for every command (``brokers.kit.config.runtime_dir_for``):
 ``--runtime-dir``, else ``engine.runtime_dir`` of ``--config``, else ``$III_RUNTIME_DIR``,
 else ``/tmp/iii-run``; ``start`` follows the same rule with its config. Exit codes are
 named below. Invariant: a config problem is one clear line on stderr and exit code 2, a
@@ -26,15 +26,15 @@ import sys
 import time
 from typing import Any
 
-from iii.core import config as configmod
-from iii.core import listen
-from iii.core import log as logsetup
-from iii.core.schema import ConfigError
-from iii.core.units import RunContext, load_main
-from iii.supervisor import control
-from iii.supervisor.runner import AlreadyRunning, Runner, read_pid
-from iii.supervisor.states import EXIT_NO_RETRY
-from iii.supervisor.units import available
+from brokers.kit import config as configmod
+from brokers.kit import listen
+from brokers.kit import log as logsetup
+from brokers.kit.schema import ConfigError
+from brokers.kit.units import RunContext, load_main
+from brokers.supervisor import control
+from brokers.supervisor.runner import AlreadyRunning, Runner, read_pid
+from brokers.supervisor.states import EXIT_NO_RETRY
+from brokers.supervisor.units import available
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -43,7 +43,7 @@ a process could not start, ``status`` saw a FATAL process, ..."""
 EXIT_CONFIG = 2
 """Bad config file or bad command line."""
 
-log = logging.getLogger("iii.supervisor")
+log = logging.getLogger("brokers.supervisor")
 
 
 def _load(path: str) -> tuple[configmod.EngineConfig, list[configmod.Planned]]:
