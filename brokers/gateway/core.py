@@ -27,12 +27,12 @@ import uuid
 from typing import Any, Protocol
 
 from brokers.kit import frames, wire
+from brokers.kit.frames import ROUTER
 from brokers.kit.errors import ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE, PAYLOAD_TOO_LARGE
 from brokers.kit.routes import RouteTable, not_found_message
 
 log = logging.getLogger(__name__)
 
-ROUTER = "router"
 ENQUEUE_FN = "engine::queue::enqueue"
 REGISTER_FN = "engine::workers::register"
 REGISTRATIONS = frozenset({"registerfunction", "unregisterfunction", "registertrigger", "unregistertrigger",
@@ -89,7 +89,7 @@ class GatewayCore:
         """A worker connected (the shell picked ``conn_id`` and can already write to it)."""
         conn = Conn(conn_id, str(uuid.uuid4()), ip)
         self.conns[conn.id] = conn
-        self.out.bus(ROUTER, {"k": frames.CONN, "c": conn.id, "ev": "open", "token": conn.token, "ip": ip})
+        self.out.bus(ROUTER, frames.conn_open(conn.id, conn.token, ip))
         self.out.ws(conn.id, wire.dumps({"type": "workerregistered", "worker_id": conn.id,
                                          "reattach_token": conn.token}))
         self.out.arm_grace(conn.id)
@@ -104,7 +104,7 @@ class GatewayCore:
             self._answer(rnode, rconn, inv_id, wire.stopped(inv_id, fid))
         self.routes.apply([["-", conn.ns, key, self.node, conn.id]
                            for kind, key in conn.held if kind == "registerfunction"])
-        self.out.bus(ROUTER, {"k": frames.CONN, "c": conn.id, "ev": "close"})
+        self.out.bus(ROUTER, frames.conn_close(conn.id))
 
     def grace_expired(self, conn_id: str) -> None:
         conn = self.conns.get(conn_id)
@@ -206,11 +206,11 @@ class GatewayCore:
             else:
                 self._to_callee(callee, rnode, reply_conn, inv_id, fid, body)
             return
-        header = {"k": frames.INV, "id": inv_id, "fn": fid, "to": target, "rn": rnode, "rc": reply_conn}
         if self.up_acked < self.up_sent and node != ROUTER:
-            header["via"] = node  # a registration is still on its way: keep the order
-            node = ROUTER
-        self.out.bus(node, header, body)
+            # a registration is still on its way: the router passes the call on after it
+            self.out.bus(ROUTER, frames.inv(inv_id, fid, target, rnode, reply_conn, via=node), body)
+        else:
+            self.out.bus(node, frames.inv(inv_id, fid, target, rnode, reply_conn), body)
 
     def _enqueue(self, conn: Conn, msg: dict, fid: str, ns: str, inv_id: Any, action: dict) -> None:
         """§5.5: the call goes to the queue broker; the caller gets its receipt."""
@@ -249,7 +249,7 @@ class GatewayCore:
             if caller is not None and caller.outgoing.pop(inv_id, None) is not None:
                 self.out.ws(rconn, body)
             return
-        self.out.bus(rnode, {"k": frames.RES, "id": inv_id, "to": rconn}, body)
+        self.out.bus(rnode, frames.res(inv_id, rconn), body)
 
     # ---- registrations ------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ class GatewayCore:
         (no connection and no body: a request for an ACK only)."""
         self.up_sent += 1
         c, ns = (conn.id, conn.ns) if conn is not None else (None, None)
-        self.out.bus(ROUTER, {"k": frames.UP, "c": c, "ns": ns, "s": self.up_sent}, raw)
+        self.out.bus(ROUTER, frames.up(c, ns, self.up_sent), raw)
 
     def _claim_locally(self, conn: Conn, function_id: str) -> None:
         """Route a new function of ours at once, as the reference engine registers
@@ -301,7 +301,7 @@ class GatewayCore:
             conn.small_only = data.get("runtime") == "python" and not (
                 isinstance(features, list) and "large-messages.v1" in features)
         conn.meta = wire.dumps(data)
-        self.out.bus(ROUTER, {"k": frames.META, "c": conn.id, "id": inv_id, "fixed": conn.ns}, conn.meta)
+        self.out.bus(ROUTER, frames.meta(conn.id, inv_id, conn.ns), conn.meta)
 
     def _fix_namespace(self, conn: Conn, ns: str) -> None:
         conn.ns = ns
@@ -399,11 +399,11 @@ class GatewayCore:
     def resync(self) -> None:
         """The router restarted: say who we are, then replay every connection and its
         registrations (the HELLO lets it tell our next restart from this life)."""
-        self.out.bus(ROUTER, {"k": frames.HELLO, "epoch": self.epoch})
+        self.out.bus(ROUTER, frames.hello(self.epoch))
         for conn in self.conns.values():
-            self.out.bus(ROUTER, {"k": frames.CONN, "c": conn.id, "ev": "open", "token": conn.token, "ip": conn.ip})
+            self.out.bus(ROUTER, frames.conn_open(conn.id, conn.token, conn.ip))
             if conn.meta is not None:
-                self.out.bus(ROUTER, {"k": frames.META, "c": conn.id, "id": None, "fixed": conn.ns}, conn.meta)
+                self.out.bus(ROUTER, frames.meta(conn.id, None, conn.ns), conn.meta)
             for (kind, _), raw in sorted(conn.held.items(), key=lambda kv: _REPLAY_ORDER[kv[0][0]]):
                 self._up(conn, raw)
         # An UP the dead router never applied would keep the ACK fence up until our next

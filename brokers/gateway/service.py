@@ -130,7 +130,7 @@ class Gateway:
             self.loop.add_signal_handler(sig, stop.set)
         sock = listen.listener(self.cfg["host"], self.cfg["port"])  # before the bus: fail fast
         self.node_bus.start()
-        self.bus(ROUTER, {"k": frames.HELLO, "epoch": self.epoch, "fresh": True})
+        self.bus(ROUTER, frames.hello(self.epoch, fresh=True))
         await self._routes_known()
         async with serve(self.handle, sock=sock, compression=None,
                          max_size=self.cfg["max_message_bytes"], max_queue=64, ping_interval=None,

@@ -29,6 +29,7 @@ from typing import Any, Awaitable, Callable
 from brokers.kit import errors, frames, wire
 from brokers.kit.bus import Bus
 from brokers.kit.errors import EngineError
+from brokers.kit.frames import ROUTER
 from brokers.kit.routes import RouteTable, not_found_message
 from brokers.kit.units import RunContext
 
@@ -38,7 +39,6 @@ Trace = tuple[str | None, str | None]
 """``(traceparent, baggage)`` of a call (protocol §9.1)."""
 NO_TRACE: Trace = (None, None)
 
-ROUTER = "router"
 
 Handler = Callable[[Any, Any], Any]
 
@@ -130,7 +130,7 @@ class Broker:
             loop.add_signal_handler(sig, self._stop.set)
         await self.setup()
         self.bus.start()
-        self.send(ROUTER, {"k": frames.HELLO, "epoch": self.epoch, "worker": self.worker_name, "fresh": True})
+        self.send(ROUTER, frames.hello(self.epoch, self.worker_name, fresh=True))
         self.announce()
         log.info("%s ready", self.name)
         await self._stop.wait()
@@ -150,7 +150,7 @@ class Broker:
 
     def up(self, message: dict) -> None:
         """Send a registration message of this process to the router."""
-        self.send(ROUTER, {"k": frames.UP, "c": None, "ns": "default"}, wire.dumps(message))
+        self.send(ROUTER, frames.up(None, "default"), wire.dumps(message))
 
     def send(self, node: str, header: dict, body: bytes = b"") -> None:
         """Queue a frame for ``node`` (sent at the end of this loop pass)."""
@@ -177,8 +177,7 @@ class Broker:
         inv_id = str(uuid.uuid4())
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending[inv_id] = (fut, node)
-        header = {"k": frames.INV, "id": inv_id, "fn": function_id, "to": conn,
-                  "rn": self.name, "rc": None}
+        header = frames.inv(inv_id, function_id, conn, self.name, None)
         self.send(node, header, wire.invoke(inv_id, function_id, data, metadata, traceparent, baggage))
         # _on_res pops its entry; a call stopped by RESET or cancelled is dropped here.
         fut.add_done_callback(lambda f: self._pending.pop(inv_id, None))
@@ -198,7 +197,7 @@ class Broker:
         """Invoke a function without waiting for (or receiving) its result."""
         node, conn = self._route(function_id, namespace)
         inv_id = str(uuid.uuid4())
-        header = {"k": frames.INV, "id": inv_id, "fn": function_id, "to": conn, "rn": None, "rc": None}
+        header = frames.inv(inv_id, function_id, conn, None, None)
         self.send(node, header, wire.invoke(inv_id, function_id, data, metadata, traceparent, baggage))
 
     # ---- frames -------------------------------------------------------------------------
@@ -215,7 +214,7 @@ class Broker:
 
     def _on_hello(self, sender: str, header: dict, body: bytes) -> None:
         if sender == ROUTER:  # the router (re)started: tell it who we are and everything again
-            self.send(ROUTER, {"k": frames.HELLO, "epoch": self.epoch, "worker": self.worker_name})
+            self.send(ROUTER, frames.hello(self.epoch, self.worker_name))
             self.announce()
             self.on_router_restart()
 
@@ -236,15 +235,15 @@ class Broker:
         try:
             msg = wire.loads(body)
         except ValueError:
-            fut.set_exception(EngineError("invalid_response", "undecodable result"))
+            fut.set_exception(EngineError(errors.INVALID_RESPONSE, "undecodable result"))
             return
         err = msg.get("error")
         if err:
             if isinstance(err, dict):
-                fut.set_exception(EngineError(str(err.get("code", "UNKNOWN")), str(err.get("message", "")),
+                fut.set_exception(EngineError(str(err.get("code", errors.UNKNOWN)), str(err.get("message", "")),
                                               err.get("stacktrace")))
             else:
-                fut.set_exception(EngineError("UNKNOWN", str(err)))
+                fut.set_exception(EngineError(errors.UNKNOWN, str(err)))
         else:
             fut.set_result(msg.get("result"))
 
@@ -305,7 +304,7 @@ class Broker:
             body = wire.result(header["id"], header["fn"], value)
         except TypeError as exc:
             body = wire.error(header["id"], header["fn"], errors.SERIALIZATION_ERROR, str(exc))
-        self.send(node, {"k": frames.RES, "id": header["id"], "to": header.get("rc")}, body)
+        self.send(node, frames.res(header["id"], header.get("rc")), body)
 
     def _reply_error(self, header: dict, exc: BaseException) -> None:
         if not isinstance(exc, EngineError):
@@ -318,7 +317,7 @@ class Broker:
                 log.warning("void call of %s failed: %s %s", header["fn"], exc.code, exc.message)
             return
         body = wire.error(header["id"], header["fn"], exc.code, exc.message, exc.stacktrace)
-        self.send(node, {"k": frames.RES, "id": header["id"], "to": header.get("rc")}, body)
+        self.send(node, frames.res(header["id"], header.get("rc")), body)
 
     # ---- trigger bindings from the router -----------------------------------------------
 
@@ -347,7 +346,7 @@ class Broker:
         spec = self.trigger_types.get(type_id)
         try:
             if spec is None:
-                raise EngineError("trigger_type_not_found", f"Trigger type {type_id} not found")
+                raise EngineError(errors.TRIGGER_TYPE_NOT_FOUND, f"Trigger type {type_id} not found")
             outcome = spec.on_register(binding)
             if inspect.isawaitable(outcome):
                 await outcome

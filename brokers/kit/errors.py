@@ -8,19 +8,42 @@ from __future__ import annotations
 
 from typing import Any
 
+# -- calls (protocol.md Appendix B) ------------------------------------------------------
 FUNCTION_NOT_FOUND = "function_not_found"
 INVOCATION_STOPPED = "invocation_stopped"
 INVOCATION_FAILED = "invocation_failed"
-ENQUEUE_ERROR = "enqueue_error"
-INVALID_NAMESPACE = "INVALID_NAMESPACE"
+INVALID_RESPONSE = "invalid_response"
+"""A result frame from another process that does not decode."""
+UNKNOWN = "UNKNOWN"
+"""An error that came as a bare string instead of an ErrorBody."""
 DESERIALIZATION_ERROR = "deserialization_error"
 SERIALIZATION_ERROR = "serialization_error"
-TRIGGER_REGISTRATION_FAILED = "trigger_registration_failed"
-UNREGISTER_FAILED = "unregister_failed"
-NOT_FOUND = "NOT_FOUND"
-INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
 PAYLOAD_TOO_LARGE = "payload_too_large"
 TIMEOUT = "TIMEOUT"
+ENQUEUE_ERROR = "enqueue_error"
+
+# -- registrations ------------------------------------------------------------------------
+INVALID_NAMESPACE = "INVALID_NAMESPACE"
+WORKER_NAMESPACE_CONFLICT = "WORKER_NAMESPACE_CONFLICT"
+FUNCTION_NAMESPACE_CONFLICT = "FUNCTION_NAMESPACE_CONFLICT"
+TRIGGER_REGISTRATION_FAILED = "trigger_registration_failed"
+TRIGGER_TYPE_NOT_FOUND = "trigger_type_not_found"
+UNREGISTER_FAILED = "unregister_failed"
+
+# -- engine::* built-ins (workers-a §5) ---------------------------------------------------
+NOT_FOUND = "NOT_FOUND"
+INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
+
+# -- state (workers-a §2) -------------------------------------------------------------------
+SET_ERROR = "SET_ERROR"
+UPDATE_ERROR = "UPDATE_ERROR"
+DELETE_ERROR = "DELETE_ERROR"
+
+# -- queue and pub/sub (workers-a §4, workers-b §1) -----------------------------------------
+TOPIC_NOT_SET = "topic_not_set"
+QUEUE_NOT_SET = "queue_not_set"
+MESSAGE_ID_NOT_SET = "message_id_not_set"
+TOPIC_REQUIRED = "topic_required"
 
 
 class EngineError(Exception):

@@ -48,6 +48,9 @@ from typing import Any
 
 import msgpack
 
+ROUTER = "router"
+"""The router's node name on the bus (every other node name comes from the plan)."""
+
 INV = "inv"
 RES = "res"
 UP = "up"
@@ -62,6 +65,81 @@ RESET = "reset"
 ACK = "ack"
 
 _packb = msgpack.Packer(use_bin_type=True).pack
+
+Header = dict[str, Any]
+
+
+# ---- one constructor per kind: the only place a header is spelled out -----------------
+
+def inv(inv_id: str, fn: str, to: str | None, rn: str | None, rc: str | None,
+        via: str | None = None) -> Header:
+    """Deliver an invokefunction to ``to``; the answer goes to (``rn``, ``rc``), none if
+    ``rn`` is None; ``via``: sent to the router, which passes it on to that node."""
+    h = {"k": INV, "id": inv_id, "fn": fn, "to": to, "rn": rn, "rc": rc}
+    if via is not None:
+        h["via"] = via
+    return h
+
+
+def res(inv_id: str, to: str | None) -> Header:
+    """Deliver an invocationresult to connection ``to`` of the receiving node."""
+    return {"k": RES, "id": inv_id, "to": to}
+
+
+def up(conn: str | None, ns: str, seq: int | None = None) -> Header:
+    """A registration message of connection ``conn`` (None: the node itself)."""
+    h: Header = {"k": UP, "c": conn, "ns": ns}
+    if seq is not None:
+        h["s"] = seq
+    return h
+
+
+def conn_open(conn: str, token: str | None, ip: str | None) -> Header:
+    return {"k": CONN, "c": conn, "ev": "open", "token": token, "ip": ip}
+
+
+def conn_close(conn: str) -> Header:
+    return {"k": CONN, "c": conn, "ev": "close"}
+
+
+def meta(conn: str, inv_id: str | None, fixed: str | None) -> Header:
+    """``engine::workers::register`` data of ``conn``; ``fixed``: its namespace if already fixed."""
+    return {"k": META, "c": conn, "id": inv_id, "fixed": fixed}
+
+
+def metaok(conn: str, ok: bool, ns: str, inv_id: str | None) -> Header:
+    return {"k": METAOK, "c": conn, "ok": ok, "ns": ns, "id": inv_id}
+
+
+def down(conn: str | None) -> Header:
+    """Write the body to connection ``conn`` of the receiving node."""
+    return {"k": DOWN, "c": conn}
+
+
+def close(conn: str) -> Header:
+    return {"k": CLOSE, "c": conn}
+
+
+def routes(ops: list) -> Header:
+    return {"k": ROUTES, "ops": ops}
+
+
+def hello(epoch: str, worker: str | None = None, fresh: bool = False) -> Header:
+    """A node's HELLO (``worker``: a broker's worker name; ``fresh``: its first since start)."""
+    h: Header = {"k": HELLO, "epoch": epoch}
+    if worker is not None:
+        h["worker"] = worker
+    if fresh:
+        h["fresh"] = True
+    return h
+
+
+def reset(node: str) -> Header:
+    return {"k": RESET, "node": node}
+
+
+def ack(seq: int) -> Header:
+    return {"k": ACK, "s": seq}
 
 
 def pack(header: dict[str, Any]) -> bytes:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from brokers.kit.errors import EngineError, deserialization_error
+from brokers.kit.errors import TOPIC_NOT_SET, EngineError, deserialization_error
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def parse_publish(raw: Any) -> tuple[str, Any]:
     if not isinstance(topic, str):
         raise deserialization_error(PUBLISH, f"invalid type for `topic`: {type(topic).__name__}")
     if not topic:
-        raise EngineError("topic_not_set", "Topic is not set")
+        raise EngineError(TOPIC_NOT_SET, "Topic is not set")
     return topic, raw["data"]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from brokers.kit import errors
 from brokers.kit.errors import EngineError, deserialization_error
 
 ENQUEUE = "engine::queue::enqueue"
@@ -72,7 +73,7 @@ def enqueue(raw: Any) -> EnqueueRequest:
     data = _field(ENQUEUE, raw, ("data",), None)
     for value, what in ((queue, "queue"), (function_id, "function_id"), (receipt, "messageReceiptId")):
         if not value:
-            raise EngineError("enqueue_error", f"{what} is required")
+            raise EngineError(errors.ENQUEUE_ERROR, f"{what} is required")
     return EnqueueRequest(
         queue=queue, function_id=function_id, data=data, message_id=receipt,
         namespace=_field(ENQUEUE, raw, ("namespace",), str, False, None) or "default",
@@ -87,7 +88,7 @@ def publish(raw: Any) -> tuple[str, Any]:
     topic = _field(PUBLISH, raw, ("topic",), str)
     data = _field(PUBLISH, raw, ("data",), None)
     if not topic:
-        raise EngineError("topic_not_set", "Topic is not set")
+        raise EngineError(errors.TOPIC_NOT_SET, "Topic is not set")
     return topic, data
 
 
@@ -95,7 +96,7 @@ def queue_name(fid: str, raw: Any) -> str:
     """``{queue}`` (alias ``topic``) of the redrive family."""
     name = _field(fid, _obj(fid, raw), ("queue", "topic"), str)
     if not name:
-        raise EngineError("queue_not_set", "Queue name is required")
+        raise EngineError(errors.QUEUE_NOT_SET, "Queue name is required")
     return name
 
 
@@ -104,7 +105,7 @@ def queue_and_message(fid: str, raw: Any) -> tuple[str, str]:
     name = queue_name(fid, raw)
     message_id = _field(fid, raw, ("message_id",), str)
     if not message_id:
-        raise EngineError("message_id_not_set", "Message ID is required")
+        raise EngineError(errors.MESSAGE_ID_NOT_SET, "Message ID is required")
     return name, message_id
 
 
@@ -112,7 +113,7 @@ def topic_name(fid: str, raw: Any) -> str:
     """``{topic}`` (alias ``queue``) of topic_stats / dlq_messages."""
     name = _field(fid, _obj(fid, raw), ("topic", "queue"), str)
     if not name:
-        raise EngineError("topic_required", "topic is required")
+        raise EngineError(errors.TOPIC_REQUIRED, "topic is required")
     return name
 
 

@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from brokers.kit import frames, wire
+from brokers.kit import errors, frames, wire
 
 Owner = tuple[str, "str | None"]
 Key = tuple[str, str]
@@ -109,7 +109,7 @@ class Registry:
     def broadcast_routes(self, ops: list) -> None:
         self.on_route_ops(ops)
         for peer in self.peers:
-            self.send(peer, {"k": frames.ROUTES, "ops": ops})
+            self.send(peer, frames.routes(ops))
 
     def snapshot(self) -> list:
         ops: list = [["="]]
@@ -119,7 +119,7 @@ class Registry:
     def to_conn(self, owner: Owner, message: dict) -> None:
         if owner[0] == self.me:
             return
-        self.send(owner[0], {"k": frames.DOWN, "c": owner[1]}, wire.dumps(message))
+        self.send(owner[0], frames.down(owner[1]), wire.dumps(message))
 
     def alive(self, owner: Owner | None) -> bool:
         return owner is not None and owner in self.workers
@@ -135,13 +135,13 @@ class Registry:
         if old is not None and old != epoch:
             self.drop_node(node)
             for peer in self.peers:
-                self.send(peer, {"k": frames.RESET, "node": node})
+                self.send(peer, frames.reset(node))
         self.epochs[node] = epoch
         if worker_name is not None:  # a broker: it owns things as (node, None)
             self.workers.setdefault((node, None), Worker(node, None, connected_at_ms=now_ms,
                                                          name=worker_name, meta={"runtime": "engine"}))
         if snapshot:
-            self.send(node, {"k": frames.ROUTES, "ops": self.snapshot()})
+            self.send(node, frames.routes(self.snapshot()))
 
     def drop_node(self, node: str) -> None:
         for owner in [o for o in self.workers if o[0] == node]:
@@ -184,7 +184,7 @@ class Registry:
         if prev is None or self.workers[prev].token != token:
             return
         self.disconnect(prev)
-        self.send(prev[0], {"k": frames.CLOSE, "c": prev[1]})
+        self.send(prev[0], frames.close(prev[1]))
 
     def register_worker(self, owner: Owner, data: Any, fixed_ns: str | None) -> tuple[bool, str]:
         """``engine::workers::register`` (§4.3): store metadata, take the name lease."""
@@ -197,7 +197,7 @@ class Registry:
         if name is not None:
             holder = self.leases.get((ns, name))
             if holder is not None and holder != owner and self.alive(holder):
-                self.to_conn(owner, {"type": "registrationrejected", "code": "WORKER_NAMESPACE_CONFLICT",
+                self.to_conn(owner, {"type": "registrationrejected", "code": errors.WORKER_NAMESPACE_CONFLICT,
                                      "namespace": ns, "worker_name": name,
                                      "owner_worker_id": holder[1] or ""})
                 return False, ns
@@ -226,7 +226,7 @@ class Registry:
         current = self.functions.get((ns, fid))
         reserved = fid.startswith("engine::") and ns != "default"
         if reserved or (current is not None and current.owner != owner and self.alive(current.owner)):
-            self.to_conn(owner, {"type": "registrationrejected", "code": "FUNCTION_NAMESPACE_CONFLICT",
+            self.to_conn(owner, {"type": "registrationrejected", "code": errors.FUNCTION_NAMESPACE_CONFLICT,
                                  "namespace": ns, "function_id": fid,
                                  "owner_worker_id": "" if reserved else (current.owner[1] or "")})
             return
@@ -246,7 +246,7 @@ class Registry:
     def register_trigger(self, owner: Owner | None, ns: str, msg: dict) -> Binding | None:
         bid, ttype, fid = msg.get("id"), msg.get("trigger_type"), msg.get("function_id")
         if blank(msg.get("namespace")) or blank(msg.get("trigger_namespace")):
-            self._binding_error(owner, msg, "INVALID_NAMESPACE", "namespace must not be blank")
+            self._binding_error(owner, msg, errors.INVALID_NAMESPACE, "namespace must not be blank")
             return None
         if not all(isinstance(v, str) and v for v in (bid, ttype, fid)):
             return None

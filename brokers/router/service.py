@@ -88,14 +88,14 @@ class Router(Broker):
         for tid, desc in ENGINE_TRIGGER_TYPES.items():
             self.registry.register_trigger_type(me, "default", {"id": tid, "description": desc})
         for peer in self.registry.peers:
-            self.send(peer, {"k": frames.HELLO, "epoch": self.epoch})
+            self.send(peer, frames.hello(self.epoch))
         self._touch_functions()
 
     def _send_snapshots(self) -> None:
         self.settled = True
         snapshot = self.registry.snapshot()
         for peer in self.registry.peers:
-            self.send(peer, {"k": frames.ROUTES, "ops": snapshot})
+            self.send(peer, frames.routes(snapshot))
 
     # ---- frames from other processes ---------------------------------------------------
 
@@ -122,7 +122,7 @@ class Router(Broker):
         except ValueError:
             data = None
         ok, ns = self.registry.register_worker(owner, data, header.get("fixed"))
-        self.send(sender, {"k": frames.METAOK, "c": header["c"], "ok": ok, "ns": ns, "id": header.get("id")})
+        self.send(sender, frames.metaok(header["c"], ok, ns, header.get("id")))
 
     def _on_inv_or_pass(self, sender: str, header: dict, body: bytes) -> None:
         """A gateway's call that must not overtake its registrations (frames.ACK): the
@@ -138,7 +138,7 @@ class Router(Broker):
             self._apply_up(sender, header, body)
         finally:
             if "s" in header:
-                self.send(sender, {"k": frames.ACK, "s": header["s"]})
+                self.send(sender, frames.ack(header["s"]))
 
     def _apply_up(self, sender: str, header: dict, body: bytes) -> None:
         if not body and header.get("c") is None:  # a gateway's ACK request ends its replay

@@ -18,7 +18,7 @@ import orjson
 
 from brokers.state.decode import DecodeError, expect_str, expect_struct, optional_str
 from brokers.state.ops import MISSING, Op, apply_update_ops, parse_ops
-from brokers.kit.errors import EngineError, deserialization_error
+from brokers.kit.errors import FUNCTION_NOT_FOUND, TRIGGER_REGISTRATION_FAILED, EngineError, deserialization_error
 
 SET = "state::set"
 GET = "state::get"
@@ -110,7 +110,7 @@ def _decode(function_id: str, payload: Any, max_value_bytes: int | None) -> Writ
 def decode_call(function_id: str, payload: Any, max_value_bytes: int | None = None) -> Write | Read:
     """Decode the input of one ``state::*`` call or raise its ``EngineError``."""
     if function_id not in _STRUCTS:
-        raise EngineError("function_not_found", f"Function {function_id} not found")
+        raise EngineError(FUNCTION_NOT_FOUND, f"Function {function_id} not found")
     try:
         return _decode(function_id, payload, max_value_bytes)
     except DecodeError as exc:
@@ -210,7 +210,7 @@ class TriggerConfigError(EngineError):
     """A ``state`` trigger config the provider rejects."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__("trigger_registration_failed", f"Failed to parse trigger config: {detail}")
+        super().__init__(TRIGGER_REGISTRATION_FAILED, f"Failed to parse trigger config: {detail}")
 
 
 def parse_trigger_config(config: Any) -> TriggerConfig:
