@@ -1,6 +1,7 @@
 """Our Python worker SDK: the implementation behind ``iii``'s public names.
 
-Layout: ``core`` (sans-I/O protocol state), ``shell`` (asyncio thread, reconnect, handlers),
+Layout: ``core`` (sans-I/O protocol state), ``events`` (what the core hands the shell),
+``shell`` (asyncio thread, reconnect, handlers),
 ``transport`` (the WebSocket connection: direct frame delivery, batched writes), ``waiters``
 (cross-thread mailboxes and call waiters), ``pool`` (threads for ``def`` handlers),
 ``worker`` (public ``III`` API), ``logger``, ``options``, ``codec``, ``errors``, ``types``

@@ -3,7 +3,8 @@
 Owns the local registries (functions, triggers, trigger types) replayed on every connection,
 the offline queue, the pending calls with their client-side deadlines, and the reconnect
 attempt counter. It never touches a socket, an event loop or a clock: ``now`` is passed in
-(seconds, any monotonic base) and frames leave through ``outbox`` as JSON text.
+(seconds, any monotonic base), frames leave through ``outbox`` as JSON text, and what the
+shell must do comes back as the events of ``sdk.events``.
 
 Invariants:
 - On connect the frames go out in the §4.2 order (reattach, trigger types, functions,
@@ -22,11 +23,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from sdk.types import TriggerConfig
 from sdk import errors
 from sdk.codec import encode, decode
 from sdk.errors import InvocationError, RegistrationRejectedError
+from sdk.events import Completion, Fatal, Invoke, ProviderCall
 from sdk.options import ReconnectionConfig, backoff_delay_ms
+from sdk.types import TriggerConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,42 +43,6 @@ class Pending:
     waiter: Any
     deadline: float
     timeout_ms: int
-
-
-@dataclass(slots=True)
-class Completion:
-    """Settle ``waiter`` with ``result`` or raise ``error``."""
-
-    waiter: Any
-    result: Any = None
-    error: BaseException | None = None
-
-
-@dataclass(slots=True)
-class Invoke:
-    """Run ``handler`` for an incoming call; answer only if ``invocation_id`` is set."""
-
-    invocation_id: str | None
-    function_id: str
-    handler: Any
-    data: Any
-    metadata: Any
-    traceparent: str | None
-    baggage: str | None
-
-
-@dataclass(slots=True)
-class ProviderCall:
-    """Call the trigger-type ``handler``'s register_trigger / unregister_trigger."""
-
-    kind: str  # "register" | "unregister"
-    handler: Any
-    trigger: TriggerConfig
-
-
-@dataclass(slots=True)
-class Fatal:
-    error: RegistrationRejectedError
 
 
 def validate_function_id(function_id: Any) -> None:

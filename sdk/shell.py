@@ -29,7 +29,8 @@ from typing import Any, Callable
 from websockets.asyncio.client import connect
 
 from sdk.codec import MAX_MESSAGE_BYTES
-from sdk.core import Completion, Core, Fatal, Invoke, ProviderCall, handler_error_body
+from sdk.core import Core, handler_error_body
+from sdk.events import Completion, Fatal, Invoke, ProviderCall
 from sdk.pool import HandlerPool
 from sdk.transport import SdkConnection
 from sdk.waiters import Mailbox

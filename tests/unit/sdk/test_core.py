@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from sdk.core import MAX_QUEUE, Completion, Core, Fatal, Invoke, ProviderCall, handler_error_body
+from sdk.core import MAX_QUEUE, Core, handler_error_body
+from sdk.events import Completion, Fatal, Invoke, ProviderCall
 from sdk.errors import InvocationError, RegistrationRejectedError
 from sdk.options import ReconnectionConfig
 
