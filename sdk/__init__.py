@@ -1,13 +1,14 @@
 """Our Python worker SDK: the implementation behind ``iii``'s public names.
 
 Layout: ``core`` (sans-I/O protocol state), ``events`` (what the core hands the shell),
-``shell`` (asyncio thread, reconnect, handlers),
-``transport`` (the WebSocket connection: direct frame delivery, batched writes), ``waiters``
-(cross-thread mailboxes and call waiters), ``pool`` (threads for ``def`` handlers),
-``worker`` (public ``III`` API), ``logger``, ``options``, ``codec``, ``errors``, ``types``
-(the wire types, public as ``iii.iii_types``). Importing this package loads websockets but
-no engine module (zmq, lmdb, msgpack, ``brokers``); nothing here imports ``iii`` (``iii``
-is the public face in front of this package, never the other way round).
+``shell`` (asyncio thread, reconnect, running handlers), ``handlers`` (how a handler's shape
+decides how it is called, and what its failure becomes on the wire), ``transport`` (the
+WebSocket connection: direct frame delivery, batched writes), ``waiters`` (cross-thread
+mailboxes and call waiters), ``pool`` (threads for ``def`` handlers), ``worker`` (public
+``III`` API), ``logger``, ``options``, ``codec``, ``errors``, ``types`` (the wire types,
+public as ``iii.iii_types``). Importing this package loads websockets but no engine module
+(zmq, lmdb, msgpack, ``brokers``); nothing here imports ``iii`` (``iii`` is the public face
+in front of this package, never the other way round).
 """
 from __future__ import annotations
 

@@ -54,17 +54,6 @@ def validate_function_id(function_id: Any) -> None:
         raise ValueError(f"function id {function_id!r}: the iii:: prefix is reserved for the engine")
 
 
-def handler_error_body(exc: BaseException) -> dict[str, Any]:
-    """What a raising handler becomes on the wire (protocol.md §5.7)."""
-    import traceback
-
-    return {
-        "code": errors.INVOCATION_FAILED,
-        "message": str(exc),
-        "stacktrace": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-    }
-
-
 class Core:
     """One worker's protocol state across any number of connections."""
 

@@ -3,7 +3,8 @@
 Owns the WebSocket (``sdk.transport.SdkConnection``: websockets 17, 64 MiB messages, no
 compression), the reconnect loop, the deadline timer and the running of handlers: ``async
 def`` handlers on the loop, sync ones in a thread pool (so a sync handler may block in
-``iii.trigger`` while the loop keeps reading).
+``iii.trigger`` while the loop keeps reading); which is which, and how a handler is called,
+is ``sdk.handlers``'s decision.
 
 With ``InitOptions(run_on_running_loop=True)`` the shell runs on the caller's running loop
 instead (no thread of its own): ``trigger_async`` there starts the call directly, with no
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import random
 import threading
@@ -29,8 +29,9 @@ from typing import Any, Callable
 from websockets.asyncio.client import connect
 
 from sdk.codec import MAX_MESSAGE_BYTES
-from sdk.core import Core, handler_error_body
+from sdk.core import Core
 from sdk.events import Completion, Fatal, Invoke, ProviderCall
+from sdk.handlers import HandlerSpec, handler_error_body, is_async, provider_error_body, provider_method
 from sdk.pool import HandlerPool
 from sdk.transport import SdkConnection
 from sdk.waiters import Mailbox
@@ -38,41 +39,6 @@ from sdk.waiters import Mailbox
 log = logging.getLogger(__name__)
 
 HOLD_FALLBACK_S = 5.0
-
-
-class HandlerSpec:
-    """A user handler with what the shell needs to call it (decided once, at registration)."""
-
-    __slots__ = ("fn", "is_async", "meta_mode")
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None))
-        self.meta_mode = metadata_mode(fn)
-
-    def call(self, data: Any, metadata: Any) -> Any:
-        if self.meta_mode == "positional":
-            return self.fn(data, metadata)
-        if self.meta_mode == "keyword":
-            return self.fn(data, metadata=metadata)
-        return self.fn(data)
-
-
-def metadata_mode(fn: Callable[..., Any]) -> str:
-    """§5.6: only a parameter literally named ``metadata`` receives the sidecar."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return "none"
-    param = params.get("metadata")
-    if param is None:
-        return "none"
-    if param.kind == inspect.Parameter.KEYWORD_ONLY:
-        return "keyword"
-    positional = [p for p in params.values()
-                  if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    return "positional" if len(positional) >= 2 and positional[1].name == "metadata" else "none"
 
 
 def _settle(c: Completion) -> None:
@@ -316,8 +282,8 @@ class Shell:
             self.core.result(ev.invocation_id, ev.function_id, result=value)
 
     def _provider(self, ev: ProviderCall) -> None:
-        method = getattr(ev.handler, "register_trigger" if ev.kind == "register" else "unregister_trigger")
-        if inspect.iscoroutinefunction(method):
+        method = provider_method(ev.handler, ev.kind)
+        if is_async(method):
             fut: asyncio.Future[Any] = self.loop.create_task(method(ev.trigger))
         else:
             fut = self.pool.run(self.loop, method, ev.trigger)
@@ -325,7 +291,7 @@ class Shell:
         def done(f: asyncio.Future[Any]) -> None:
             exc = f.exception() if not f.cancelled() else asyncio.CancelledError()
             if ev.kind == "register":
-                err = None if exc is None else {"code": "trigger_registration_failed", "message": str(exc)}
+                err = None if exc is None else provider_error_body(exc)
                 self.core.trigger_registration_result(ev.trigger, err)
                 self.flush()
             elif exc is not None:

@@ -20,7 +20,8 @@ from sdk.types import HttpInvocationConfig, action_to_wire
 from sdk.core import Core, validate_function_id
 from sdk.errors import SHUTDOWN, TIMEOUT, InvocationError
 from sdk.options import InitOptions, resolve_address, resolve_headers, resolve_namespace, worker_metadata
-from sdk.shell import HandlerSpec, Shell
+from sdk.handlers import HandlerSpec, check_provider
+from sdk.shell import Shell
 from sdk.waiters import LoopWaiter, SyncWaiter
 
 log = logging.getLogger(__name__)
@@ -195,9 +196,7 @@ class III:
         description = _get(trigger_type, "description")
         if not type_id or description is None:
             raise ValueError("a trigger type needs 'id' and 'description'")
-        for method in ("register_trigger", "unregister_trigger"):
-            if not callable(getattr(handler, method, None)):
-                raise TypeError(f"trigger type handler needs a {method}() method")
+        check_provider(handler)
         msg: dict[str, Any] = {"id": type_id, "description": description}
         for key in ("trigger_request_format", "call_request_format"):
             value = _get(trigger_type, key)

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from sdk.core import MAX_QUEUE, Core, handler_error_body
-from sdk.events import Completion, Fatal, Invoke, ProviderCall
+from sdk.core import MAX_QUEUE, Core
 from sdk.errors import InvocationError, RegistrationRejectedError
+from sdk.events import Completion, Fatal, Invoke, ProviderCall
+from sdk.handlers import handler_error_body
 from sdk.options import ReconnectionConfig
 
 

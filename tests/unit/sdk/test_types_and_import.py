@@ -1,4 +1,4 @@
-"""Wire types of iii.iii_types (sdk.types), the lazy ``iii`` package, and handler signatures."""
+"""Wire types of iii.iii_types (sdk.types) and the lazy ``iii`` package."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +9,6 @@ import pytest
 from iii.iii_types import (
     HttpAuthApiKey, HttpAuthBearer, HttpAuthHmac, HttpInvocationConfig, TriggerAction, action_to_wire,
 )
-from sdk.shell import metadata_mode
 
 
 def test_http_invocation_to_wire_matches_observed_python_frames():
@@ -43,15 +42,6 @@ def test_trigger_actions():
     assert action_to_wire(None) is None
     with pytest.raises(ValueError):
         action_to_wire({"type": "enqueue"})
-
-
-def test_metadata_only_for_a_parameter_named_metadata():
-    def one(data): ...
-    def pos(data, metadata=None): ...
-    def kw(data, *, metadata=None): ...
-    def other(data, meta=None): ...
-    def star(*args, **kwargs): ...
-    assert [metadata_mode(f) for f in (one, pos, kw, other, star)] == ["none", "positional", "keyword", "none", "none"]
 
 
 def test_importing_iii_loads_no_engine_or_sdk_module():
