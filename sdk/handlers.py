@@ -10,6 +10,8 @@ Invariants:
 - Async means a coroutine function, or an object whose ``__call__`` is one: it runs on the
   SDK loop; anything else runs in the handler pool (so it may block in ``iii.trigger``).
 - Only a parameter literally named ``metadata`` receives the sidecar (protocol.md §5.6).
+- A handler that raises ``InvocationError`` (its own, or an inner call's re-raised) answers
+  with that error's code and message as they are.
 """
 from __future__ import annotations
 
@@ -75,10 +77,17 @@ def provider_method(handler: Any, kind: str) -> Callable[..., Any]:
 
 
 def handler_error_body(exc: BaseException) -> dict[str, Any]:
-    """What a raising handler becomes on the wire (protocol.md §5.7)."""
+    """What a raising handler becomes on the wire (protocol.md §5.7): an ``InvocationError``
+    keeps its code and message (``str()`` of one is ``"code: message"``: the caller would see
+    the code twice); anything else is ``invocation_failed`` with ``str(exc)``. The stacktrace
+    is always this handler's."""
+    if isinstance(exc, errors.InvocationError):
+        code, message = exc.code, exc.message
+    else:
+        code, message = errors.INVOCATION_FAILED, str(exc)
     return {
-        "code": errors.INVOCATION_FAILED,
-        "message": str(exc),
+        "code": code,
+        "message": message,
         "stacktrace": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     }
 

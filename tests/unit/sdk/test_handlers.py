@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from sdk.errors import InvocationError
 from sdk.handlers import HandlerSpec, check_provider, handler_error_body, is_async, metadata_mode, provider_method
 
 
@@ -58,3 +59,14 @@ def test_a_raising_handler_is_invocation_failed_with_its_message_and_traceback()
         body = handler_error_body(exc)
     assert body["code"] == "invocation_failed" and body["message"] == "bad"
     assert "ValueError: bad" in body["stacktrace"]
+
+
+def test_a_raised_invocation_error_keeps_its_own_code_and_message():
+    # a re-raise passes an inner call's failure on as it is, its code not folded into the message
+    for code in ("invocation_failed", "out_of_stock", "TIMEOUT"):
+        try:
+            raise InvocationError(code, "no price for kite", "remote trace", function_id="shop::price")
+        except InvocationError as exc:
+            body = handler_error_body(exc)
+        assert body["code"] == code and body["message"] == "no price for kite"
+        assert "InvocationError" in body["stacktrace"]

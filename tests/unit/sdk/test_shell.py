@@ -91,6 +91,26 @@ def test_trigger_async_from_another_loop_and_errors(eng: FakeEngine):
         iii.shutdown()
 
 
+def test_an_inner_error_re_raised_by_a_handler_reaches_the_caller_unchanged(eng: FakeEngine):
+    iii = worker(eng.url)
+
+    def price(data):
+        raise ValueError(f"no price for {data['item']}")
+
+    def quote(data):
+        return iii.trigger({"function_id": "shop::price", "payload": data})  # raises; not caught
+
+    iii.register_function("shop::price", price)
+    iii.register_function("shop::quote", quote)
+    try:
+        with pytest.raises(InvocationError) as info:
+            iii.trigger({"function_id": "shop::quote", "payload": {"item": "kite"}})
+        assert info.value.code == "invocation_failed"
+        assert info.value.message == "no price for kite"
+    finally:
+        iii.shutdown()
+
+
 def test_client_timeout_and_shutdown_fails_pending(eng: FakeEngine):
     iii = worker(eng.url)
     release = threading.Event()
