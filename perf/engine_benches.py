@@ -191,7 +191,7 @@ class EngineBenches:
 
     def sdk_overhead(self, eng: Engine) -> None:
         try:
-            from . import sdk_overhead  # written by another engineer; wired in when present
+            from . import sdk_overhead  # optional module: its row is n/a without it
         except ImportError:
             self.emit({"target": "engine", "bench": "sdk_overhead", "variant": "", "status": "n/a",
                        "reason": "not available: perf/sdk_overhead.py not written yet"})
@@ -207,7 +207,7 @@ class EngineBenches:
         for target, res in results.items():
             metrics = {k: res[k] for k in ("throughput", "p50_us", "p99_us") if isinstance(res.get(k), (int, float))}
             r = {"target": target, "bench": "sdk_overhead", "variant": "SDK clients, 16 in flight",
-                 "note": str(res.get("shape", ""))[:60],
+                 "note": str(res.get("shape", "")),  # whole: format_table prints notes in full
                  "status": res["status"] if metrics or res["status"] != "ok" else "error",
                  "reason": res.get("reason", "" if metrics else "no throughput/p50_us in result"),
                  "metrics": metrics, "raw": res}
