@@ -1,25 +1,12 @@
 """Our Python SDK's own overhead: SDK workers against the minimal protocol client, same engine.
 
-Every caller and every callee is its own OS process (multiprocessing, spawn), as in the rest
-of ``perf``. The minimal client is ``perf.wire`` (raw frames, orjson, uvloop). Pairs measured,
-each with 1 and 16 calls in flight, interleaved run by run so that load on the shared machine
-hits every pair alike (a figure is the median of ``runs``):
-
-- ``raw->raw``: wire caller, wire callee: the baseline every other pair is divided by;
-- ``sync->raw`` / ``async->raw``: our SDK as caller (blocking ``iii.trigger`` from N threads,
-  or ``await iii.trigger_async`` from N tasks on the caller's own loop): caller-side cost;
-- ``shared->raw``: as ``async->raw`` with ``InitOptions(run_on_running_loop=True)``: the SDK
-  runs on the caller's loop, no thread hop;
-- ``raw->def`` / ``raw->adef``: our SDK as callee with a plain ``def`` handler (run in the
-  handler pool) or an ``async def`` handler: callee-side cost;
-- ``sync->def``: SDK on both sides, the seed's shape (``iii.trigger`` to a ``def`` handler).
-
-Ratios are SDK throughput / raw throughput (1.00 = no overhead). Each window also records
-CPU microseconds per call of the caller process and of the callee process (psutil): on a
-shared 2-core machine throughput swings with foreign load, CPU per call much less, so the
-SDK's cost is best read as its CPU per call next to the raw client's. ``run(url, seconds)`` is the
-entry point of the perf harness (``perf/engine_benches.py``): its top-level
-``throughput``/``p50_us``/``p99_us`` are the ``sync->def`` pair at 16 in flight.
+Owns the SDK pairs (``PAIRS``: caller kind -> callee function; what each pair shows and how
+to read the figures is in perf/README.md, "sdk_overhead") and their measurement. Invariants:
+every caller and every callee is its own OS process (multiprocessing, spawn); the pairs run
+interleaved, window by window, so foreign load hits every pair alike; a figure is the
+median of ``runs`` windows and its ratio is to ``raw->raw`` at the same in-flight count.
+``run(url, seconds)`` is the harness's entry (``perf/engine_benches.py``): its top-level
+``throughput``/``p50_us``/``p99_us`` are ``sync->def`` at 16 in flight.
 Usage: ``.venv/bin/python -m perf.sdk_overhead [ws://host:port] [--seconds S] [--runs N]``
 (without a URL it starts its own engine with ``perf.engine``).
 """
@@ -40,7 +27,7 @@ import psutil
 from perf import core, wire
 
 RAW_FN, DEF_FN, ADEF_FN = "perf::raw-echo", "perf::sdk-echo", "perf::sdk-aecho"
-PAIRS = {  # name -> (caller kind, callee function)
+PAIRS = {  # name -> (caller kind, callee function); "raw" is perf.wire, the rest our SDK
     "raw->raw": ("raw", RAW_FN), "sync->raw": ("sync", RAW_FN), "async->raw": ("async", RAW_FN),
     "shared->raw": ("shared", RAW_FN),
     "raw->def": ("raw", DEF_FN), "raw->adef": ("raw", ADEF_FN), "sync->def": ("sync", DEF_FN),
