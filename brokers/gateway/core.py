@@ -1,7 +1,7 @@
 """The gateway's protocol core: WebSocket messages and bus frames in, effects out.
 
 No sockets and no event loop here: effects go through an ``Outbox`` (``ws`` to write to a
-connection, ``bus`` to send a frame, ``close`` to drop a connection, ``arm_grace`` to start
+connection, ``send`` to send a bus frame, ``close`` to drop a connection, ``arm_grace`` to start
 the namespace timer). The shell in ``service.py`` implements it; tests use a recorder.
 
 The call path (protocol.md §5.2) is the hot path: one JSON parse, a route lookup in the
@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from brokers.kit import frames, wire
 from brokers.kit.frames import ROUTER
+from brokers.kit.pending import Pending
 from brokers.kit.errors import ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE, PAYLOAD_TOO_LARGE
 from brokers.kit.routes import RouteTable, not_found_message
 
@@ -43,7 +44,7 @@ SMALL_PEER_LIMIT = 1024 * 1024
 
 class Outbox(Protocol):
     def ws(self, conn: str, data: bytes) -> None: ...
-    def bus(self, node: str, header: dict, body: bytes = b"") -> None: ...
+    def send(self, node: str, header: dict, body: bytes = b"") -> None: ...
     def close(self, conn: str) -> None: ...
     def arm_grace(self, conn: str) -> None: ...
 
@@ -62,7 +63,8 @@ class Conn:
         self.held: dict[tuple[str, str], bytes] = {}
         self.meta: bytes | None = None
         self.delivered: dict[str, tuple[str | None, str | None, str]] = {}
-        self.outgoing: dict[str, tuple[str, str]] = {}
+        self.outgoing: Pending[str] = Pending()
+        """Calls this worker made that wait on another node: inv_id -> (node, function id)."""
         self.small_only = False
         """A Python SDK older than 0.25 closes its socket on messages over 1 MiB (§10.4)."""
 
@@ -89,7 +91,7 @@ class GatewayCore:
         """A worker connected (the shell picked ``conn_id`` and can already write to it)."""
         conn = Conn(conn_id, str(uuid.uuid4()), ip)
         self.conns[conn.id] = conn
-        self.out.bus(ROUTER, frames.conn_open(conn.id, conn.token, ip))
+        self.out.send(ROUTER, frames.conn_open(conn.id, conn.token, ip))
         self.out.ws(conn.id, wire.dumps({"type": "workerregistered", "worker_id": conn.id,
                                          "reattach_token": conn.token}))
         self.out.arm_grace(conn.id)
@@ -104,7 +106,7 @@ class GatewayCore:
             self._answer(rnode, rconn, inv_id, wire.stopped(inv_id, fid))
         self.routes.apply([["-", conn.ns, key, self.node, conn.id]
                            for kind, key in conn.held if kind == "registerfunction"])
-        self.out.bus(ROUTER, frames.conn_close(conn.id))
+        self.out.send(ROUTER, frames.conn_close(conn.id))
 
     def grace_expired(self, conn_id: str) -> None:
         conn = self.conns.get(conn_id)
@@ -198,7 +200,7 @@ class GatewayCore:
         rnode = None
         if reply_conn is not None:
             rnode = self.node
-            caller.outgoing[inv_id] = (node, fid)
+            caller.outgoing.add(inv_id, node, fid)
         if node == self.node:
             callee = self.conns.get(target)
             if callee is None:
@@ -208,9 +210,9 @@ class GatewayCore:
             return
         if self.up_acked < self.up_sent and node != ROUTER:
             # a registration is still on its way: the router passes the call on after it
-            self.out.bus(ROUTER, frames.inv(inv_id, fid, target, rnode, reply_conn, via=node), body)
+            self.out.send(ROUTER, frames.inv(inv_id, fid, target, rnode, reply_conn, via=node), body)
         else:
-            self.out.bus(node, frames.inv(inv_id, fid, target, rnode, reply_conn), body)
+            self.out.send(node, frames.inv(inv_id, fid, target, rnode, reply_conn), body)
 
     def _enqueue(self, conn: Conn, msg: dict, fid: str, ns: str, inv_id: Any, action: dict) -> None:
         """§5.5: the call goes to the queue broker; the caller gets its receipt."""
@@ -246,10 +248,10 @@ class GatewayCore:
             return
         if rnode == self.node:
             caller = self.conns.get(rconn) if rconn else None
-            if caller is not None and caller.outgoing.pop(inv_id, None) is not None:
+            if caller is not None and caller.outgoing.pop(inv_id) is not None:
                 self.out.ws(rconn, body)
             return
-        self.out.bus(rnode, frames.res(inv_id, rconn), body)
+        self.out.send(rnode, frames.res(inv_id, rconn), body)
 
     # ---- registrations ------------------------------------------------------------------
 
@@ -277,7 +279,7 @@ class GatewayCore:
         (no connection and no body: a request for an ACK only)."""
         self.up_sent += 1
         c, ns = (conn.id, conn.ns) if conn is not None else (None, None)
-        self.out.bus(ROUTER, frames.up(c, ns, self.up_sent), raw)
+        self.out.send(ROUTER, frames.up(c, ns, self.up_sent), raw)
 
     def _claim_locally(self, conn: Conn, function_id: str) -> None:
         """Route a new function of ours at once, as the reference engine registers
@@ -301,7 +303,7 @@ class GatewayCore:
             conn.small_only = data.get("runtime") == "python" and not (
                 isinstance(features, list) and "large-messages.v1" in features)
         conn.meta = wire.dumps(data)
-        self.out.bus(ROUTER, frames.meta(conn.id, inv_id, conn.ns), conn.meta)
+        self.out.send(ROUTER, frames.meta(conn.id, inv_id, conn.ns), conn.meta)
 
     def _fix_namespace(self, conn: Conn, ns: str) -> None:
         conn.ns = ns
@@ -321,7 +323,7 @@ class GatewayCore:
         elif kind == frames.RES:
             rconn = header.get("to")
             caller = self.conns.get(rconn) if rconn else None
-            if caller is not None and caller.outgoing.pop(header["id"], None) is not None:
+            if caller is not None and caller.outgoing.pop(header["id"]) is not None:
                 self.out.ws(rconn, body)
         elif kind == frames.ROUTES:
             self.routes.apply(header["ops"])
@@ -388,10 +390,8 @@ class GatewayCore:
     def _reset(self, node: str) -> None:
         """``node`` restarted: calls waiting on it will never be answered (§4.6)."""
         for conn in self.conns.values():
-            for inv_id, (target, fid) in list(conn.outgoing.items()):
-                if target == node:
-                    del conn.outgoing[inv_id]
-                    self.out.ws(conn.id, wire.stopped(inv_id, fid))
+            for inv_id, fid in conn.outgoing.stopped(node):
+                self.out.ws(conn.id, wire.stopped(inv_id, fid))
             for inv_id, entry in list(conn.delivered.items()):
                 if entry[0] == node:
                     conn.delivered[inv_id] = (None, None, entry[2])
@@ -399,11 +399,11 @@ class GatewayCore:
     def resync(self) -> None:
         """The router restarted: say who we are, then replay every connection and its
         registrations (the HELLO lets it tell our next restart from this life)."""
-        self.out.bus(ROUTER, frames.hello(self.epoch))
+        self.out.send(ROUTER, frames.hello(self.epoch))
         for conn in self.conns.values():
-            self.out.bus(ROUTER, frames.conn_open(conn.id, conn.token, conn.ip))
+            self.out.send(ROUTER, frames.conn_open(conn.id, conn.token, conn.ip))
             if conn.meta is not None:
-                self.out.bus(ROUTER, frames.meta(conn.id, None, conn.ns), conn.meta)
+                self.out.send(ROUTER, frames.meta(conn.id, None, conn.ns), conn.meta)
             for (kind, _), raw in sorted(conn.held.items(), key=lambda kv: _REPLAY_ORDER[kv[0][0]]):
                 self._up(conn, raw)
         # An UP the dead router never applied would keep the ACK fence up until our next

@@ -1,26 +1,26 @@
 """The gateway process: the WebSocket listener and the bus, around ``GatewayCore``.
 
 Several gateway processes serve one port: the supervisor binds it once and each of them
-accepts from the inherited socket (``brokers.kit.listen``); each is a node on the bus of its own. Writes to a worker use the same synchronous path as ``websockets.broadcast``
+accepts from the inherited socket (``brokers.kit.listen``); each is a node on the bus of
+its own. Writes to a worker use the same synchronous path as ``websockets.broadcast``
 (frame into the protocol, bytes into the transport) so relaying a call costs no task.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import time
+import socket
 import uuid
 from http import HTTPStatus
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from brokers.gateway.core import ROUTER, GatewayCore
-from brokers.kit import frames, listen
-from brokers.kit.bus import Bus
+from brokers.gateway.core import GatewayCore
+from brokers.kit import listen
+from brokers.kit.process import BusFactory, Process, run
 from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
@@ -28,19 +28,22 @@ log = logging.getLogger(__name__)
 ROUTES_WAIT_S = 2.0
 
 
-class Gateway:
-    """Implements the core's Outbox with real sockets."""
+class Gateway(Process):
+    """Implements the core's Outbox with real sockets (``send``, the bus, is the base's)."""
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
+        super().__init__(ctx, bus=bus)
         self.cfg = ctx.config
-        self.epoch = f"{os.getpid()}-{time.time_ns()}"
         self.core = GatewayCore(ctx.process, self, self.epoch)
-        self.node_bus = Bus(ctx.process, ctx.runtime_dir, self.core.on_frame)
         self.sockets: dict[str, ServerConnection] = {}
         self._dirty: dict[str, ServerConnection] = {}
         self.grace_s = ctx.engine.registration_namespace_grace_ms / 1000  # env already applied
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._listener: socket.socket | None = None
+        self._server: Any = None
+
+    def on_frame(self, sender: str, header: dict, body: bytes) -> None:
+        self.core.on_frame(sender, header, body)
 
     # ---- Outbox --------------------------------------------------------------------------
 
@@ -67,9 +70,6 @@ class Gateway:
                         sock.transport.write(chunk)
                     elif sock.transport.can_write_eof():
                         sock.transport.write_eof()
-
-    def bus(self, node: str, header: dict, body: bytes = b"") -> None:
-        self.node_bus.send(node, header, body)
 
     def close(self, conn: str) -> None:
         sock = self.sockets.get(conn)
@@ -123,31 +123,26 @@ class Gateway:
             log.warning("no route table from the router within %.0f s; accepting workers anyway",
                         ROUTES_WAIT_S)
 
-    async def serve(self) -> None:
+    async def setup(self) -> None:
         self.loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(sig, stop.set)
-        sock = listen.listener(self.cfg["host"], self.cfg["port"])  # before the bus: fail fast
-        self.node_bus.start()
-        self.bus(ROUTER, frames.hello(self.epoch, fresh=True))
+        self._listener = listen.listener(self.cfg["host"], self.cfg["port"])  # fail fast
+
+    async def started(self) -> None:
+        self.hello(fresh=True)
         await self._routes_known()
-        async with serve(self.handle, sock=sock, compression=None,
-                         max_size=self.cfg["max_message_bytes"], max_queue=64, ping_interval=None,
-                         open_timeout=self.cfg["handshake_timeout_ms"] / 1000,
-                         process_request=self.route_request) as server:
-            log.info("%s listening on %s:%s", self.ctx.process, self.cfg["host"], self.cfg["port"])
-            await stop.wait()
-            server.close(close_connections=True)
-        self.node_bus.close()
+        self._server = await serve(
+            self.handle, sock=self._listener, compression=None,
+            max_size=self.cfg["max_message_bytes"], max_queue=64, ping_interval=None,
+            open_timeout=self.cfg["handshake_timeout_ms"] / 1000,
+            process_request=self.route_request)
+        log.info("%s listening on %s:%s", self.name, self.cfg["host"], self.cfg["port"])
+
+    async def stopping(self) -> None:
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
 
 
 def main(ctx: RunContext) -> None:
     """Entry point of a gateway process."""
-    try:
-        import uvloop
-        factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(Gateway(ctx).serve())
+    run(Gateway, ctx)

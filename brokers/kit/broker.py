@@ -7,29 +7,29 @@ bodies in INV frames and answers with ``invocationresult`` bodies in RES frames,
 ``registertrigger`` / ``unregistertrigger`` for its trigger types in DOWN frames. It can
 call any function itself (trigger fan-out, queue delivery) through its route table copy.
 
-Subclasses declare with ``function()`` / ``trigger_type()`` in ``setup()`` and may
-override ``setup``/``teardown``. Handlers are ``handler(data, metadata)``, plain or async;
-they raise ``EngineError`` for a coded failure. Invariants: every INV with a reply node
-gets exactly one RES; a call of ours still waiting when its target's process restarts
-fails with ``invocation_stopped``.
+Subclasses declare with ``function()`` / ``trigger_type()`` in ``setup()``. A handler is
+``handler(call: Call)``, plain or async: ``call`` carries the data, metadata, trace
+context and caller of that one invocation (as arq passes ``ctx`` to every job), so a
+broker calling on its caller's behalf passes ``call.trace`` on (protocol §9.1). Handlers
+raise ``EngineError`` for a coded failure. Invariants: every INV with a reply node gets
+exactly one RES; a call of ours still waiting when its target's process restarts fails
+with ``invocation_stopped``.
 """
 from __future__ import annotations
 
 import asyncio
 import inspect
 import logging
-import os
-import signal
-import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from brokers.kit import errors, frames, wire
-from brokers.kit.bus import Bus
 from brokers.kit.errors import EngineError
 from brokers.kit.frames import ROUTER
+from brokers.kit.pending import Pending
+from brokers.kit.process import BusFactory, Process, run  # noqa: F401  (run: entry points)
 from brokers.kit.routes import RouteTable, not_found_message
 from brokers.kit.units import RunContext
 
@@ -40,7 +40,30 @@ Trace = tuple[str | None, str | None]
 NO_TRACE: Trace = (None, None)
 
 
-Handler = Callable[[Any, Any], Any]
+@dataclass(slots=True)
+class Call:
+    """One invocation of a broker's function, as its handler receives it."""
+
+    function_id: str
+    data: Any
+    metadata: Any = None
+    traceparent: str | None = None
+    baggage: str | None = None
+
+    @property
+    def trace(self) -> Trace:
+        """``(traceparent, baggage)``, to pass on to calls made on this caller's behalf."""
+        return self.traceparent, self.baggage
+
+    @property
+    def caller(self) -> str | None:
+        """The calling worker's id, as the gateway stamped it into the data (protocol §5.2)."""
+        data = self.data
+        value = data.get("_caller_worker_id") if isinstance(data, dict) else None
+        return value if isinstance(value, str) else None
+
+
+Handler = Callable[[Call], Any]
 
 
 @dataclass
@@ -63,25 +86,17 @@ class TriggerTypeSpec:
     bindings: dict[str, dict] = field(default_factory=dict)
 
 
-class Broker:
+class Broker(Process):
     """One engine process on the bus with functions and trigger types of its own."""
 
     worker_name = "engine"
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
-        self.name = ctx.process
+    def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
+        super().__init__(ctx, bus=bus)
         self.routes = RouteTable()
-        self.epoch = f"{os.getpid()}-{time.time_ns()}"
-        self.bus = Bus(self.name, ctx.runtime_dir, self._on_frame)
         self.functions: dict[str, FunctionSpec] = {}
         self.trigger_types: dict[str, TriggerTypeSpec] = {}
-        self._pending: dict[str, tuple[asyncio.Future, str]] = {}
-        self.trace: Trace = NO_TRACE
-        """``(traceparent, baggage)`` of the call whose handler is running, for a broker
-        that calls on its caller's behalf (protocol §9.1). Set only while the handler's
-        synchronous part runs: a plain ``def``, or one returning a Future."""
-        self._stop = asyncio.Event()
+        self._pending: Pending[asyncio.Future] = Pending()
         self._kinds: dict[str, Callable[[str, dict, bytes], None]] = {
             frames.INV: self._on_inv,
             frames.RES: self._on_res,
@@ -117,29 +132,9 @@ class Broker:
 
     # ---- lifecycle ----------------------------------------------------------------------
 
-    async def setup(self) -> None:
-        """Open stores and declare functions; runs before the bus starts."""
-
-    async def teardown(self) -> None:
-        """Flush and close stores; runs after the bus stops reading."""
-
-    async def serve(self) -> None:
-        """Run until SIGTERM/SIGINT."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        await self.setup()
-        self.bus.start()
-        self.send(ROUTER, frames.hello(self.epoch, self.worker_name, fresh=True))
+    async def started(self) -> None:
+        self.hello(fresh=True)
         self.announce()
-        log.info("%s ready", self.name)
-        await self._stop.wait()
-        self.bus.close()
-        await self.teardown()
-
-    def stop(self) -> None:
-        """Ask ``serve`` to return."""
-        self._stop.set()
 
     def announce(self) -> None:
         """(Re)send every registration to the router: on start and when it restarts."""
@@ -151,10 +146,6 @@ class Broker:
     def up(self, message: dict) -> None:
         """Send a registration message of this process to the router."""
         self.send(ROUTER, frames.up(None, "default"), wire.dumps(message))
-
-    def send(self, node: str, header: dict, body: bytes = b"") -> None:
-        """Queue a frame for ``node`` (sent at the end of this loop pass)."""
-        self.bus.send(node, header, body)
 
     # ---- calling other functions --------------------------------------------------------
 
@@ -176,11 +167,11 @@ class Broker:
         node, conn = self._route(function_id, namespace)
         inv_id = str(uuid.uuid4())
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[inv_id] = (fut, node)
+        self._pending.add(inv_id, node, fut)
         header = frames.inv(inv_id, function_id, conn, self.name, None)
         self.send(node, header, wire.invoke(inv_id, function_id, data, metadata, traceparent, baggage))
         # _on_res pops its entry; a call stopped by RESET or cancelled is dropped here.
-        fut.add_done_callback(lambda f: self._pending.pop(inv_id, None))
+        fut.add_done_callback(lambda f: self._pending.pop(inv_id))
         return fut
 
     async def call(self, function_id: str, data: Any, *, namespace: str = "default",
@@ -202,7 +193,7 @@ class Broker:
 
     # ---- frames -------------------------------------------------------------------------
 
-    def _on_frame(self, sender: str, header: dict, body: bytes) -> None:
+    def on_frame(self, sender: str, header: dict, body: bytes) -> None:
         handler = self._kinds.get(header["k"])
         if handler is None:
             log.debug("ignoring frame kind %r from %s", header["k"], sender)
@@ -214,7 +205,7 @@ class Broker:
 
     def _on_hello(self, sender: str, header: dict, body: bytes) -> None:
         if sender == ROUTER:  # the router (re)started: tell it who we are and everything again
-            self.send(ROUTER, frames.hello(self.epoch, self.worker_name))
+            self.hello()
             self.announce()
             self.on_router_restart()
 
@@ -222,16 +213,14 @@ class Broker:
         """Hook for subclasses that hold more registrations (none by default)."""
 
     def _on_reset(self, sender: str, header: dict, body: bytes) -> None:
-        gone = header["node"]
-        for inv_id, (fut, node) in list(self._pending.items()):
-            if node == gone and not fut.done():
+        for _, fut in self._pending.stopped(header["node"]):
+            if not fut.done():
                 fut.set_exception(EngineError(errors.INVOCATION_STOPPED, "Invocation stopped"))
 
     def _on_res(self, sender: str, header: dict, body: bytes) -> None:
-        entry = self._pending.pop(header["id"], None)
-        if entry is None or entry[0].done():
+        fut = self._pending.pop(header["id"])
+        if fut is None or fut.done():
             return
-        fut = entry[0]
         try:
             msg = wire.loads(body)
         except ValueError:
@@ -259,19 +248,17 @@ class Broker:
         except ValueError as exc:
             self._reply_error(header, errors.deserialization_error(function_id, str(exc)))
             return
-        data, metadata = msg.get("data"), msg.get("metadata")
-        if spec.is_async:
-            asyncio.ensure_future(self._run_async(header, spec.handler(data, metadata)))
-            return
         tp, bg = msg.get("traceparent"), msg.get("baggage")
-        self.trace = (tp if isinstance(tp, str) else None, bg if isinstance(bg, str) else None)
+        call = Call(function_id, msg.get("data"), msg.get("metadata"),
+                    tp if isinstance(tp, str) else None, bg if isinstance(bg, str) else None)
+        if spec.is_async:
+            asyncio.ensure_future(self._run_async(header, spec.handler(call)))
+            return
         try:
-            value = spec.handler(data, metadata)
+            value = spec.handler(call)
         except Exception as exc:
             self._reply_error(header, exc)
             return
-        finally:
-            self.trace = NO_TRACE
         if isinstance(value, asyncio.Future):
             # A handler that parks the call (group commit) costs a callback, not a task.
             value.add_done_callback(lambda fut: self._settle(header, fut))
@@ -359,18 +346,3 @@ class Broker:
             log.exception("trigger registration failed")
             answer["error"] = {"code": errors.TRIGGER_REGISTRATION_FAILED, "message": str(exc)}
         self.up(answer)
-
-
-def run(broker_factory: Callable[[RunContext], Broker], ctx: RunContext) -> None:
-    """Entry point body for a broker process: uvloop when available, serve until signalled."""
-    try:
-        import uvloop
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a hard dependency on Linux
-        loop_factory = None
-
-    async def _main() -> None:
-        await broker_factory(ctx).serve()
-
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_main())

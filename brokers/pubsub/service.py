@@ -7,7 +7,7 @@ handlers' results and errors never reach the publisher.
 Trace context (protocol §9.1): every subscriber call carries the ``traceparent`` and
 ``baggage`` of the ``publish`` call that caused it, unchanged (we create no spans). The
 reference's local adapter spawns its calls outside the publish span and so drops them;
-passing them (``Broker.trace``) costs nothing and keeps the subscriber in the trace.
+passing them (``Call.trace``) costs nothing and keeps the subscriber in the trace.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from brokers.pubsub.core import PUBLISH, TRIGGER_TYPE, PubSubCore, parse_publish
-from brokers.kit.broker import Broker, run
+from brokers.kit.broker import Broker, BusFactory, Call, run
 from brokers.kit.errors import EngineError
 from brokers.kit.units import RunContext
 
@@ -30,8 +30,8 @@ SUBSCRIBE_FORMAT = {"type": "object", "properties": {"topic": {"type": "string"}
 class PubSubBroker(Broker):
     worker_name = "iii-pubsub"
 
-    def __init__(self, ctx: RunContext) -> None:
-        super().__init__(ctx)
+    def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
+        super().__init__(ctx, bus=bus)
         self.core = PubSubCore()
 
     async def setup(self) -> None:
@@ -40,9 +40,9 @@ class PubSubBroker(Broker):
         self.trigger_type(TRIGGER_TYPE, "Subscribe to a pub/sub topic", on_register=self._subscribe,
                           on_unregister=self.core.unsubscribe, trigger_request_format=SUBSCRIBE_FORMAT)
 
-    def _publish(self, data: Any, metadata: Any) -> None:
-        topic, payload = parse_publish(data)
-        traceparent, baggage = self.trace
+    def _publish(self, call: Call) -> None:
+        topic, payload = parse_publish(call.data)
+        traceparent, baggage = call.trace
         for delivery in self.core.publish(topic, payload):
             try:
                 self.call_void(delivery.function_id, delivery.data, namespace=delivery.namespace,

@@ -16,7 +16,7 @@ Trace context (protocol §9.1, workers-b §1.4/§1.5): a job keeps the ``tracepa
 condition call, redrives) carries them unchanged on its ``invokefunction``. The reference
 parents a ``fn_queue``/``queue`` span on them; we create no spans, so the worker's span is
 a child of the producer's. A durable publish takes the context of its own
-``invokefunction`` (the publisher's), read from ``Broker.trace``.
+``invokefunction`` (the publisher's), read from ``Call.trace``.
 
 A delivery that finds no such function is a failed attempt, as in the reference
 (``missing.py`` says why we keep that); the first one per (queue, function) logs a
@@ -65,7 +65,7 @@ from brokers.queue.core import Delivery, QueueCore
 from brokers.queue.jobs import Job
 from brokers.queue.store import GroupCommitter, LmdbStore, MemoryStore, Store, encode
 from brokers.queue.topics import TRIGGER_TYPE, parse_subscription
-from brokers.kit.broker import Broker, run
+from brokers.kit.broker import Broker, BusFactory, Call, run
 from brokers.kit.errors import FUNCTION_NOT_FOUND, EngineError
 from brokers.kit.units import RunContext
 
@@ -99,8 +99,8 @@ def now_ms() -> int:
 class QueueBroker(Broker):
     worker_name = "iii-queue"
 
-    def __init__(self, ctx: RunContext) -> None:
-        super().__init__(ctx)
+    def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
+        super().__init__(ctx, bus=bus)
         self.core = QueueCore(ctx.config["queue_configs"])
         self.store: Store | None = None
         self.committer: GroupCommitter | None = None
@@ -139,12 +139,12 @@ class QueueBroker(Broker):
                       description="Move one DLQ message back to its queue")
         self.function(inputs.DISCARD_MESSAGE, self._discard_message,
                       description="Delete one DLQ message")
-        self.function(inputs.LIST_TOPICS, lambda data, md: inspect.list_topics(self.core))
-        self.function(inputs.TOPIC_STATS, lambda data, md: inspect.topic_stats(
-            self.core, inputs.topic_name(inputs.TOPIC_STATS, data), self._has_route))
-        self.function(inputs.DLQ_TOPICS, lambda data, md: inspect.dlq_topics(self.core))
-        self.function(inputs.DLQ_MESSAGES, lambda data, md: inspect.dlq_messages(
-            self.core, *inputs.dlq_page(data)))
+        self.function(inputs.LIST_TOPICS, lambda call: inspect.list_topics(self.core))
+        self.function(inputs.TOPIC_STATS, lambda call: inspect.topic_stats(
+            self.core, inputs.topic_name(inputs.TOPIC_STATS, call.data), self._has_route))
+        self.function(inputs.DLQ_TOPICS, lambda call: inspect.dlq_topics(self.core))
+        self.function(inputs.DLQ_MESSAGES, lambda call: inspect.dlq_messages(
+            self.core, *inputs.dlq_page(call.data)))
         self.trigger_type(TRIGGER_TYPE, "Queue core module", on_register=self._subscribe,
                           on_unregister=self._unsubscribe, trigger_request_format=SUBSCRIBER_FORMAT)
 
@@ -208,29 +208,29 @@ class QueueBroker(Broker):
         self._commit().add_done_callback(done)
         return out
 
-    def _enqueue(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
-        req = inputs.enqueue(data)
+    def _enqueue(self, call: Call) -> asyncio.Future[Any]:
+        req = inputs.enqueue(call.data)
         self.core.enqueue(req, now_ms())
         return self._answer_when_durable({"messageReceiptId": req.message_id})
 
-    def _publish(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
-        topic, payload = inputs.publish(data)
-        traceparent, baggage = self.trace
+    def _publish(self, call: Call) -> asyncio.Future[Any]:
+        topic, payload = inputs.publish(call.data)
+        traceparent, baggage = call.trace
         self.core.publish(topic, payload, now_ms(), traceparent, baggage)
         return self._answer_when_durable(None)
 
-    def _redrive(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
-        name = inputs.queue_name(inputs.REDRIVE, data)
+    def _redrive(self, call: Call) -> asyncio.Future[Any]:
+        name = inputs.queue_name(inputs.REDRIVE, call.data)
         count = self.core.redrive(name, now_ms())
         return self._answer_when_durable({"queue": name, "redriven": count})
 
-    def _redrive_message(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
-        name, message_id = inputs.queue_and_message(inputs.REDRIVE_MESSAGE, data)
+    def _redrive_message(self, call: Call) -> asyncio.Future[Any]:
+        name, message_id = inputs.queue_and_message(inputs.REDRIVE_MESSAGE, call.data)
         count = self.core.redrive_message(name, message_id, now_ms())
         return self._answer_when_durable({"queue": name, "message_id": message_id, "redriven": count})
 
-    def _discard_message(self, data: Any, metadata: Any) -> asyncio.Future[Any]:
-        name, message_id = inputs.queue_and_message(inputs.DISCARD_MESSAGE, data)
+    def _discard_message(self, call: Call) -> asyncio.Future[Any]:
+        name, message_id = inputs.queue_and_message(inputs.DISCARD_MESSAGE, call.data)
         count = self.core.discard_message(name, message_id)
         return self._answer_when_durable({"queue": name, "message_id": message_id, "redriven": count})
 

@@ -20,7 +20,7 @@ from typing import Any
 from brokers.router import builtins, durable, notices
 from brokers.router.core import Binding, Registry
 from brokers.kit import frames, wire
-from brokers.kit.broker import Broker, run
+from brokers.kit.broker import Broker, BusFactory, Call, run
 from brokers.kit.errors import (INVALID_ARGUMENTS, TRIGGER_REGISTRATION_FAILED, UNREGISTER_FAILED, EngineError,
                              deserialization_error)
 from brokers.kit.units import RunContext
@@ -45,8 +45,8 @@ def now_ms() -> int:
 class Router(Broker):
     worker_name = "iii-engine-functions"
 
-    def __init__(self, ctx: RunContext) -> None:
-        super().__init__(ctx)
+    def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
+        super().__init__(ctx, bus=bus)
         self.registry = Registry(self.name, ctx.peers, self.send, self._fire)
         self.registry.on_route_ops = self.routes.apply
         self._acks: dict[str, asyncio.Future] = {}
@@ -69,7 +69,7 @@ class Router(Broker):
         # it was made; from here on a parked binding is a user's new one.
         self.registry.on_parked = self._on_parked
         for fid, (fn, desc) in builtins.FUNCTIONS.items():
-            self.function(fid, lambda data, meta, fn=fn: fn(self.registry, data), description=desc)
+            self.function(fid, lambda call, fn=fn: fn(self.registry, call.data), description=desc)
         self.function("engine::register_trigger", self._register_trigger, description="Bind a durable trigger")
         self.function("engine::unregister_trigger", self._unregister_trigger, description="Remove a trigger")
         self.function("engine::workers::register", self._workers_register, description="Worker metadata")
@@ -205,7 +205,8 @@ class Router(Broker):
 
     # ---- durable bindings (§6.4) -------------------------------------------------------
 
-    async def _register_trigger(self, data: Any, metadata: Any) -> dict:
+    async def _register_trigger(self, call: Call) -> dict:
+        data = call.data
         if not isinstance(data, dict) or not isinstance(data.get("trigger_type"), str) \
                 or not isinstance(data.get("function_id"), str):
             raise deserialization_error("engine::register_trigger", "trigger_type and function_id are required")
@@ -240,7 +241,8 @@ class Router(Broker):
                 raise EngineError(TRIGGER_REGISTRATION_FAILED, f"binding could not be stored: {exc}") from None
         return {"id": bid}
 
-    def _unregister_trigger(self, data: Any, metadata: Any) -> dict:
+    def _unregister_trigger(self, call: Call) -> dict:
+        data = call.data
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             raise deserialization_error("engine::unregister_trigger", "id is required")
         try:
@@ -250,7 +252,7 @@ class Router(Broker):
             raise EngineError(UNREGISTER_FAILED, f"binding could not be removed: {exc}") from None
         return {"removed": self.registry.unregister_trigger(None, "default", {"id": data["id"]})}
 
-    def _workers_register(self, data: Any, metadata: Any) -> dict:
+    def _workers_register(self, call: Call) -> dict:
         # Gateways answer this for their own connections; reaching the router means the
         # caller is not a WebSocket worker, which has no metadata to register.
         return {"success": False}

@@ -43,7 +43,7 @@ from typing import Any
 from brokers.state import core
 from brokers.state.config import store_path
 from brokers.state.store import LmdbStore, MemoryStore
-from brokers.kit.broker import Broker, Trace, run
+from brokers.kit.broker import Broker, BusFactory, Call, Trace, run
 from brokers.kit.errors import EngineError
 from brokers.kit.units import RunContext
 
@@ -63,8 +63,8 @@ class StateBroker(Broker):
 
     worker_name = "iii-state"
 
-    def __init__(self, ctx: RunContext) -> None:
-        super().__init__(ctx)
+    def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
+        super().__init__(ctx, bus=bus)
         self.cfg: dict[str, Any] = ctx.config
         self.store: LmdbStore | MemoryStore | None = None
         self._queue: list[tuple[core.Write, asyncio.Future, Trace]] = []
@@ -118,24 +118,24 @@ class StateBroker(Broker):
     # ------------------------------------------------------------ functions
 
     def _write_handler(self, function_id: str):
-        def handler(data: Any, metadata: Any) -> asyncio.Future:
-            write = core.decode_call(function_id, data, self.cfg["max_value_bytes"])
+        def handler(call: Call) -> asyncio.Future:
+            write = core.decode_call(function_id, call.data, self.cfg["max_value_bytes"])
             fut: asyncio.Future = asyncio.get_running_loop().create_future()
-            self._queue.append((write, fut, self.trace))
+            self._queue.append((write, fut, call.trace))
             self._wake.set()
             return fut
         return handler
 
-    def _get(self, data: Any, metadata: Any) -> Any:
-        req = core.decode_call(core.GET, data)
+    def _get(self, call: Call) -> Any:
+        req = core.decode_call(core.GET, call.data)
         return core.get_result(self.store.get(req.scope, req.key))
 
-    def _list(self, data: Any, metadata: Any) -> Any:
-        req = core.decode_call(core.LIST, data)
+    def _list(self, call: Call) -> Any:
+        req = core.decode_call(core.LIST, call.data)
         return self.store.list(req.scope)
 
-    def _list_groups(self, data: Any, metadata: Any) -> Any:
-        core.decode_call(core.LIST_GROUPS, data)
+    def _list_groups(self, call: Call) -> Any:
+        core.decode_call(core.LIST_GROUPS, call.data)
         return core.list_groups_result(self.store.list_groups())
 
     # ------------------------------------------------------------ group commit

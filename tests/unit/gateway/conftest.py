@@ -24,7 +24,7 @@ class Recorder:
         assert isinstance(data, bytes), "the shell writes bytes"
         self.events.append(("ws", conn, data))
 
-    def bus(self, node: str, header: dict, body: bytes = b"") -> None:
+    def send(self, node: str, header: dict, body: bytes = b"") -> None:
         self.events.append(("bus", node, dict(header), body))
 
     def close(self, conn: str) -> None:

@@ -1,0 +1,123 @@
+"""The base of every engine process on the bus: node name, epoch, bus, HELLO, stop, loop.
+
+A process is ``Process(ctx, bus=...)``: its node name is ``ctx.process``; its epoch (pid
+and start time) tells the router a restart from a replay; its bus is the ZeroMQ ``Bus``,
+or whatever ``bus`` builds instead (``localbus.LocalHub.factory`` in tests). ``serve``
+runs the life of the process:
+
+    setup()      open stores, declare functions; before the bus reads anything
+    bus.start()  bind and read; then ``started()`` (a broker announces itself, a gateway
+                 waits for its routes and opens its listener)
+    ...          until SIGTERM/SIGINT or ``stop()``
+    stopping()   stop taking work (a gateway closes its listener)
+    bus.close()  then ``teardown()``: flush and close stores
+
+``run(factory, ctx)`` is the body of every process entry point: uvloop, serve until done.
+
+Invariants: frames reach ``on_frame`` only after ``setup``; nothing is sent to the bus
+after ``bus.close``; ``hello`` is the only place a process's HELLO is built.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any, Callable, Protocol
+
+from brokers.kit import frames
+from brokers.kit.bus import Bus, FrameHandler
+from brokers.kit.frames import ROUTER
+from brokers.kit.units import RunContext
+
+log = logging.getLogger(__name__)
+
+
+class BusLike(Protocol):
+    def start(self) -> None: ...
+    def send(self, peer: str, header: dict, body: bytes = b"") -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+BusFactory = Callable[[str, str, FrameHandler], BusLike]
+"""``(node name, runtime dir, frame handler) -> bus``: ``Bus`` itself, or a test's stub."""
+
+
+class Process:
+    """One engine process on the bus."""
+
+    worker_name: str | None = None
+    """Sent in HELLO by processes that own functions as themselves (brokers)."""
+
+    def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
+        self.ctx = ctx
+        self.name = ctx.process
+        self.epoch = f"{os.getpid()}-{time.time_ns()}"
+        self.bus: BusLike = (bus or Bus)(self.name, ctx.runtime_dir, self.on_frame)
+        self._stop = asyncio.Event()
+
+    # ---- hooks ----------------------------------------------------------------------
+
+    def on_frame(self, sender: str, header: dict, body: bytes) -> None:
+        """One frame from ``sender``; subclasses dispatch on ``header["k"]``."""
+
+    async def setup(self) -> None:
+        """Before the bus starts: open stores, declare functions."""
+
+    async def started(self) -> None:
+        """After the bus started: say HELLO (default), announce, open listeners."""
+        self.hello(fresh=True)
+
+    async def stopping(self) -> None:
+        """Asked to stop, bus still open: stop taking work."""
+
+    async def teardown(self) -> None:
+        """After the bus closed: flush and close stores."""
+
+    # ---- life -----------------------------------------------------------------------
+
+    def send(self, node: str, header: dict, body: bytes = b"") -> None:
+        """Queue a frame for ``node`` (sent at the end of this loop pass)."""
+        self.bus.send(node, header, body)
+
+    def hello(self, fresh: bool = False) -> None:
+        """Tell the router who we are; ``fresh``: our first HELLO since this start."""
+        self.send(ROUTER, frames.hello(self.epoch, self.worker_name, fresh=fresh))
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT or ``stop()``."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._stop.set)
+            except (RuntimeError, ValueError):  # not the main thread (tests): stop() only
+                pass
+        await self.setup()
+        self.bus.start()
+        await self.started()
+        log.info("%s ready", self.name)
+        await self._stop.wait()
+        await self.stopping()
+        self.bus.close()
+        await self.teardown()
+
+    def stop(self) -> None:
+        """Ask ``serve`` to return."""
+        self._stop.set()
+
+
+def run(factory: Callable[[RunContext], Any], ctx: RunContext) -> None:
+    """Entry point body of a process: uvloop when available, serve until signalled."""
+    try:
+        import uvloop
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency on Linux
+        loop_factory = None
+
+    async def main() -> None:
+        await factory(ctx).serve()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
