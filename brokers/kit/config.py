@@ -3,7 +3,8 @@
 Owns: ``${VAR}`` / ``${VAR:default}`` expansion on the raw text (workers-a §1.5), the strict
 top level (§1.2), worker entries with ``name#N`` renaming and deprecated-name conflicts
 (§1.3), the catalogue of built-in names (§1.4), each entry's ``config`` validated by the
-unit that serves it, and ``plan()``: the ordered list of engine processes.
+unit that serves it, ``plan()``: the ordered list of engine processes, and
+``EngineConfig.settings()``: the engine-wide part every process is handed.
 
 Invariants: every problem is a ``ConfigError`` whose message starts with the path of the
 offending key (``workers[2].config.port: expected int, got str``); loading reads the file
@@ -21,7 +22,7 @@ from typing import Any, Mapping, NamedTuple
 import yaml
 
 from brokers.kit.schema import ConfigError, Field, validate
-from brokers.kit.units import Unit
+from brokers.kit.units import EngineSettings, Unit, WorkerRef
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,17 @@ class EngineConfig:
             if entry.unit is not None and entry.unit.name == unit.name:
                 return entry.config
         return unit.parse_config(None, f"<{unit.name} defaults>")
+
+    def settings(self, log_level: str | None = None, log_format: str | None = None
+                 ) -> EngineSettings:
+        """The engine-wide settings a process runs with; ``log_level`` / ``log_format``
+        override the file's (``start --log-level``), so the whole engine logs alike.
+        The worker list keeps names and units only: no process gets another's config."""
+        return EngineSettings(
+            config_path=self.path, runtime_dir=self.runtime_dir, data_dir=self.data_dir,
+            registration_namespace_grace_ms=self.registration_namespace_grace_ms,
+            log_level=log_level or self.log_level, log_format=log_format or self.log_format,
+            workers=tuple(WorkerRef(e.name, e.path, e.unit) for e in self.workers))
 
 
 class Planned(NamedTuple):

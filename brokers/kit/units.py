@@ -5,8 +5,13 @@ Each package ``brokers/<x>/`` has a module ``brokers/<x>/unit.py`` with a module
 (``brokers.supervisor.units.discover``), so a new broker is a new package and nothing else
 in the tree changes.
 
+Also owns what a child process is handed to start: ``RunContext``, with the engine-wide
+``EngineSettings`` and the config's worker list as ``WorkerRef`` values.
+
 Invariants: unit names are unique; ``worker_names`` of different units do not overlap;
-a process name is the unit name, or ``<unit>-<i>`` when the unit runs several instances.
+a process name is the unit name, or ``<unit>-<i>`` when the unit runs several instances;
+a ``RunContext`` holds this process's own config and no other unit's (a config may carry
+values expanded from environment variables, i.e. secrets), and its repr leaves it out.
 """
 from __future__ import annotations
 
@@ -43,17 +48,50 @@ class Unit:
     shown by ``status`` and logged at start."""
 
 
+@dataclass(frozen=True)
+class WorkerRef:
+    """One ``workers[]`` entry of the config as a process sees it: which worker, served by
+    which unit; its config stays with the process that runs it."""
+
+    name: str
+    """Unique name (``iii-state``, ``iii-state#1``)."""
+    path: str
+    """Where it came from, e.g. ``workers[2]``."""
+    unit: Unit | None
+    """The unit serving it; None for a catalogue name this engine does not run yet."""
+
+    @property
+    def kind(self) -> str:
+        """The worker type: the part before ``#``."""
+        return self.name.split("#", 1)[0]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine-wide settings every process runs with (``RunContext.engine``)."""
+
+    config_path: str
+    """The file the supervisor read (for messages; a child does not read it)."""
+    runtime_dir: str
+    data_dir: str
+    registration_namespace_grace_ms: int
+    log_level: str = "info"
+    log_format: str = "text"
+    workers: tuple[WorkerRef, ...] = ()
+    """The config's worker entries, in file order (the router's warnings name them)."""
+
+
 @dataclass
 class RunContext:
-    """Everything a child process needs to start; built by the supervisor from the config."""
+    """Everything a child process needs to start: its part of the supervisor's plan
+    (``brokers.supervisor.plan``), with its unit looked up."""
 
     process: str
     """This process's name (node name on the bus), e.g. ``gateway-1``."""
     unit: Unit
-    config: Any
+    config: Any = field(repr=False)
     """This unit's validated config (output of ``unit.parse_config``)."""
-    engine: Any
-    """The whole validated EngineConfig."""
+    engine: EngineSettings
     runtime_dir: str
     data_dir: str
     peers: list[str] = field(default_factory=list)

@@ -191,6 +191,25 @@ def test_plan_second_entry_of_a_unit_is_warned(tmp_path):
     assert any("iii-worker-manager#1" in w for w in cfg.warnings)
 
 
+def test_settings_carry_the_engine_wide_values_and_no_worker_config(tmp_path):
+    cfg = load(tmp_path, """
+        workers:
+          - name: iii-state
+            config: {port: 7}
+          - name: iii-http
+        registration_namespace_grace_ms: 250
+        engine: {runtime_dir: /tmp/rt-s, data_dir: /tmp/d-s, log_level: WARNING}
+    """)
+    s = cfg.settings()
+    assert (s.config_path, s.runtime_dir, s.data_dir, s.registration_namespace_grace_ms,
+            s.log_level, s.log_format) == (cfg.path, "/tmp/rt-s", "/tmp/d-s", 250, "warning", "text")
+    assert [(w.name, w.path, w.unit, w.kind) for w in s.workers] == [
+        ("iii-state", "workers[0]", STATE, "iii-state"), ("iii-http", "workers[1]", None, "iii-http")]
+    assert not hasattr(s.workers[0], "config")  # a process gets no other worker's config
+    s = cfg.settings(log_level="debug", log_format="json")  # start --log-level / --log-format
+    assert (s.log_level, s.log_format) == ("debug", "json")
+
+
 def test_default_conf_loads_with_the_real_units():
     from brokers.supervisor.units import available
     units = available(env={})
