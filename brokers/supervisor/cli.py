@@ -1,7 +1,8 @@
 """``iii-supervisor``: the engine's command line.
 
     start CONFIG [--log-format text|json] [--log-level L]   run the engine in the foreground
-    run NAME --config CONFIG [--log-format ...]             run one planned process (children)
+    run NAME --config CONFIG [--log-format ...]             run one planned process alone
+    run NAME --plan-fd FD                                   (how the supervisor starts each)
     status [--config C | --runtime-dir D] [--json]          ask the running supervisor
     stop [--config C | --runtime-dir D] [--no-drain]        stop it and wait for it to exit
     restart PROC [--config C | --runtime-dir D]             restart one process
@@ -11,9 +12,11 @@
 Where an engine's runtime dir is, for every command (``brokers.kit.config.runtime_dir_for``):
 ``--runtime-dir``, else ``engine.runtime_dir`` of ``--config``, else ``$III_RUNTIME_DIR``,
 else ``/tmp/iii-run``; ``start`` follows the same rule with its config. Exit codes are
-named below. Invariant: a config problem is one clear line on stderr and exit code 2, a
+named below. Invariants: a config problem is one clear line on stderr and exit code 2, a
 port in use or an engine that cannot start one clear line and exit code 1, never a
-traceback.
+traceback; the config file is read once, by ``start`` (``brokers.supervisor.plan``): a
+child the supervisor spawns gets its part on ``--plan-fd`` and never opens the file, so a
+respawn runs on the config the engine runs, whatever the file says now.
 """
 from __future__ import annotations
 
@@ -30,8 +33,9 @@ from brokers.kit import config as configmod
 from brokers.kit import listen
 from brokers.kit import log as logsetup
 from brokers.kit.schema import ConfigError
-from brokers.kit.units import RunContext, load_main
+from brokers.kit.units import load_main
 from brokers.supervisor import control
+from brokers.supervisor.plan import ChildSpec, Plan, PlanError
 from brokers.supervisor.runner import AlreadyRunning, Runner, read_pid
 from brokers.supervisor.states import EXIT_NO_RETRY
 from brokers.supervisor.units import available
@@ -46,10 +50,14 @@ EXIT_CONFIG = 2
 log = logging.getLogger("brokers.supervisor")
 
 
-def _load(path: str) -> tuple[configmod.EngineConfig, list[configmod.Planned]]:
+def _load(path: str, log_level: str | None = None,
+          log_format: str | None = None) -> tuple[configmod.EngineConfig, Plan]:
+    """Read and validate the file once, and make the plan every process will run on."""
     units = available()
     cfg = configmod.load(path, units)
-    return cfg, configmod.plan(cfg, units)
+    plan = Plan.make(cfg, configmod.plan(cfg, units), now=time.time(), log_level=log_level,
+                     log_format=log_format)
+    return cfg, plan
 
 
 def _runtime_dir(args: argparse.Namespace) -> tuple[str, str]:
@@ -74,13 +82,12 @@ def _not_running(runtime_dir: str, source: str, why: str) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    cfg, planned = _load(args.config)
-    fmt = args.log_format or cfg.log_format
-    logsetup.setup(args.log_level or cfg.log_level, fmt, "supervisor")
+    cfg, plan = _load(args.config, args.log_level, args.log_format)
+    logsetup.setup(plan.engine.log_level, plan.engine.log_format, "supervisor")
     for warning in cfg.warnings:
         log.warning("%s", warning)
     try:
-        return Runner(cfg, planned, fmt).run()
+        return Runner(plan).run()
     except (AlreadyRunning, listen.PortInUse, listen.ListenError) as exc:
         print(f"iii-supervisor: {exc.args[-1] if isinstance(exc, OSError) else exc}",
               file=sys.stderr)
@@ -100,24 +107,43 @@ def _die_with_parent() -> None:
         sys.exit(EXIT_ERROR)
 
 
+def _read_plan_fd(fd: int) -> ChildSpec:
+    """The spec the supervisor wrote on ``fd``; the descriptor is closed once read, so
+    nothing this process starts inherits it."""
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            fh.seek(0)
+            data = fh.read()
+    except OSError as exc:
+        raise PlanError(f"cannot read the plan on descriptor {fd}: {exc.strerror}") from None
+    return ChildSpec.decode(data)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     _die_with_parent()
-    cfg, planned = _load(args.config)
-    mine = [p for p in planned if p.process == args.name]
-    if not mine:
-        print(f"iii-supervisor: unknown process {args.name!r} "
-              f"(planned: {', '.join(p.process for p in planned)})", file=sys.stderr)
-        return EXIT_CONFIG
-    proc = mine[0]
-    logsetup.setup(cfg.log_level, args.log_format or cfg.log_format, proc.process)
-    os.makedirs(cfg.runtime_dir, mode=0o700, exist_ok=True)
-    ctx = RunContext(process=proc.process, unit=proc.unit, config=proc.config, engine=cfg,
-                     runtime_dir=cfg.runtime_dir, data_dir=cfg.data_dir,
-                     peers=[p.process for p in planned])
     try:
-        load_main(proc.unit)(ctx)
+        if args.plan_fd is not None:  # spawned by the supervisor: its plan, not the file
+            spec = _read_plan_fd(args.plan_fd)
+        else:  # started by hand or by systemd: no supervisor's plan, make one from the file
+            _, plan = _load(args.config)
+            if args.name not in plan.specs:
+                print(f"iii-supervisor: unknown process {args.name!r} "
+                      f"(planned: {', '.join(plan.specs)})", file=sys.stderr)
+                return EXIT_CONFIG
+            spec = ChildSpec.decode(plan.spec(args.name))  # the same bytes a child would get
+        if spec.process != args.name:
+            raise PlanError(f"the plan handed over is process {spec.process!r}'s")
+        ctx = spec.context(available())
+    except PlanError as exc:  # the same plan would be handed again: retrying would not help
+        print(f"iii-supervisor run {args.name}: {exc}", file=sys.stderr)
+        return EXIT_NO_RETRY
+    logsetup.setup(ctx.engine.log_level, args.log_format or ctx.engine.log_format, ctx.process)
+    log.debug("%s runs on plan generation %d", ctx.process, spec.generation)
+    os.makedirs(ctx.runtime_dir, mode=0o700, exist_ok=True)
+    try:
+        load_main(ctx.unit)(ctx)
     except (listen.PortInUse, listen.ListenError) as exc:  # retrying would not help
-        log.error("%s cannot start: %s", proc.process, exc.args[-1])
+        log.error("%s cannot start: %s", ctx.process, exc.args[-1])
         return EXIT_NO_RETRY
     return EXIT_OK
 
@@ -146,6 +172,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"{label + ':':<14}{paths[label]}")
         for name, where in paths.get("stores", {}).items():
             print(f"{'store ' + name + ':':<14}{where}")
+        plan = result.get("plan")
+        if plan:
+            made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(plan["planned_at"]))
+            print(f"{'plan:':<14}generation {plan['generation']}, read from the config at {made}")
         print(f"{'PROCESS':<16} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8}")
         for p in result["processes"]:
             pid = "-" if p["pid"] is None else str(p["pid"])
@@ -192,16 +222,16 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    cfg, planned = _load(args.config)
+    cfg, plan = _load(args.config)  # the plan too: what start would hand each process
     for warning in cfg.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{args.config}: ok ({len(planned)} processes: {', '.join(p.process for p in planned)})")
+    print(f"{args.config}: ok ({len(plan.processes)} processes: {', '.join(plan.specs)})")
     return EXIT_OK
 
 
 def cmd_units(args: argparse.Namespace) -> int:
-    cfg, planned = _load(args.config)
-    for p in planned:
+    _, plan = _load(args.config)
+    for p in plan.processes:
         role = "storage" if p.unit.storage else "ingress" if p.unit.ingress else "-"
         print(f"{p.process:<16} {p.unit.name:<12} {role:<8} {p.unit.main}")
     return EXIT_OK
@@ -237,8 +267,12 @@ def parser() -> argparse.ArgumentParser:
                        "unit, starts for each process)")
     p.add_argument("name", metavar="NAME", help="a process of the plan, e.g. gateway, router, "
                                                "state (see `iii-supervisor units CONFIG`)")
-    p.add_argument("--config", required=True, metavar="CONFIG", help=CONFIG_HELP)
-    p.add_argument("--log-format", choices=("text", "json"))
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", metavar="CONFIG", help=CONFIG_HELP)
+    source.add_argument("--plan-fd", type=int, metavar="FD",
+                        help="(used by the supervisor) read this process's part of the "
+                             "supervisor's plan from inherited descriptor FD instead of a config")
+    p.add_argument("--log-format", choices=("text", "json"), help="default: the config's")
     p.set_defaults(func=cmd_run)
     p = command("status", "show the running engine's processes, paths and stores; "
                           "exit 1 if it is not running or a process is FATAL")

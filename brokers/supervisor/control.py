@@ -40,20 +40,26 @@ class Commands:
 
     def __init__(self, arbiter: Arbiter, act: Callable[[list[Action]], None],
                  clock: Callable[[], float], started: float,
-                 paths: dict[str, Any] | None = None) -> None:
+                 paths: dict[str, Any] | None = None,
+                 plan: Callable[[], dict[str, Any]] | None = None) -> None:
         self.arbiter = arbiter
         self.act = act
         self.clock = clock
         self.started = started
         self.paths = paths or {}
+        self.plan = plan
+        """The current plan's ``info()``, asked at each ``status`` (a reload swaps plans)."""
 
     def cmd_status(self, args: dict[str, Any]) -> Any:
         """status: every process with its state, pid, uptime (s), restarts and last exit code;
         the supervisor's own pid and uptime; ``paths``: the config, runtime dir, data dir
-        and where each store lives (``{"state": "/abs/dir", ...}``). Args: none."""
+        and where each store lives (``{"state": "/abs/dir", ...}``); ``plan``: the plan the
+        processes run on (``generation``, ``planned_at`` in epoch seconds, the ``config``
+        it was read from), or null. Args: none."""
         now = self.clock()
         return {"pid": os.getpid(), "uptime": round(now - self.started, 3),
                 "stopping": self.arbiter.stopping, "paths": self.paths,
+                "plan": self.plan() if self.plan is not None else None,
                 "processes": self.arbiter.status(now)}
 
     def cmd_stop(self, args: dict[str, Any]) -> Any:

@@ -4,10 +4,14 @@ Owns the loop: wait on the control socket and a signal wake-up fd (so SIGCHLD/SI
 it at once), reap children, feed the arbiter events and the time, carry out its actions.
 
 Invariants:
-- each child runs ``python -m brokers.supervisor.cli run NAME --config CONFIG`` in its own
+- each child runs ``python -m brokers.supervisor.cli run NAME --plan-fd FD`` in its own
   process group (so a terminal's Ctrl-C reaches only the supervisor, which stops children
   in order) and asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG,
   set by the child itself in ``cli run``), so no child outlives us;
+- a child starts on its part of ``self.plan`` (``brokers.supervisor.plan``), never on the
+  config file: FD is an anonymous in-memory file holding its encoded spec, made per spawn
+  and closed here once the child has it, so the spec (which may carry secrets) never has a
+  name on disk and nothing is left behind, even by a supervisor killed with SIGKILL;
 - signals go to the child's whole process group, so anything it forked dies with it;
 - ``<runtime_dir>/supervisor.pid`` holds our pid while we run and is removed on exit;
   a second supervisor on the same runtime dir refuses to start;
@@ -26,14 +30,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import zmq
 
 from brokers.kit import listen
-from brokers.kit.config import EngineConfig, Planned
 from brokers.supervisor.arbiter import Action, Arbiter, Event, Kill, Policy, Proc, Spawn
 from brokers.supervisor.control import Commands, ControlServer
+from brokers.supervisor.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +64,49 @@ def read_pid(runtime_dir: str) -> int | None:
         return None
 
 
-class Runner:
-    """Runs one engine (the planned processes of one config) in the foreground."""
+def plan_fd(spec: bytes) -> int:
+    """A readable descriptor holding ``spec`` at offset 0, for one child to inherit:
+    an anonymous memory file (Linux), else an already unlinked temporary file."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("iii-plan", os.MFD_CLOEXEC)
+    else:  # pragma: no cover - the engine runs on Linux
+        fd = os.dup(tempfile.TemporaryFile().fileno())
+    try:
+        view = memoryview(spec)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
-    def __init__(self, cfg: EngineConfig, planned: list[Planned], log_format: str,
-                 policy: Policy | None = None) -> None:
-        self.cfg = cfg
-        self.planned = {p.process: p for p in planned}
-        self.log_format = log_format
+
+class Runner:
+    """Runs one engine in the foreground: the processes of ``self.plan``.
+
+    ``self.plan`` is read at every spawn, so a reload that swaps it changes what the next
+    spawn of each process runs on, and nothing else."""
+
+    def __init__(self, plan: Plan, policy: Policy | None = None) -> None:
+        self.plan = plan
         self.arbiter = Arbiter((Proc(p.process, ingress=p.unit.ingress, storage=p.unit.storage)
-                                for p in planned), policy)
+                                for p in plan.processes), policy)
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.signals: list[int] = []
-        self.pidfile = os.path.join(cfg.runtime_dir, "supervisor.pid")
+        self.runtime_dir = plan.engine.runtime_dir
+        self.pidfile = os.path.join(self.runtime_dir, "supervisor.pid")
         self.sockets: dict[str, socket.socket] = {}
         """Listening sockets by ``host:port``, bound in ``run`` and inherited by children."""
 
     def paths(self) -> dict:
         """Where this engine keeps things, for ``status`` and the start-up log."""
         stores: dict[str, str] = {}
-        for p in self.planned.values():
-            stores.update(p.unit.stores(p.config, self.cfg.data_dir))
-        return {"config": self.cfg.path, "runtime_dir": self.cfg.runtime_dir,
-                "data_dir": self.cfg.data_dir, "stores": stores}
+        engine = self.plan.engine
+        for p in self.plan.processes:
+            stores.update(p.unit.stores(p.config, engine.data_dir))
+        return {"config": engine.config_path, "runtime_dir": engine.runtime_dir,
+                "data_dir": engine.data_dir, "stores": stores}
 
     # -- actions ----------------------------------------------------------------------
     def act(self, actions: list[Action]) -> None:
@@ -97,19 +122,26 @@ class Runner:
                     self.control.publish(action)
 
     def _spawn(self, name: str) -> None:
-        argv = [sys.executable, "-m", "brokers.supervisor.cli", "run", name,
-                "--config", self.cfg.path, "--log-format", self.log_format]
         env = dict(os.environ, III_SUPERVISOR_PID=str(os.getpid()))
-        planned = self.planned[name]
+        planned = self.plan.process(name)
         mine = {listen.key(h, p): self.sockets[listen.key(h, p)]
                 for h, p in planned.unit.listens(planned.config)}
         env[listen.ENV] = listen.env_value(mine)
         try:
-            child = subprocess.Popen(argv, env=env, process_group=0, stdin=subprocess.DEVNULL,
-                                     pass_fds=[s.fileno() for s in mine.values()])
+            fd = plan_fd(self.plan.spec(name))
         except OSError as exc:
             self.act(self.arbiter.spawn_failed(name, str(exc), time.monotonic()))
             return
+        argv = [sys.executable, "-m", "brokers.supervisor.cli", "run", name,
+                "--plan-fd", str(fd)]
+        try:
+            child = subprocess.Popen(argv, env=env, process_group=0, stdin=subprocess.DEVNULL,
+                                     pass_fds=[fd, *(s.fileno() for s in mine.values())])
+        except OSError as exc:
+            self.act(self.arbiter.spawn_failed(name, str(exc), time.monotonic()))
+            return
+        finally:
+            os.close(fd)  # the child has its own copy; it closes it once read
         self.children[name] = child
         self.act(self.arbiter.spawned(name, child.pid, time.monotonic()))
 
@@ -143,11 +175,11 @@ class Runner:
 
         Raises ``AlreadyRunning`` or ``listen.PortInUse`` / ``listen.ListenError`` before
         anything was started."""
-        os.makedirs(self.cfg.runtime_dir, mode=0o700, exist_ok=True)
-        other = read_pid(self.cfg.runtime_dir)
+        os.makedirs(self.runtime_dir, mode=0o700, exist_ok=True)
+        other = read_pid(self.runtime_dir)
         if other is not None and other != os.getpid():
-            raise AlreadyRunning(f"a supervisor (pid {other}) already runs on {self.cfg.runtime_dir}")
-        self.sockets = listen.bind_all(a for p in self.planned.values()
+            raise AlreadyRunning(f"a supervisor (pid {other}) already runs on {self.runtime_dir}")
+        self.sockets = listen.bind_all(a for p in self.plan.processes
                                        for a in p.unit.listens(p.config))
         try:
             return self._run()
@@ -170,11 +202,12 @@ class Runner:
         self.control: ControlServer | None = None
         try:
             paths = self.paths()
-            self.control = ControlServer(ctx, self.cfg.runtime_dir, Commands(
-                self.arbiter, self.act, time.monotonic, start, paths))
-            log.info("supervisor %d starting %s (config %s, runtime dir %s, data dir %s)",
-                     os.getpid(), ", ".join(self.planned), self.cfg.path, self.cfg.runtime_dir,
-                     self.cfg.data_dir)
+            self.control = ControlServer(ctx, self.runtime_dir, Commands(
+                self.arbiter, self.act, time.monotonic, start, paths, plan=self.plan.info))
+            log.info("supervisor %d starting %s (config %s, plan generation %d, runtime dir %s, "
+                     "data dir %s)", os.getpid(), ", ".join(self.plan.specs),
+                     self.plan.engine.config_path, self.plan.generation, self.runtime_dir,
+                     self.plan.engine.data_dir)
             for name, where in paths["stores"].items():
                 log.info("store %s: %s", name, where)
             self.act(self.arbiter.start(start))
@@ -222,8 +255,8 @@ class Runner:
             signal.set_wakeup_fd(old_fd)
             wake_r.close()
             wake_w.close()
-            for leftover in (self.pidfile, os.path.join(self.cfg.runtime_dir, "supervisor.ctl"),
-                             os.path.join(self.cfg.runtime_dir, "supervisor.pub")):
+            for leftover in (self.pidfile, os.path.join(self.runtime_dir, "supervisor.ctl"),
+                             os.path.join(self.runtime_dir, "supervisor.pub")):
                 try:
                     os.unlink(leftover)
                 except FileNotFoundError:

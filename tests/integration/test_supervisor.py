@@ -251,3 +251,26 @@ def test_status_exits_1_while_a_process_is_fatal(picky_engine):
     control.call(runtime, "restart", {"name": "tpicky"})
     wait_for(lambda: all_running(runtime), timeout=10)
     assert subprocess.run(status, env=env, capture_output=True, timeout=20).returncode == 0
+
+
+def test_children_start_on_the_plan_not_the_file(toy_engine):
+    """A respawn after the file was broken runs on the plan made at start: its child gets
+    its part on --plan-fd (the file is not on its command line, nor needed at all)."""
+    sup, runtime, path, env = toy_engine
+    ps = wait_for(lambda: all_running(runtime), timeout=10)
+    with open(f"/proc/{ps['tsvc']['pid']}/cmdline", "rb") as fh:
+        argv = fh.read().split(b"\0")
+    assert b"--plan-fd" in argv and b"--config" not in argv and path.encode() not in argv
+    with open(path, "w") as fh:
+        fh.write("workers: [{name: t-edge, config: {processes: 5}}\n")  # broken YAML
+    os.unlink(os.path.join(runtime, "tsvc.peers"))
+    os.kill(ps["tsvc"]["pid"], signal.SIGKILL)
+    wait_for(lambda: (lambda p: p["state"] == "RUNNING" and p["pid"] != ps["tsvc"]["pid"])(
+        procs(runtime)["tsvc"]), timeout=5)
+    with open(os.path.join(runtime, "tsvc.peers")) as fh:
+        assert fh.read() == "tstore,tsvc,tedge-0,tedge-1"  # the plan's peers, not five edges
+    out = subprocess.run([sys.executable, "-m", "brokers.supervisor.cli", "status", "--runtime-dir", runtime],
+                         env=env, capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert "plan:         generation 1, read from the config at " in out.stdout
+    assert control.call(runtime, "status")["plan"]["generation"] == 1
