@@ -16,6 +16,8 @@ import queue
 import threading
 from typing import Any, Callable
 
+from sdk.waiters import settle
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,7 @@ class HandlerPool:
 
         def done(value: Any, exc: BaseException | None) -> None:
             try:
-                loop.call_soon_threadsafe(_settle, fut, value, exc)
+                loop.call_soon_threadsafe(settle, fut, value, exc)
             except RuntimeError:
                 pass  # the loop is closed: the worker shut down meanwhile
         self.submit(fn, args, done)
@@ -75,12 +77,3 @@ class HandlerPool:
             self._closed = True
             for _ in range(self._threads):
                 self._jobs.put(None)
-
-
-def _settle(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(value)

@@ -34,7 +34,7 @@ from sdk.events import Completion, Fatal, Invoke, ProviderCall
 from sdk.handlers import HandlerSpec, handler_error_body, is_async, provider_error_body, provider_method
 from sdk.pool import HandlerPool
 from sdk.transport import SdkConnection
-from sdk.waiters import Mailbox
+from sdk.waiters import Mailbox, settle
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,7 @@ HOLD_FALLBACK_S = 5.0
 
 
 def _settle(c: Completion) -> None:
-    w = c.waiter
-    if w is None or w.done():
-        return
-    if c.error is not None:
-        w.set_exception(c.error)
-    else:
-        w.set_result(c.result)
+    settle(c.waiter, c.result, c.error)
 
 
 class Shell:

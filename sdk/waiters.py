@@ -103,13 +103,15 @@ class SyncWaiter:
         return self._value
 
 
-def _settle_future(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
-    if fut.done():  # the awaiting task was cancelled meanwhile
+def settle(waiter: Any, value: Any, exc: BaseException | None) -> None:
+    """Settle any waiter (``SyncWaiter``, ``LoopWaiter``, a future) with ``exc`` if set, else
+    ``value``; a settled one (a future whose awaiting task was cancelled) and None are skipped."""
+    if waiter is None or waiter.done():
         return
     if exc is not None:
-        fut.set_exception(exc)
+        waiter.set_exception(exc)
     else:
-        fut.set_result(value)
+        waiter.set_result(value)
 
 
 class LoopWaiter:
@@ -130,7 +132,7 @@ class LoopWaiter:
             return
         self._done = True
         try:
-            self._box.post(_settle_future, self._fut, value, exc)
+            self._box.post(settle, self._fut, value, exc)
         except RuntimeError:
             pass  # the caller's loop is closed: nobody is waiting any more
 

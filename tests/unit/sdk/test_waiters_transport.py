@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
 from sdk.transport import SdkConnection
-from sdk.waiters import LoopWaiter, Mailbox, SyncWaiter
+from sdk.waiters import LoopWaiter, Mailbox, SyncWaiter, settle
 
 
 def test_mailbox_runs_every_item_once_in_order_per_thread_with_few_wakeups():
@@ -82,6 +82,24 @@ def test_loop_waiter_settles_the_callers_future_from_another_thread():
         return await asyncio.gather(*futs, return_exceptions=True)
     out = asyncio.run(main())
     assert out[0] == 1 and isinstance(out[1], KeyError) and out[2] == 3
+
+
+def test_settle_skips_none_and_settled_waiters():
+    settle(None, 1, None)  # a void call's waiter
+    loop = asyncio.new_event_loop()
+    try:
+        cancelled, ok, failed = loop.create_future(), loop.create_future(), loop.create_future()
+        cancelled.cancel()
+        settle(cancelled, 1, None)  # the awaiting task gave up: no InvalidStateError
+        settle(ok, 2, None)
+        settle(failed, None, KeyError("k"))
+        assert cancelled.cancelled() and ok.result() == 2 and isinstance(failed.exception(), KeyError)
+    finally:
+        loop.close()
+    w = SyncWaiter()
+    settle(w, 3, None)
+    settle(w, None, RuntimeError("late"))
+    assert w.wait(0) and w.result() == 3
 
 
 async def test_sdk_connection_keeps_early_messages_joins_fragments_and_batches_writes():
