@@ -6,8 +6,10 @@ themselves) run as they are, as ``__main__``. Fragments rely on the page's earli
 for their context, so they run with exactly that context in their globals: ``os``,
 ``uuid``, ``Logger``, ``TriggerAction``, ``HttpInvocationConfig`` and
 ``iii = register_worker(os.environ.get("III_URL", "ws://localhost:49134"))`` as in the
-page's ``math_add.py``. After the block's top level has run, prints ``SEED-READY`` and stays
-up serving (the SDK's loop thread is non-daemon, as in the official SDK).
+page's ``math_add.py``. After the block's top level has run, prints
+``SEED-ENGINE-MODULES <comma-separated>`` (the engine's modules the worker loaded: none is
+the SDK's promise, tests/e2e/test_sdk_boundary.py), then ``SEED-READY``, and stays up
+serving (the SDK's loop thread is non-daemon, as in the official SDK).
 Usage: python run_seed.py TITLE < BLOCK
 """
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 import sys
 import uuid
 from typing import Any
+
+ENGINE_MODULES = ("brokers", "zmq", "lmdb")
 
 
 def main() -> None:
@@ -29,6 +33,8 @@ def main() -> None:
                        HttpInvocationConfig=HttpInvocationConfig,
                        iii=register_worker(os.environ.get("III_URL", "ws://localhost:49134")))
     exec(compile(source, title, "exec"), context)
+    engine = sorted(m for m in sys.modules if m.split(".")[0] in ENGINE_MODULES)
+    print("SEED-ENGINE-MODULES " + ",".join(engine), flush=True)
     print("SEED-READY", flush=True)
 
 
