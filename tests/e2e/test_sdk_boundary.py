@@ -31,8 +31,8 @@ finally:
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
-    with running_engine(queues=PAYMENT_QUEUES, extra_workers_yaml=STATE_WORKER_YAML,
-                        wait_for=QUEUE_READY) as eng:
+    with running_engine(queues=PAYMENT_QUEUES, extra_workers_yaml=STATE_WORKER_YAML
+                        + "- name: iii-pubsub\n", wait_for=QUEUE_READY) as eng:
         yield eng
 
 
