@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import orjson
 
 from brokers.state.decode import DecodeError, expect_str, expect_struct, optional_str
-from brokers.state.ops import MISSING, Op, apply_update_ops, parse_ops
+from brokers.kit.ops import MISSING, Op, OpsDecodeError, apply_update_ops, parse_ops
 from brokers.kit.errors import FUNCTION_NOT_FOUND, TRIGGER_REGISTRATION_FAILED, EngineError, deserialization_error
 
 SET = "state::set"
@@ -95,7 +95,11 @@ def _decode(function_id: str, payload: Any, max_value_bytes: int | None) -> Writ
     if function_id == UPDATE:
         if "ops" not in obj:
             raise DecodeError("missing field `ops`")
-        return Write("update", scope, key, ops=tuple(parse_ops(obj["ops"])))
+        try:
+            ops = tuple(parse_ops(obj["ops"]))
+        except OpsDecodeError as exc:  # the kit's decode error, worded the same
+            raise DecodeError(str(exc)) from None
+        return Write("update", scope, key, ops=ops)
     # state::set: `data` is an alias of `value`; serde rejects both at once.
     if "value" in obj and "data" in obj:
         raise DecodeError("duplicate field `value`")

@@ -34,7 +34,7 @@ import lmdb
 import orjson
 
 from brokers.state.core import Outcome, Write, apply_write
-from brokers.state.ops import MISSING
+from brokers.kit.ops import MISSING
 from brokers.kit.errors import EngineError
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import tempfile
 import pytest
 
 from brokers.state.core import Write
-from brokers.state.ops import MISSING, parse_ops
+from brokers.kit.ops import MISSING, parse_ops
 from brokers.state.store import LmdbStore
 
 

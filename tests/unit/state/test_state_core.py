@@ -6,7 +6,7 @@ import pytest
 
 from brokers.state import core
 from brokers.state.core import Read, Write, decode_call
-from brokers.state.ops import MISSING
+from brokers.kit.ops import MISSING
 from brokers.state.store import MemoryStore
 from brokers.kit.errors import EngineError
 

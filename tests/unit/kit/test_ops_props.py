@@ -14,7 +14,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brokers.state.ops import MISSING, apply_update_ops, parse_ops
+from brokers.kit.ops import MISSING, apply_update_ops, parse_ops
 
 I64 = (-(2**63), 2**63 - 1)
 U64_MAX = 2**64 - 1

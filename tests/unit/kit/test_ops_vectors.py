@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from brokers.state.ops import (
+from brokers.kit.ops import (
     DOC_URL, I64_MAX, I64_MIN, MISSING, OpsDecodeError, apply_update_ops, parse_ops,
 )
 
