@@ -12,7 +12,6 @@ passing them (``Call.trace``) costs nothing and keeps the subscriber in the trac
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from brokers.pubsub.core import PUBLISH, TRIGGER_TYPE, PubSubCore, parse_publish
 from brokers.kit.broker import Broker, BusFactory, Call, run

@@ -1,0 +1,165 @@
+"""The gateway's call relay: a worker's call to its callee, and the answer back (protocol §5).
+
+The hot path: one JSON parse (done by the core), a route lookup in the local table, one
+JSON encode of the delivered call; results are relayed as the bytes the callee sent. A
+call between two connections of this process never leaves it.
+
+Invariants:
+- every call delivered to a connection is answered exactly once to a waiting caller: by
+  the callee's result, or ``invocation_stopped`` when the callee or its process goes away
+  (§4.6);
+- a result is accepted only from the connection the call was delivered to (fixes §12.3);
+- while the router has not acknowledged every UP of this process (``up_acked <
+  up_sent``), a call to another process goes through the router (INV with ``via``), so
+  it cannot overtake a registration sent before it (the fence of registrations.py).
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from brokers.gateway.conns import ENQUEUE_FN, REGISTER_FN, SMALL_PEER_LIMIT, Conn, GatewayState
+from brokers.kit import frames, wire
+from brokers.kit.errors import ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE, PAYLOAD_TOO_LARGE
+from brokers.kit.frames import ROUTER
+from brokers.kit.routes import not_found_message
+
+
+class CallRelay(GatewayState):
+    """Calls out of and into this gateway's connections."""
+
+    def _invoke(self, conn: Conn, msg: dict) -> None:
+        fid = msg["function_id"]
+        if not isinstance(fid, str):
+            raise TypeError("function_id must be a string")
+        inv_id = msg.get("invocation_id")
+        action = msg.get("action")
+        ns = msg.get("namespace")
+        if ns is None:
+            ns = "default"
+        elif not isinstance(ns, str) or not ns.strip():
+            if inv_id:
+                self.out.ws(conn.id, wire.error(inv_id, fid, INVALID_NAMESPACE, "namespace must not be blank"))
+            return
+        kind = action.get("type") if isinstance(action, dict) else None
+        if fid == REGISTER_FN and kind != "enqueue":
+            self._register_worker(conn, msg.get("data"), inv_id)
+            return
+        if conn.ns is None and conn.buffer and self._waits_for_buffer(conn, fid):
+            conn.buffer.append((msg, b""))
+            return
+        if kind == "enqueue":
+            self._enqueue(conn, msg, fid, ns, inv_id, action)
+            return
+        route = self.routes.get(ns, fid)
+        if route is None:
+            if inv_id:
+                self.out.ws(conn.id, wire.error(inv_id, fid, FUNCTION_NOT_FOUND, not_found_message(
+                    fid, ns, self.routes.namespaces_of(fid))))
+            return
+        data = msg.get("data")
+        if isinstance(data, dict):
+            data["_caller_worker_id"] = conn.id
+        void = kind == "void" or not inv_id
+        if void:
+            inv_id = str(uuid.uuid4())
+        body = wire.invoke(inv_id, fid, data, msg.get("metadata"), msg.get("traceparent"), msg.get("baggage"))
+        self._send_call(conn, None if void else conn.id, route, inv_id, fid, body)
+
+    @staticmethod
+    def _waits_for_buffer(conn: Conn, fid: str) -> bool:
+        """Whether a call of a connection whose registrations are still buffered (§4.4)
+        waits behind them instead of overtaking them. It does once the worker has declared
+        itself (the router's answer, a round trip away, releases the buffer), and when it
+        names a function of the buffer: Node 0.22 sends its queued calls before
+        ``engine::workers::register``, and such a call or job would otherwise fail or burn
+        an attempt as ``function_not_found``. Other calls of an undeclared worker go on at
+        once, as the spec has it, rather than wait up to the 5 s grace timer."""
+        return conn.meta is not None or any(
+            m.get("type") == "registerfunction" and m.get("id") == fid for m, _ in conn.buffer)
+
+    def _send_call(self, caller: Conn, reply_conn: str | None, route, inv_id: str, fid: str, body: bytes) -> None:
+        node, target = route
+        rnode = None
+        if reply_conn is not None:
+            rnode = self.node
+            caller.outgoing.add(inv_id, node, fid)
+        if node == self.node:
+            callee = self.conns.get(target)
+            if callee is None:
+                self._answer(rnode, reply_conn, inv_id, wire.stopped(inv_id, fid))
+            else:
+                self._to_callee(callee, rnode, reply_conn, inv_id, fid, body)
+            return
+        if self.up_acked < self.up_sent and node != ROUTER:
+            # a registration is still on its way: the router passes the call on after it
+            self.out.send(ROUTER, frames.inv(inv_id, fid, target, rnode, reply_conn, via=node), body)
+        else:
+            self.out.send(node, frames.inv(inv_id, fid, target, rnode, reply_conn), body)
+
+    def _enqueue(self, conn: Conn, msg: dict, fid: str, ns: str, inv_id: Any, action: dict) -> None:
+        """§5.5: the call goes to the queue broker; the caller gets its receipt."""
+        route = self.routes.get("default", ENQUEUE_FN)
+        if route is None:
+            if inv_id:
+                self.out.ws(conn.id, wire.error(inv_id, fid, ENQUEUE_ERROR,
+                                                "No queue worker is installed: add iii-queue to the engine config."))
+            return
+        job: dict[str, Any] = {"queue": action.get("queue"), "function_id": fid, "data": msg.get("data"),
+                               "messageReceiptId": str(uuid.uuid4())}
+        for key in ("traceparent", "baggage", "metadata"):
+            if msg.get(key) is not None:
+                job[key] = msg[key]
+        if ns != "default":
+            job["namespace"] = ns
+        reply = conn.id if inv_id else None
+        inv_id = inv_id or str(uuid.uuid4())
+        self._send_call(conn, reply, route, inv_id, ENQUEUE_FN, wire.invoke(inv_id, ENQUEUE_FN, job))
+
+    def _result(self, conn: Conn, msg: dict, raw: str | bytes) -> None:
+        inv_id = msg["invocation_id"]
+        entry = conn.delivered.pop(inv_id, None)
+        if entry is None:
+            return  # unknown, late, or not delivered to this connection: dropped
+        rnode, rconn, _ = entry
+        if rnode is None:
+            return  # void: the engine discards the reply
+        self._answer(rnode, rconn, inv_id, raw if isinstance(raw, bytes) else raw.encode())
+
+    def _answer(self, rnode: str | None, rconn: str | None, inv_id: str, body: bytes) -> None:
+        if rnode is None:
+            return
+        if rnode == self.node:
+            caller = self.conns.get(rconn) if rconn else None
+            if caller is not None and caller.outgoing.pop(inv_id) is not None:
+                self.out.ws(rconn, body)
+            return
+        self.out.send(rnode, frames.res(inv_id, rconn), body)
+
+    def _deliver(self, header: dict, body: bytes) -> None:
+        target = header.get("to")
+        callee = self.conns.get(target) if target else None
+        rnode, rconn, inv_id = header.get("rn"), header.get("rc"), header["id"]
+        if callee is None:
+            self._answer(rnode, rconn, inv_id, wire.stopped(inv_id, header.get("fn", "")))
+            return
+        self._to_callee(callee, rnode, rconn, inv_id, header.get("fn", ""), body)
+
+    def _to_callee(self, callee: Conn, rnode: str | None, rconn: str | None, inv_id: str, fid: str,
+                   body: bytes) -> None:
+        if callee.small_only and len(body) > SMALL_PEER_LIMIT:
+            self._answer(rnode, rconn, inv_id, wire.error(
+                inv_id, fid, PAYLOAD_TOO_LARGE, "payload over 1 MiB for a worker that did not declare "
+                "large-messages.v1"))
+            return
+        callee.delivered[inv_id] = (rnode, rconn, fid)
+        self.out.ws(callee.id, body)
+
+    def _reset(self, node: str) -> None:
+        """``node`` restarted: calls waiting on it will never be answered (§4.6)."""
+        for conn in self.conns.values():
+            for inv_id, fid in conn.outgoing.stopped(node):
+                self.out.ws(conn.id, wire.stopped(inv_id, fid))
+            for inv_id, entry in list(conn.delivered.items()):
+                if entry[0] == node:
+                    conn.delivered[inv_id] = (None, None, entry[2])

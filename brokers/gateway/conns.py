@@ -1,0 +1,58 @@
+"""The gateway core's state: its worker connections, its route copy, its registration fence.
+
+``GatewayCore`` (core.py) is this state plus two halves that share it: the call relay
+(``calls.CallRelay``) and the registrations with their ordering fence
+(``registrations.Registrations``). ``Outbox`` is every effect the core can have; the
+shell implements it, unit tests record it.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from brokers.kit.pending import Pending
+from brokers.kit.routes import RouteTable
+
+ENQUEUE_FN = "engine::queue::enqueue"
+REGISTER_FN = "engine::workers::register"
+SMALL_PEER_LIMIT = 1024 * 1024
+
+
+class Outbox(Protocol):
+    def ws(self, conn: str, data: bytes) -> None: ...
+    def send(self, node: str, header: dict, body: bytes = b"") -> None: ...
+    def close(self, conn: str) -> None: ...
+    def arm_grace(self, conn: str) -> None: ...
+
+
+class Conn:
+    """One worker connection and what it registered (kept for router resync)."""
+
+    __slots__ = ("id", "token", "ip", "ns", "buffer", "held", "meta", "delivered", "outgoing", "small_only")
+
+    def __init__(self, conn_id: str, token: str, ip: str | None) -> None:
+        self.id = conn_id
+        self.token = token
+        self.ip = ip
+        self.ns: str | None = None
+        self.buffer: list[tuple[dict, bytes]] = []
+        self.held: dict[tuple[str, str], bytes] = {}
+        self.meta: bytes | None = None
+        self.delivered: dict[str, tuple[str | None, str | None, str]] = {}
+        self.outgoing: Pending[str] = Pending()
+        """Calls this worker made that wait on another node: inv_id -> (node, function id)."""
+        self.small_only = False
+        """A Python SDK older than 0.25 closes its socket on messages over 1 MiB (§10.4)."""
+
+
+class GatewayState:
+    """What the two halves of the core share (set up by ``GatewayCore.__init__``)."""
+
+    node: str
+    epoch: str
+    out: Outbox
+    routes: RouteTable
+    conns: dict[str, Conn]
+    up_sent: int
+    """Sequence number of the last UP sent to the router."""
+    up_acked: int
+    """The highest UP sequence number the router has applied (ACK)."""
