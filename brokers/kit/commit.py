@@ -1,0 +1,158 @@
+"""Group commit: many callers' writes, one transaction, one fsync, then all the acks.
+
+``GroupCommitter(apply, ...)`` collects what callers ``submit`` and hands it, as one list,
+to ``apply(items) -> results`` (one transaction of the store; ``results[i]`` belongs to
+``items[i]``). Each caller holds a future of its own result.
+
+Invariants:
+  * at most one batch runs at a time; items submitted meanwhile form the next batch, which
+    starts as soon as the running one is settled (so the fsync latency sets the batch size);
+  * a caller's future resolves only after ``apply`` returned for its batch, i.e. after the
+    commit; futures resolve in submission order;
+  * when ``apply`` raises, exactly the callers of that batch fail with its exception; the
+    next batch runs as usual;
+  * ``apply`` runs on ONE dedicated thread (``thread`` names it): an LMDB write transaction
+    must stay on its thread, and LMDB releases the GIL, so the loop serves reads and new
+    calls meanwhile. ``thread=None`` runs it inline on the loop (in-memory stores).
+
+Hot path: a ``submit`` is one future and a list append; the first one of an idle committer
+schedules the batch with ``call_soon`` (so everything submitted in the same loop iteration
+joins it) and completion is a callback. No asyncio task exists, per call or per batch.
+
+``settle(result) -> value`` (optional) turns a result into the caller's value on the loop; if
+it raises, only that caller fails (e.g. one write of the batch could not be stored).
+``committed(items, results)`` (optional) runs on the loop after a batch's callers are
+settled (e.g. trigger fan-out, which must see writes in commit order).
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommitter(Generic[T, R]):
+    """Batches concurrent ``submit`` calls into one ``apply`` at a time."""
+
+    def __init__(self, apply: Callable[[list[T]], Sequence[R]], *, name: str, thread: str | None = None,
+                 settle: Callable[[R], Any] | None = None,
+                 committed: Callable[[list[T], Sequence[R]], None] | None = None) -> None:
+        self.name = name
+        self._apply = apply
+        self._settle_one = settle
+        self._committed = committed
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=thread) if thread is not None else None
+        self._items: list[T] = []
+        self._futs: list[asyncio.Future[Any]] = []
+        self._barriers: list[asyncio.Future[None]] = []
+        self._busy = False
+        """A batch is scheduled or running: new items wait for the next one."""
+        self.batches = 0
+        """Committed batches (failed ones not counted)."""
+
+    def submit(self, item: T) -> asyncio.Future[Any]:
+        """A future of ``item``'s result, resolved once the batch holding it is committed."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._items.append(item)
+        self._futs.append(fut)
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._run)
+        return fut
+
+    def barrier(self) -> asyncio.Future[None]:
+        """A future resolved once everything submitted before it is committed (failed with
+        its batch), without a transaction of its own; done at once when nothing is pending."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._busy:
+            self._barriers.append(fut)
+        else:
+            fut.set_result(None)
+        return fut
+
+    async def flush(self) -> None:
+        """Wait until every item submitted so far is committed (raises if its batch failed)."""
+        await self.barrier()
+
+    def close(self) -> None:
+        """Stop the commit thread (after its running batch); ``flush`` first to keep items."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    # ------------------------------------------------------------ batches
+
+    def _run(self) -> None:
+        """Start the next batch, or go idle when none is pending."""
+        while self._items:
+            items, futs, barriers = self._items, self._futs, self._barriers
+            self._items, self._futs, self._barriers = [], [], []
+            if self._pool is not None:
+                done = asyncio.get_running_loop().run_in_executor(self._pool, self._apply, items)
+                done.add_done_callback(functools.partial(self._done, items, futs, barriers))
+                return
+            try:
+                results = self._apply(items)
+            except Exception as exc:
+                self._fail(items, futs, barriers, exc)
+            else:
+                self._settle(items, futs, barriers, results)
+        barriers, self._barriers = self._barriers, []
+        self._busy = False
+        for fut in barriers:  # nothing after them: everything before them is settled
+            if not fut.done():
+                fut.set_result(None)
+
+    def _done(self, items: list[T], futs: list[asyncio.Future[Any]], barriers: list[asyncio.Future[None]],
+              done: asyncio.Future[Sequence[R]]) -> None:
+        if done.cancelled():  # the loop is going away; nobody will read these
+            for fut in futs + barriers:
+                fut.cancel()
+        elif done.exception() is not None:
+            self._fail(items, futs, barriers, done.exception())  # type: ignore[arg-type]
+        else:
+            self._settle(items, futs, barriers, done.result())
+        self._run()
+
+    def _settle(self, items: list[T], futs: list[asyncio.Future[Any]], barriers: list[asyncio.Future[None]],
+                results: Sequence[R]) -> None:
+        if len(results) != len(items):
+            self._fail(items, futs, barriers, RuntimeError(
+                f"{self.name} commit returned {len(results)} results for {len(items)} items"))
+            return
+        self.batches += 1
+        settle = self._settle_one
+        for fut, result in zip(futs, results):
+            if fut.done():  # the caller gave up (cancelled); its write is stored all the same
+                continue
+            if settle is None:
+                fut.set_result(result)
+                continue
+            try:
+                value = settle(result)
+            except Exception as exc:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+        for fut in barriers:
+            if not fut.done():
+                fut.set_result(None)
+        if self._committed is not None:
+            try:
+                self._committed(items, results)
+            except Exception:  # the acks are out; a broken hook must not stop the commits
+                log.exception("%s: after-commit hook failed", self.name)
+
+    def _fail(self, items: list[T], futs: list[asyncio.Future[Any]], barriers: list[asyncio.Future[None]],
+              exc: BaseException) -> None:
+        log.error("%s commit failed (%d callers fail with it): %s", self.name, len(items), exc)
+        for fut in futs + barriers:
+            if not fut.done():
+                fut.set_exception(exc)

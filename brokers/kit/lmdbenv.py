@@ -1,0 +1,125 @@
+"""One LMDB environment of this process: the durable open, the one map-growth policy, and
+the resize lock every reader takes. Both stores (state, queue jobs) sit on it.
+
+Open: the directory is created; ``sync=True, metasync=True``, so a committed write
+transaction is on disk (data pages, then the meta page) before ``write`` returns.
+
+Growth: a write transaction that hits ``MapFullError`` is aborted, the map doubled and the
+whole body run again in a fresh transaction, until it fits or the next size would pass
+``max_map_size`` (``MapLimitError``; nothing of that transaction is stored). LMDB's
+``set_mapsize`` must not run while this process has a live transaction, so it runs under
+``_resize``, which every reader holds for the life of its read transaction. The lock is
+uncontended except during a resize: readers never wait for writers (LMDB MVCC), only for a
+growth in progress; the writer's own transaction is already aborted when it grows.
+
+Threads: ``write`` runs on the caller's thread and keeps its transaction there (an LMDB
+write transaction must stay on its thread); reads may run on any other thread meanwhile.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Callable, TypeVar
+
+import lmdb
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+DEFAULT_MAP_SIZE = 64 * 1024 * 1024
+MAX_MAP_SIZE = 1 << 40
+
+
+class MapLimitError(Exception):
+    """The map would have to grow past its cap; the transaction was aborted."""
+
+
+class _Read:
+    """A read transaction under the resize lock (a class, not a generator: it is on the
+    hot path of every ``state::get``)."""
+
+    __slots__ = ("_owner", "_db", "_txn")
+
+    def __init__(self, owner: LmdbEnv, db: Any) -> None:
+        self._owner, self._db = owner, db
+
+    def __enter__(self) -> lmdb.Transaction:
+        self._owner._resize.acquire()
+        try:
+            self._txn = self._owner.env.begin(db=self._db)
+        except BaseException:
+            self._owner._resize.release()
+            raise
+        return self._txn
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._txn.abort()
+        finally:
+            self._owner._resize.release()
+
+
+class LmdbEnv:
+    """An LMDB environment at ``path`` (a directory) with growth up to ``max_map_size``."""
+
+    def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, max_map_size: int = MAX_MAP_SIZE,
+                 max_dbs: int = 0, max_readers: int = 126, readahead: bool = True) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self.max_map_size = max_map_size
+        self.env = lmdb.open(path, map_size=map_size, subdir=True, sync=True, metasync=True,
+                             max_dbs=max_dbs, max_readers=max_readers, readahead=readahead, lock=True)
+        self._resize = threading.Lock()
+
+    def open_db(self, name: bytes) -> Any:
+        return self.env.open_db(name)
+
+    def write(self, body: Callable[[lmdb.Transaction], R], db: Any = None) -> R:
+        """Run ``body(txn)`` in one write transaction and commit it (fsync'd).
+
+        On a full map the transaction is aborted, the map grown and ``body`` run again, so
+        ``body`` must compute everything from ``txn`` (it may run more than once). Any
+        other exception aborts the transaction and propagates: nothing is stored.
+        """
+        while True:
+            txn = self.env.begin(write=True, db=db)
+            try:
+                out = body(txn)
+                txn.commit()
+                return out
+            except lmdb.MapFullError:
+                txn.abort()
+                self.grow()
+            except BaseException:
+                txn.abort()
+                raise
+
+    def read(self, db: Any = None) -> _Read:
+        """``with env.read() as txn:`` a read transaction a resize waits for."""
+        return _Read(self, db)
+
+    def get(self, key: bytes, db: Any = None) -> bytes | None:
+        """One point read in its own read transaction."""
+        with self._resize, self.env.begin(db=db) as txn:
+            return txn.get(key)
+
+    def grow(self) -> int:
+        """Double the map (``MapLimitError`` past the cap); returns the new size."""
+        size = self.env.info()["map_size"] * 2
+        if size > self.max_map_size:
+            raise MapLimitError(f"LMDB map would exceed {self.max_map_size} bytes")
+        with self._resize:
+            self.env.set_mapsize(size)
+        log.warning("LMDB map of %s was full; grown to %d MiB", self.path, size >> 20)
+        return size
+
+    def map_size(self) -> int:
+        return self.env.info()["map_size"]
+
+    def max_key_size(self) -> int:
+        return self.env.max_key_size()
+
+    def close(self) -> None:
+        self.env.close()
