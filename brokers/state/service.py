@@ -1,11 +1,13 @@
 """The state broker process: ``state::*`` on the bus, group-committed to LMDB, and the
 ``state`` trigger type.
 
-Write path (group commit): a write call is decoded at once (bad input fails alone and
-writes nothing), then queued. One writer task takes everything queued, runs ONE
-``store.apply_batch`` in a dedicated thread (one transaction, one fsync; LMDB releases the
-GIL, so reads and new calls are served meanwhile and pile up into the next batch), and
-only after that commit resolves the batch's calls, so every ack follows its fsync.
+Write path (group commit, the kit's ``GroupCommitter``): a write call is decoded at once
+(bad input fails alone and writes nothing), then submitted. Everything submitted while no
+batch runs goes to ONE ``store.apply_batch`` on the dedicated ``state-writer`` thread (one
+transaction, one fsync; LMDB releases the GIL, so reads and new calls are served meanwhile
+and pile up into the next batch), and only after that commit are the batch's calls
+resolved, each with its own outcome, so every ack follows its fsync. The in-memory store
+applies its batches inline on the loop.
 
 Trigger fan-out: after a commit, each successful write's event goes to the matching
 bindings (filters read at commit time). Events queue per (scope, key) and one task per
@@ -37,12 +39,12 @@ import asyncio
 import logging
 import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Sequence
 
 from brokers.state import core
 from brokers.state.config import store_path
-from brokers.state.store import LmdbStore, MemoryStore
+from brokers.state.store import LmdbStore, Store, open_store
+from brokers.kit.commit import GroupCommitter
 from brokers.kit.broker import Broker, BusFactory, Call, Trace, run
 from brokers.kit.errors import EngineError
 from brokers.kit.units import RunContext
@@ -66,11 +68,8 @@ class StateBroker(Broker):
     def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
         super().__init__(ctx, bus=bus)
         self.cfg: dict[str, Any] = ctx.config
-        self.store: LmdbStore | MemoryStore | None = None
-        self._queue: list[tuple[core.Write, asyncio.Future, Trace]] = []
-        self._wake = asyncio.Event()
-        self._writer_task: asyncio.Task | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        self.store: Store | None = None
+        self.committer: GroupCommitter[tuple[core.Write, Trace], core.Outcome] | None = None
         self.state_triggers: dict[str, tuple[core.TriggerConfig, dict]] = {}
         self._events: dict[tuple[str, str], deque] = {}
         self.batches = 0
@@ -84,14 +83,15 @@ class StateBroker(Broker):
             self._profile = cProfile.Profile()
             self._profile.enable()
         path = store_path(self.cfg, self.ctx.data_dir)
+        self.store = open_store(path)
         if path is None:
             log.warning("iii-state uses the in-memory store: nothing is persisted")
-            self.store = MemoryStore()
         else:
-            os.makedirs(path, exist_ok=True)
-            self.store = LmdbStore(path)
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="state-writer")
             log.info("iii-state store at %s", path)
+        # LMDB commits block on fsync: off the loop, on one thread. A dict store is instant.
+        thread = "state-writer" if isinstance(self.store, LmdbStore) else None
+        self.committer = GroupCommitter(self._apply, name="state", thread=thread,
+                                        settle=core.write_result, committed=self._committed)
         for fn in (core.SET, core.DELETE, core.UPDATE):
             self.function(fn, self._write_handler(fn), description=_DESCRIPTIONS[fn])
         self.function(core.GET, self._get, description=_DESCRIPTIONS[core.GET])
@@ -99,16 +99,15 @@ class StateBroker(Broker):
         self.function(core.LIST_GROUPS, self._list_groups, description=_DESCRIPTIONS[core.LIST_GROUPS])
         self.trigger_type(core.TRIGGER_TYPE, "State change trigger", on_register=self._on_bind,
                           on_unregister=self._on_unbind)
-        self._writer_task = asyncio.ensure_future(self._writer())
 
     async def teardown(self) -> None:
-        # Commit whatever was accepted before the stop; no ack can leave any more.
-        while self._queue:
-            await self._commit_once()
-        if self._writer_task is not None:
-            self._writer_task.cancel()
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
+        if self.committer is not None:
+            # Commit whatever was accepted before the stop; no ack can leave any more.
+            try:
+                await self.committer.flush()
+            except Exception:  # logged by the committer; the batch's callers got the error
+                pass
+            self.committer.close()
         if self.store is not None:
             self.store.close()
         if self._profile is not None:
@@ -120,10 +119,7 @@ class StateBroker(Broker):
     def _write_handler(self, function_id: str):
         def handler(call: Call) -> asyncio.Future:
             write = core.decode_call(function_id, call.data, self.cfg["max_value_bytes"])
-            fut: asyncio.Future = asyncio.get_running_loop().create_future()
-            self._queue.append((write, fut, call.trace))
-            self._wake.set()
-            return fut
+            return self.committer.submit((write, call.trace))
         return handler
 
     def _get(self, call: Call) -> Any:
@@ -140,39 +136,20 @@ class StateBroker(Broker):
 
     # ------------------------------------------------------------ group commit
 
-    async def _writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                await self._commit_once()
-
-    async def _commit_once(self) -> None:
-        batch, self._queue = self._queue, []
-        writes = [w for w, _, _ in batch]
+    def _apply(self, batch: list[tuple[core.Write, Trace]]) -> list[core.Outcome]:
+        """One batch in one transaction (on the writer thread); nothing stored if it raises."""
         try:
-            if self._thread is not None:
-                outcomes = await asyncio.get_running_loop().run_in_executor(
-                    self._thread, self.store.apply_batch, writes)
-            else:
-                outcomes = self.store.apply_batch(writes)
-        except Exception as exc:  # nothing of this batch is stored
-            log.error("state commit of %d writes failed: %s", len(writes), exc)
-            err = exc if isinstance(exc, EngineError) else EngineError("SET_ERROR", f"Failed to set value: {exc}")
-            for _, fut, _ in batch:
-                if not fut.done():
-                    fut.set_exception(err)
-            return
+            return self.store.apply_batch([write for write, _ in batch])
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError("SET_ERROR", f"Failed to set value: {exc}") from exc
+
+    def _committed(self, batch: list[tuple[core.Write, Trace]], outcomes: Sequence[core.Outcome]) -> None:
+        """After the batch's calls are answered: count it, fan its events out in commit order."""
         self.batches += 1
-        for (_, fut, _), outcome in zip(batch, outcomes):
-            if fut.done():
-                continue
-            try:
-                fut.set_result(core.write_result(outcome))
-            except EngineError as exc:
-                fut.set_exception(exc)
         if self.cfg["triggers_enabled"] and self.state_triggers:
-            for (_, _, trace), outcome in zip(batch, outcomes):
+            for (_, trace), outcome in zip(batch, outcomes):
                 if outcome.failure is None:
                     self._enqueue_event(outcome, trace)
 

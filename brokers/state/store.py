@@ -1,7 +1,8 @@
 """Storage of the state broker: LMDB on disk, and a dict store for unit tests.
 
-Both stores have one interface: ``apply_batch(writes) -> outcomes`` (group commit), and the
-reads ``get``, ``list``, ``list_groups``.
+Both stores implement ``Store``: ``apply_batch(writes) -> outcomes`` (one batch of the group
+commit), and the reads ``get``, ``list``, ``list_groups``. ``MemoryStore`` serves
+``store_method: in_memory`` and unit tests.
 
 LMDB layout (one unnamed database):
 
@@ -16,31 +17,27 @@ to ``esc(scope) + 0x01``. A key too long for LMDB (511 bytes with the scope) is 
 Rust kv adapter keeps insertion order, Redis none; clients cannot rely on either.
 
 Invariants: ``apply_batch`` applies its writes in order in ONE write transaction (a later
-write sees an earlier one), commits once with fsync (``sync=True, metasync=True``), and only
-then returns; an exception means nothing of the batch is stored. When the map is full the
-transaction is aborted, the map doubled, and the whole batch retried. Reads use their own
-read transactions, so they never wait for a writer (LMDB MVCC). ``apply_batch`` may run in a
-writer thread while reads run on the event loop.
+write sees an earlier one), commits once with fsync, and only then returns; an exception
+means nothing of the batch is stored. Opening, map growth (double on a full map, up to
+``MAX_MAP_SIZE``, then ``SET_ERROR``) and the resize lock readers take are the kit's
+``LmdbEnv``. Reads use their own read transactions, so they never wait for a writer (LMDB
+MVCC). ``apply_batch`` may run in a writer thread while reads run on the event loop; the
+group commit around it is the kit's ``GroupCommitter`` (service.py).
 """
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
-import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import lmdb
 import orjson
 
 from brokers.state.core import Outcome, Write, apply_write
-from brokers.kit.ops import MISSING
 from brokers.kit.errors import EngineError
+from brokers.kit.lmdbenv import DEFAULT_MAP_SIZE, MAX_MAP_SIZE, LmdbEnv, MapLimitError
+from brokers.kit.ops import MISSING
 
-log = logging.getLogger(__name__)
-
-DEFAULT_MAP_SIZE = 64 * 1024 * 1024
-MAX_MAP_SIZE = 1 << 40
 
 _FAIL = {"set": ("SET_ERROR", "Failed to set value"),
          "update": ("UPDATE_ERROR", "Failed to update value"),
@@ -99,17 +96,31 @@ def apply_one(io: KeyIO, write: Write, key_of: Callable[[str, str], bytes]) -> O
     return Outcome(write, old, new, errors)
 
 
+class Store(Protocol):
+    """What the state broker needs of a store; ``commits`` counts committed batches."""
+
+    commits: int
+
+    def apply_batch(self, writes: Sequence[Write]) -> list[Outcome]: ...
+    def get(self, scope: str, key: str) -> Any: ...
+    def list(self, scope: str) -> list[Any]: ...
+    def list_groups(self) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+def open_store(path: str | None) -> Store:
+    """LMDB at ``path`` (created if missing), or the in-memory store when ``path`` is None."""
+    return MemoryStore() if path is None else LmdbStore(path)
+
+
 class LmdbStore:
     """The durable store: one LMDB environment under ``path`` (a directory)."""
 
-    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE, max_map_size: int = MAX_MAP_SIZE) -> None:
         self.path = path
-        self.env = lmdb.open(path, map_size=map_size, subdir=True, sync=True, metasync=True,
-                             max_dbs=0, readahead=False, lock=True)
-        self._limit = self.env.max_key_size()
-        # Held by readers and by a resize: LMDB's set_mapsize needs no live transaction in
-        # this process. Uncontended except during a resize, so readers do not wait on writes.
-        self._resize = threading.Lock()
+        self.lmdbenv = LmdbEnv(path, map_size=map_size, max_map_size=max_map_size, readahead=False)
+        self.env = self.lmdbenv.env
+        self._limit = self.lmdbenv.max_key_size()
         self._touched: set[str] = set()
         self.commits = 0
 
@@ -122,31 +133,18 @@ class LmdbStore:
         """Apply ``writes`` in order in one transaction, fsync, and return their outcomes."""
         if not writes:
             return []
-        while True:
-            txn = self.env.begin(write=True)
-            try:
-                io = KeyIO(txn.get, txn.put, txn.delete)
-                outcomes = [apply_one(io, w, self._key) for w in writes]
-                txn.commit()
-            except lmdb.MapFullError:
-                txn.abort()
-                self._grow()
-                continue
-            except BaseException:
-                txn.abort()
-                raise
-            break
+
+        def body(txn: lmdb.Transaction) -> list[Outcome]:
+            io = KeyIO(txn.get, txn.put, txn.delete)
+            return [apply_one(io, w, self._key) for w in writes]
+
+        try:
+            outcomes = self.lmdbenv.write(body)
+        except MapLimitError as exc:
+            raise EngineError("SET_ERROR", f"Failed to set value: {exc}") from None
         self.commits += 1
         self._touched.update(w.scope for w in writes)
         return outcomes
-
-    def _grow(self) -> None:
-        size = self.env.info()["map_size"] * 2
-        if size > MAX_MAP_SIZE:
-            raise EngineError("SET_ERROR", f"Failed to set value: LMDB map would exceed {MAX_MAP_SIZE} bytes")
-        with self._resize:
-            self.env.set_mapsize(size)
-        log.info("state store map grown to %d bytes", size)
 
     # ------------------------------------------------------------ reads
 
@@ -155,14 +153,13 @@ class LmdbStore:
             k = self._key(scope, key)
         except ValueError:
             return MISSING
-        with self._resize, self.env.begin(buffers=False) as txn:
-            raw = txn.get(k)
+        raw = self.lmdbenv.get(k)
         return MISSING if raw is None else orjson.loads(raw)
 
     def list(self, scope: str) -> list[Any]:
         prefix = esc_scope(scope) + b"\x00"
         out: list[Any] = []
-        with self._resize, self.env.begin() as txn:
+        with self.lmdbenv.read() as txn:
             cur = txn.cursor()
             if cur.set_range(prefix):
                 for k, v in cur:
@@ -173,7 +170,7 @@ class LmdbStore:
 
     def list_groups(self) -> list[str]:
         scopes = set(self._touched)
-        with self._resize, self.env.begin() as txn:
+        with self.lmdbenv.read() as txn:
             cur = txn.cursor()
             found = cur.first()
             while found:
@@ -183,7 +180,7 @@ class LmdbStore:
         return sorted(scopes)
 
     def close(self) -> None:
-        self.env.close()
+        self.lmdbenv.close()
 
 
 class MemoryStore:

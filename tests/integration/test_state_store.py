@@ -8,6 +8,7 @@ import tempfile
 import pytest
 
 from brokers.state.core import Write
+from brokers.kit.errors import EngineError
 from brokers.kit.ops import MISSING, parse_ops
 from brokers.state.store import LmdbStore
 
@@ -129,4 +130,16 @@ def test_env_is_opened_durable(path):
     store = LmdbStore(path)
     flags = store.env.flags()
     assert flags["sync"] and flags["metasync"]
+    store.close()
+
+
+def test_map_past_its_cap_fails_the_batch_with_set_error(path):
+    store = LmdbStore(path, map_size=64 * 1024, max_map_size=128 * 1024)
+    store.apply_batch([Write("set", "s", "kept", value=1)])
+    with pytest.raises(EngineError) as err:
+        store.apply_batch([Write("set", "big", str(i), value="x" * 4000) for i in range(100)])
+    assert err.value.code == "SET_ERROR"
+    assert str(err.value.message) == "Failed to set value: LMDB map would exceed 131072 bytes"
+    assert store.list("big") == [] and store.get("s", "kept") == 1
+    assert store.commits == 1
     store.close()
