@@ -63,7 +63,8 @@ from brokers.queue import inputs, inspect, missing
 from brokers.queue.config import store_path
 from brokers.queue.core import Delivery, QueueCore
 from brokers.queue.jobs import Job
-from brokers.queue.store import GroupCommitter, LmdbStore, MemoryStore, Store, encode
+from brokers.queue.store import Op, Store, encode, open_committer, open_store
+from brokers.kit.commit import GroupCommitter
 from brokers.queue.topics import TRIGGER_TYPE, parse_subscription
 from brokers.kit.broker import Broker, BusFactory, Call, run
 from brokers.kit.errors import FUNCTION_NOT_FOUND, EngineError
@@ -121,7 +122,7 @@ class QueueBroker(Broker):
     # -- lifecycle -----------------------------------------------------------------
     def _open_store(self) -> Store:
         path = store_path(self.ctx.config, self.ctx.data_dir)
-        return MemoryStore() if path is None else LmdbStore(path)
+        return open_store(path)
 
     async def setup(self) -> None:
         self.store = self._open_store()
@@ -129,7 +130,7 @@ class QueueBroker(Broker):
         self.core.restore(jobs, now_ms())  # leased-at-crash jobs are ready again
         self._durable_seq = self.core.last_seq
         log.info("queue store open: %d stored jobs restored", len(jobs))
-        self.committer = GroupCommitter(self.store)
+        self.committer = open_committer(self.store)
         self.function(inputs.ENQUEUE, self._enqueue, request_format=ENQUEUE_FORMAT,
                       description="Store a job for a named queue (TriggerAction.Enqueue)")
         self.function(inputs.PUBLISH, self._publish, request_format=PUBLISH_FORMAT,
@@ -155,7 +156,7 @@ class QueueBroker(Broker):
         for task in list(self._inflight):
             task.cancel()  # their jobs stay stored and are delivered again at the next start
         assert self.committer is not None and self.store is not None
-        await self.committer.commit(encode(self.core.take_writes()))
+        await self._submit(encode(self.core.take_writes()))
         self.committer.close()
         self.store.close()
 
@@ -176,8 +177,13 @@ class QueueBroker(Broker):
         batch, self._batch = self._batch, None
         assert batch is not None
         seq = self.core.last_seq
-        fut = self.committer.submit(encode(self.core.take_writes()))
+        fut = self._submit(encode(self.core.take_writes()))
         fut.add_done_callback(lambda f: self._on_committed(seq, f, batch))
+
+    def _submit(self, ops: list[Op]) -> asyncio.Future[None]:
+        """Durable once resolved; nothing to write waits for the earlier writes only."""
+        assert self.committer is not None
+        return self.committer.submit(ops) if ops else self.committer.barrier()
 
     def _on_committed(self, seq: int, fut: asyncio.Future[None], batch: asyncio.Future[None]) -> None:
         exc = None if fut.cancelled() else fut.exception()

@@ -8,22 +8,19 @@ open is ``QueueCore.restore(store.load())``, which makes every live job ready (o
 for its retry time).
 
 Durability: ``commit`` applies a whole batch in one write transaction, fsync'd by LMDB on
-commit (``sync=True``). ``GroupCommitter`` turns many concurrent ``commit`` calls into
-one transaction on a dedicated thread (a write transaction must stay on its thread), and
-resolves each caller only after the transaction holding its writes is on disk, so an
-enqueue is acknowledged only once it is durable. A full map (``MapFullError``) doubles
-the map size and retries the batch.
+commit (the kit's ``LmdbEnv``: ``sync=True, metasync=True``; a full map doubles, up to its
+cap, and the batch is retried). ``open_committer`` puts the kit's ``GroupCommitter`` in
+front of it: many concurrent callers' ops become one ``commit`` on the ``queue-commit``
+thread, and each caller is resolved only after the transaction holding its writes is on
+disk, so an enqueue is acknowledged only once it is durable.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Protocol
 
-import lmdb
-
+from brokers.kit.commit import GroupCommitter
+from brokers.kit.lmdbenv import DEFAULT_MAP_SIZE, MAX_MAP_SIZE, LmdbEnv
 from brokers.queue.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -31,7 +28,7 @@ log = logging.getLogger(__name__)
 Op = tuple[bytes, "bytes | None"]
 """(job id, record to put) or (job id, None) to delete."""
 
-INITIAL_MAP_SIZE = 64 * 1024 * 1024
+INITIAL_MAP_SIZE = DEFAULT_MAP_SIZE
 
 
 def encode(writes: Iterable[tuple[str, Job | None]]) -> list[Op]:
@@ -40,6 +37,10 @@ def encode(writes: Iterable[tuple[str, Job | None]]) -> list[Op]:
 
 
 class Store(Protocol):
+    """What the queue broker needs of a job store; ``commits`` counts transactions."""
+
+    commits: int
+
     def load(self) -> list[Job]: ...
     def commit(self, ops: list[Op]) -> None: ...
     def close(self) -> None: ...
@@ -67,22 +68,26 @@ class MemoryStore:
         pass
 
 
+def open_store(path: str | None) -> Store:
+    """LMDB at ``path`` (created if missing), or the in-memory store when ``path`` is None."""
+    return MemoryStore() if path is None else LmdbStore(path)
+
+
 class LmdbStore:
     """Jobs in an LMDB environment at ``path`` (a directory, created if missing)."""
 
-    def __init__(self, path: str, map_size: int = INITIAL_MAP_SIZE) -> None:
-        os.makedirs(path, exist_ok=True)
+    def __init__(self, path: str, map_size: int = INITIAL_MAP_SIZE, max_map_size: int = MAX_MAP_SIZE) -> None:
         self.path = path
         # max_readers is small: one process, one writer thread, the loop thread reads at boot.
-        self.env = lmdb.open(path, map_size=map_size, max_dbs=2, sync=True, metasync=True,
-                             max_readers=16)
-        self.db = self.env.open_db(b"jobs")
+        self.lmdbenv = LmdbEnv(path, map_size=map_size, max_map_size=max_map_size, max_dbs=2, max_readers=16)
+        self.env = self.lmdbenv.env
+        self.db = self.lmdbenv.open_db(b"jobs")
         self.commits = 0
 
     def load(self) -> list[Job]:
         """Every stored job; a record that does not decode is logged and skipped."""
         out = []
-        with self.env.begin(db=self.db) as txn:
+        with self.lmdbenv.read(self.db) as txn:
             for key, raw in txn.cursor():
                 try:
                     out.append(Job.from_record(raw))
@@ -91,87 +96,36 @@ class LmdbStore:
         return out
 
     def commit(self, ops: list[Op]) -> None:
-        """Apply ``ops`` in one fsync'd transaction; grows the map when it is full."""
-        while True:
-            try:
-                with self.env.begin(write=True, db=self.db) as txn:
-                    for key, value in ops:
-                        if value is None:
-                            txn.delete(key)
-                        else:
-                            txn.put(key, value)
-                self.commits += 1
-                return
-            except lmdb.MapFullError:
-                size = self.env.info()["map_size"] * 2
-                log.warning("queue store %s is full; growing the map to %d MiB",
-                            self.path, size >> 20)
-                self.env.set_mapsize(size)
+        """Apply ``ops`` in one fsync'd transaction (grown and retried on a full map)."""
+
+        def body(txn) -> None:
+            for key, value in ops:
+                if value is None:
+                    txn.delete(key)
+                else:
+                    txn.put(key, value)
+
+        self.lmdbenv.write(body, self.db)
+        self.commits += 1
 
     def map_size(self) -> int:
-        return self.env.info()["map_size"]
+        return self.lmdbenv.map_size()
 
     def close(self) -> None:
-        self.env.close()
+        self.lmdbenv.close()
 
 
-class GroupCommitter:
-    """Batches the writes of concurrent callers into one transaction (asyncio side).
+def open_committer(store: Store) -> GroupCommitter[list[Op], None]:
+    """The queue's group commit: an item is one caller's ops, a batch one ``store.commit``.
 
-    At most one transaction runs at a time; writes arriving meanwhile form the next one.
+    Callers with nothing to write take ``barrier()`` instead of submitting ``[]``, so a batch
+    of only those needs no transaction.
     """
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-commit")
-        self._ops: list[Op] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._task: asyncio.Task[None] | None = None
+    def apply(items: list[list[Op]]) -> list[None]:
+        ops = [op for item in items for op in item]
+        if ops:
+            store.commit(ops)
+        return [None] * len(items)
 
-    async def commit(self, ops: list[Op]) -> None:
-        """Returns once ``ops`` are durable; raises if their transaction failed.
-
-        With no ops it is a barrier: it returns once every earlier call's ops are durable
-        (at once when nothing is in progress), without a transaction of its own.
-        """
-        if not ops and self._task is None:
-            return
-        await self.submit(ops)
-
-    def submit(self, ops: list[Op]) -> asyncio.Future[None]:
-        """``commit`` without a coroutine: a future resolved once ``ops`` are durable.
-
-        For the hot path (one enqueue = one callback, no task); futures resolve in
-        submission order.
-        """
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._ops.extend(ops)
-        self._waiters.append(fut)
-        if self._task is None:
-            self._task = loop.create_task(self._drain())
-        return fut
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._waiters:
-                ops, waiters = self._ops, self._waiters
-                self._ops, self._waiters = [], []
-                try:
-                    if ops:
-                        await loop.run_in_executor(self._pool, self.store.commit, ops)
-                except Exception as exc:
-                    log.error("queue commit of %d writes failed: %s", len(ops), exc)
-                    for w in waiters:
-                        if not w.done():
-                            w.set_exception(exc)
-                else:
-                    for w in waiters:
-                        if not w.done():
-                            w.set_result(None)
-        finally:
-            self._task = None
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    return GroupCommitter(apply, name="queue", thread="queue-commit")

@@ -17,7 +17,8 @@ import pytest
 from brokers.queue.config import parse
 from brokers.queue.core import QueueCore
 from brokers.queue.inputs import EnqueueRequest
-from brokers.queue.store import GroupCommitter, LmdbStore, encode
+from brokers.kit.lmdbenv import MapLimitError
+from brokers.queue.store import LmdbStore, encode, open_committer
 
 
 @pytest.fixture
@@ -117,14 +118,28 @@ def test_map_grows_when_full(lmdb_dir) -> None:
     store.close()
 
 
+def test_map_past_its_cap_refuses_the_batch(lmdb_dir) -> None:
+    store = LmdbStore(lmdb_dir, map_size=64 * 1024, max_map_size=128 * 1024)
+    core = make_core()
+    core.enqueue(req("q", "kept"), 0)
+    store.commit(encode(core.take_writes()))
+    for _ in range(100):
+        core.enqueue(req("q", "x" * 4000), 0)
+    with pytest.raises(MapLimitError):
+        store.commit(encode(core.take_writes()))
+    assert [j.data for j in store.load()] == ["kept"]
+    assert store.map_size() == 128 * 1024
+    store.close()
+
+
 def test_group_commit_batches_concurrent_callers(lmdb_dir) -> None:
     store = LmdbStore(lmdb_dir)
-    committer = GroupCommitter(store)
+    committer = open_committer(store)
     core = make_core()
 
     async def one(i: int) -> None:
         core.enqueue(req("q", i), 0)
-        await committer.commit(encode(core.take_writes()))
+        await committer.submit(encode(core.take_writes()))
 
     async def main() -> None:
         await asyncio.gather(*(one(i) for i in range(200)))
