@@ -28,6 +28,7 @@ from typing import Any, Awaitable, Callable
 from brokers.kit import errors, frames, wire
 from brokers.kit.errors import EngineError
 from brokers.kit.frames import ROUTER
+from brokers.kit.inputs import Input
 from brokers.kit.pending import Pending
 from brokers.kit.process import BusFactory, Process, run  # noqa: F401  (run: entry points)
 from brokers.kit.routes import RouteTable, not_found_message
@@ -109,9 +110,12 @@ class Broker(Process):
     # ---- declarations -------------------------------------------------------------------
 
     def function(self, function_id: str, handler: Handler, *, description: str | None = None,
-                 metadata: dict | None = None, request_format: Any = None,
-                 response_format: Any = None) -> None:
-        """Declare a function; it is announced to the router on start and on resync."""
+                 metadata: dict | None = None, input: Input | None = None,
+                 request_format: Any = None, response_format: Any = None) -> None:
+        """Declare a function; it is announced to the router on start and on resync.
+        ``input``: its declared input, whose schema is its ``request_format``."""
+        if input is not None and request_format is None:
+            request_format = input.schema()
         msg: dict[str, Any] = {"type": "registerfunction", "id": function_id}
         for key, value in (("description", description), ("metadata", metadata),
                            ("request_format", request_format), ("response_format", response_format)):
@@ -120,9 +124,12 @@ class Broker(Process):
         self.functions[function_id] = FunctionSpec(handler, msg, inspect.iscoroutinefunction(handler))
 
     def trigger_type(self, type_id: str, description: str, *, on_register: Callable[[dict], Any],
-                     on_unregister: Callable[[str], Any], trigger_request_format: Any = None,
-                     call_request_format: Any = None) -> None:
-        """Declare a trigger type; bindings arrive through ``on_register``."""
+                     on_unregister: Callable[[str], Any], config: Input | None = None,
+                     trigger_request_format: Any = None, call_request_format: Any = None) -> None:
+        """Declare a trigger type; bindings arrive through ``on_register``. ``config``: the
+        declared binding config, whose schema is its ``trigger_request_format``."""
+        if config is not None and trigger_request_format is None:
+            trigger_request_format = config.schema()
         msg: dict[str, Any] = {"type": "registertriggertype", "id": type_id, "description": description}
         if trigger_request_format is not None:
             msg["trigger_request_format"] = trigger_request_format

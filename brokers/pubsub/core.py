@@ -14,7 +14,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from brokers.kit.errors import TOPIC_NOT_SET, EngineError, deserialization_error
+from brokers.kit.decode import DecodeError
+from brokers.kit.errors import TOPIC_NOT_SET
+from brokers.kit.inputs import ANY, STR, Field, Input
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +41,19 @@ class Delivery:
     data: Any
 
 
+PUBLISH_INPUT = Input(PUBLISH, "PublishInput",
+                      Field("topic", STR, empty=(TOPIC_NOT_SET, "Topic is not set"),
+                            description="The topic to publish to"),
+                      Field("data", ANY, description="Sent to every subscriber as it is"))
+SUBSCRIBE_CONFIG = Input(TRIGGER_TYPE, "SubscribeTriggerConfig",
+                         Field("topic", STR, required=False, description="The topic to receive"))
+"""A ``subscribe`` binding's config; a missing or empty topic subscribes nothing (logged)."""
+
+
 def parse_publish(raw: Any) -> tuple[str, Any]:
     """``publish {topic, data}``: ``data`` is required but may be null."""
-    if not isinstance(raw, dict):
-        kind = "null" if raw is None else type(raw).__name__
-        raise deserialization_error(PUBLISH, f"invalid type: {kind}, expected a map")
-    for key in ("topic", "data"):
-        if key not in raw:
-            raise deserialization_error(PUBLISH, f"missing field `{key}`")
-    topic = raw["topic"]
-    if not isinstance(topic, str):
-        raise deserialization_error(PUBLISH, f"invalid type for `topic`: {type(topic).__name__}")
-    if not topic:
-        raise EngineError(TOPIC_NOT_SET, "Topic is not set")
-    return topic, raw["data"]
+    args = PUBLISH_INPUT.parse(raw)
+    return args["topic"], args["data"]
 
 
 class PubSubCore:
@@ -66,8 +67,11 @@ class PubSubCore:
                   namespace: str = "default") -> bool:
         """Bind a trigger; a missing/empty topic is accepted but subscribes nothing."""
         self.unsubscribe(trigger_id)
-        topic = config.get("topic") if isinstance(config, dict) else None
-        if not isinstance(topic, str) or not topic:
+        try:
+            topic = SUBSCRIBE_CONFIG.decode(config)["topic"]
+        except DecodeError:
+            topic = None
+        if not topic:
             log.warning("subscribe trigger %s has no topic; nothing subscribed", trigger_id)
             return False
         sub = Subscriber(trigger_id, topic, function_id, namespace)

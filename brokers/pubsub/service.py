@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import logging
 
-from brokers.pubsub.core import PUBLISH, TRIGGER_TYPE, PubSubCore, parse_publish
+from brokers.pubsub.core import (PUBLISH, PUBLISH_INPUT, SUBSCRIBE_CONFIG, TRIGGER_TYPE, PubSubCore,
+                                 parse_publish)
 from brokers.kit.broker import Broker, BusFactory, Call, run
 from brokers.kit.errors import EngineError
 from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
 
-PUBLISH_FORMAT = {"type": "object", "properties": {"topic": {"type": "string"}, "data": {}},
-                  "required": ["topic", "data"]}
-SUBSCRIBE_FORMAT = {"type": "object", "properties": {"topic": {"type": "string"}},
-                    "required": ["topic"]}
 
 
 class PubSubBroker(Broker):
@@ -34,10 +31,10 @@ class PubSubBroker(Broker):
         self.core = PubSubCore()
 
     async def setup(self) -> None:
-        self.function(PUBLISH, self._publish, request_format=PUBLISH_FORMAT,
+        self.function(PUBLISH, self._publish, input=PUBLISH_INPUT,
                       description="Publish data to every subscriber of a topic")
         self.trigger_type(TRIGGER_TYPE, "Subscribe to a pub/sub topic", on_register=self._subscribe,
-                          on_unregister=self.core.unsubscribe, trigger_request_format=SUBSCRIBE_FORMAT)
+                          on_unregister=self.core.unsubscribe, config=SUBSCRIBE_CONFIG)
 
     def _publish(self, call: Call) -> None:
         topic, payload = parse_publish(call.data)

@@ -1,4 +1,4 @@
-"""Input shapes of the queue broker's functions, checked with the spec's codes.
+"""Input shapes of the queue broker's functions, declared once with the kit (``INPUTS``).
 
 Every parser takes the raw decoded payload and returns plain values or raises
 ``EngineError``: ``deserialization_error`` for a payload that does not fit its shape
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brokers.kit import errors
-from brokers.kit.errors import EngineError, deserialization_error
+from brokers.kit.inputs import ANY, STR, UINT, Field, Input
 
 ENQUEUE = "engine::queue::enqueue"
 PUBLISH = "iii::durable::publish"
@@ -22,8 +22,6 @@ LIST_TOPICS = "engine::queue::list_topics"
 TOPIC_STATS = "engine::queue::topic_stats"
 DLQ_TOPICS = "engine::queue::dlq_topics"
 DLQ_MESSAGES = "engine::queue::dlq_messages"
-
-_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,91 +35,67 @@ class EnqueueRequest:
     baggage: str | None = None
 
 
-def _obj(fid: str, raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        kind = "null" if raw is None else type(raw).__name__
-        raise deserialization_error(fid, f"invalid type: {kind}, expected a map")
-    return raw
+_QUEUE = Field("queue", STR, aliases=("topic",), empty=(errors.QUEUE_NOT_SET, "Queue name is required"))
+_TOPIC = Field("topic", STR, aliases=("queue",), empty=(errors.TOPIC_REQUIRED, "topic is required"))
+_MESSAGE = Field("message_id", STR, empty=(errors.MESSAGE_ID_NOT_SET, "Message ID is required"),
+                 description="The DLQ message id (from dlq_messages)")
+_OPT_STR = dict(kind=STR, required=False)
 
-
-def _field(fid: str, raw: dict[str, Any], names: tuple[str, ...], kind: type | None,
-           required: bool = True, default: Any = None) -> Any:
-    """The first present of ``names`` (a field and its aliases), type-checked."""
-    for name in names:
-        if name in raw:
-            value = raw[name]
-            if kind is not None and value is not None and (
-                    not isinstance(value, kind) or isinstance(value, bool) and kind is int):
-                raise deserialization_error(
-                    fid, f"invalid type for `{name}`: {type(value).__name__}, expected {kind.__name__}")
-            if value is None and kind is not None:
-                if required:
-                    raise deserialization_error(fid, f"invalid type for `{name}`: null")
-                return default
-            return value
-    if required:
-        raise deserialization_error(fid, f"missing field `{names[0]}`")
-    return default
+INPUTS = {
+    ENQUEUE: Input(
+        ENQUEUE, "EnqueueInput",
+        Field("queue", STR, empty=(errors.ENQUEUE_ERROR, "queue is required")),
+        Field("function_id", STR, empty=(errors.ENQUEUE_ERROR, "function_id is required")),
+        Field("data", ANY),
+        Field("messageReceiptId", STR, empty=(errors.ENQUEUE_ERROR, "messageReceiptId is required")),
+        Field("namespace", **_OPT_STR, default="default"),
+        Field("traceparent", **_OPT_STR), Field("baggage", **_OPT_STR)),
+    PUBLISH: Input(PUBLISH, "DurablePublishInput",
+                   Field("topic", STR, empty=(errors.TOPIC_NOT_SET, "Topic is not set")),
+                   Field("data", ANY)),
+    REDRIVE: Input(REDRIVE, "RedriveInput", _QUEUE),
+    REDRIVE_MESSAGE: Input(REDRIVE_MESSAGE, "RedriveMessageInput", _QUEUE, _MESSAGE),
+    DISCARD_MESSAGE: Input(DISCARD_MESSAGE, "DiscardMessageInput", _QUEUE, _MESSAGE),
+    TOPIC_STATS: Input(TOPIC_STATS, "TopicStatsInput", _TOPIC),
+    DLQ_MESSAGES: Input(DLQ_MESSAGES, "DlqMessagesInput", _TOPIC,
+                        Field("offset", UINT, required=False, default=0),
+                        Field("limit", UINT, required=False, default=50)),
+}
+"""The input of each queue function, declared once (parser, errors, request_format);
+``list_topics`` and ``dlq_topics`` take any input."""
 
 
 def enqueue(raw: Any) -> EnqueueRequest:
     """``engine::queue::enqueue`` input (protocol §5.5); empty names are ``enqueue_error``."""
-    raw = _obj(ENQUEUE, raw)
-    queue = _field(ENQUEUE, raw, ("queue",), str)
-    function_id = _field(ENQUEUE, raw, ("function_id",), str)
-    receipt = _field(ENQUEUE, raw, ("messageReceiptId",), str)
-    data = _field(ENQUEUE, raw, ("data",), None)
-    for value, what in ((queue, "queue"), (function_id, "function_id"), (receipt, "messageReceiptId")):
-        if not value:
-            raise EngineError(errors.ENQUEUE_ERROR, f"{what} is required")
-    return EnqueueRequest(
-        queue=queue, function_id=function_id, data=data, message_id=receipt,
-        namespace=_field(ENQUEUE, raw, ("namespace",), str, False, None) or "default",
-        traceparent=_field(ENQUEUE, raw, ("traceparent",), str, False),
-        baggage=_field(ENQUEUE, raw, ("baggage",), str, False),
-    )
+    a = INPUTS[ENQUEUE].parse(raw)
+    return EnqueueRequest(queue=a["queue"], function_id=a["function_id"], data=a["data"],
+                          message_id=a["messageReceiptId"], namespace=a["namespace"] or "default",
+                          traceparent=a["traceparent"], baggage=a["baggage"])
 
 
 def publish(raw: Any) -> tuple[str, Any]:
     """``iii::durable::publish {topic, data}`` -> (topic, data)."""
-    raw = _obj(PUBLISH, raw)
-    topic = _field(PUBLISH, raw, ("topic",), str)
-    data = _field(PUBLISH, raw, ("data",), None)
-    if not topic:
-        raise EngineError(errors.TOPIC_NOT_SET, "Topic is not set")
-    return topic, data
+    a = INPUTS[PUBLISH].parse(raw)
+    return a["topic"], a["data"]
 
 
 def queue_name(fid: str, raw: Any) -> str:
     """``{queue}`` (alias ``topic``) of the redrive family."""
-    name = _field(fid, _obj(fid, raw), ("queue", "topic"), str)
-    if not name:
-        raise EngineError(errors.QUEUE_NOT_SET, "Queue name is required")
-    return name
+    return INPUTS[fid].parse(raw)["queue"]
 
 
 def queue_and_message(fid: str, raw: Any) -> tuple[str, str]:
     """``{queue (alias topic), message_id}`` of redrive_message / discard_message."""
-    name = queue_name(fid, raw)
-    message_id = _field(fid, raw, ("message_id",), str)
-    if not message_id:
-        raise EngineError(errors.MESSAGE_ID_NOT_SET, "Message ID is required")
-    return name, message_id
+    a = INPUTS[fid].parse(raw)
+    return a["queue"], a["message_id"]
 
 
 def topic_name(fid: str, raw: Any) -> str:
     """``{topic}`` (alias ``queue``) of topic_stats / dlq_messages."""
-    name = _field(fid, _obj(fid, raw), ("topic", "queue"), str)
-    if not name:
-        raise EngineError(errors.TOPIC_REQUIRED, "topic is required")
-    return name
+    return INPUTS[fid].parse(raw)["topic"]
 
 
 def dlq_page(raw: Any) -> tuple[str, int, int]:
     """``{topic, offset=0, limit=50}`` of dlq_messages."""
-    name = topic_name(DLQ_MESSAGES, raw)
-    offset = _field(DLQ_MESSAGES, raw, ("offset",), int, False, 0)
-    limit = _field(DLQ_MESSAGES, raw, ("limit",), int, False, 50)
-    if offset < 0 or limit < 0:
-        raise deserialization_error(DLQ_MESSAGES, "offset and limit must be >= 0")
-    return name, offset, limit
+    a = INPUTS[DLQ_MESSAGES].parse(raw)
+    return a["topic"], a["offset"], a["limit"]

@@ -65,32 +65,12 @@ from brokers.queue.core import Delivery, QueueCore
 from brokers.queue.jobs import Job
 from brokers.queue.store import Op, Store, encode, open_committer, open_store
 from brokers.kit.commit import GroupCommitter
-from brokers.queue.topics import TRIGGER_TYPE, parse_subscription
+from brokers.queue.topics import SUBSCRIBER_CONFIG, TRIGGER_TYPE, parse_subscription
 from brokers.kit.broker import Broker, BusFactory, Call, run
 from brokers.kit.errors import FUNCTION_NOT_FOUND, EngineError
 from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
-
-_STR = {"type": "string"}
-ENQUEUE_FORMAT = {
-    "type": "object",
-    "properties": {"queue": _STR, "function_id": _STR, "data": {}, "messageReceiptId": _STR,
-                   "traceparent": {"type": ["string", "null"]}, "baggage": {"type": ["string", "null"]},
-                   "namespace": _STR},
-    "required": ["queue", "function_id", "data", "messageReceiptId"],
-}
-PUBLISH_FORMAT = {"type": "object", "properties": {"topic": _STR, "data": {}},
-                  "required": ["topic", "data"]}
-SUBSCRIBER_FORMAT = {
-    "type": "object",
-    "properties": {"topic": _STR, "condition_function_id": _STR,
-                   "queue_config": {"type": "object", "properties": {
-                       "type": _STR, "maxRetries": {"type": "integer"}, "concurrency": {"type": "integer"},
-                       "backoffDelayMs": {"type": "integer"}}}},
-    "required": ["topic"],
-}
-
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -131,23 +111,25 @@ class QueueBroker(Broker):
         self._durable_seq = self.core.last_seq
         log.info("queue store open: %d stored jobs restored", len(jobs))
         self.committer = open_committer(self.store)
-        self.function(inputs.ENQUEUE, self._enqueue, request_format=ENQUEUE_FORMAT,
-                      description="Store a job for a named queue (TriggerAction.Enqueue)")
-        self.function(inputs.PUBLISH, self._publish, request_format=PUBLISH_FORMAT,
-                      description="Publish to a durable topic")
-        self.function(inputs.REDRIVE, self._redrive, description="Move a DLQ back to its queue")
-        self.function(inputs.REDRIVE_MESSAGE, self._redrive_message,
-                      description="Move one DLQ message back to its queue")
-        self.function(inputs.DISCARD_MESSAGE, self._discard_message,
-                      description="Delete one DLQ message")
-        self.function(inputs.LIST_TOPICS, lambda call: inspect.list_topics(self.core))
-        self.function(inputs.TOPIC_STATS, lambda call: inspect.topic_stats(
-            self.core, inputs.topic_name(inputs.TOPIC_STATS, call.data), self._has_route))
-        self.function(inputs.DLQ_TOPICS, lambda call: inspect.dlq_topics(self.core))
-        self.function(inputs.DLQ_MESSAGES, lambda call: inspect.dlq_messages(
-            self.core, *inputs.dlq_page(call.data)))
+        shapes = inputs.INPUTS
+        for fid, handler, text in (
+                (inputs.ENQUEUE, self._enqueue, "Store a job for a named queue (TriggerAction.Enqueue)"),
+                (inputs.PUBLISH, self._publish, "Publish to a durable topic"),
+                (inputs.REDRIVE, self._redrive, "Move a DLQ back to its queue"),
+                (inputs.REDRIVE_MESSAGE, self._redrive_message, "Move one DLQ message back to its queue"),
+                (inputs.DISCARD_MESSAGE, self._discard_message, "Delete one DLQ message"),
+                (inputs.TOPIC_STATS, lambda call: inspect.topic_stats(
+                    self.core, inputs.topic_name(inputs.TOPIC_STATS, call.data), self._has_route),
+                 "Depth, consumers, DLQ depth and config of a queue or topic"),
+                (inputs.DLQ_MESSAGES, lambda call: inspect.dlq_messages(
+                    self.core, *inputs.dlq_page(call.data)), "DLQ messages of a queue or topic")):
+            self.function(fid, handler, description=text, input=shapes.get(fid))
+        self.function(inputs.LIST_TOPICS, lambda call: inspect.list_topics(self.core),
+                      description="Topics and named queues")
+        self.function(inputs.DLQ_TOPICS, lambda call: inspect.dlq_topics(self.core),
+                      description="Queues and topics with their DLQ counts")
         self.trigger_type(TRIGGER_TYPE, "Queue core module", on_register=self._subscribe,
-                          on_unregister=self._unsubscribe, trigger_request_format=SUBSCRIBER_FORMAT)
+                          on_unregister=self._unsubscribe, config=SUBSCRIBER_CONFIG)
 
     async def teardown(self) -> None:
         self._closing = True

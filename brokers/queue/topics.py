@@ -13,8 +13,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from brokers.queue.jobs import subscriber_lane_key
+from brokers.kit.decode import DecodeError
 from brokers.kit.errors import TRIGGER_REGISTRATION_FAILED, EngineError
+from brokers.kit.inputs import STR, UINT, Field, Input
+from brokers.queue.jobs import subscriber_lane_key
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +43,17 @@ class Subscription:
     condition_function_id: str | None = None
 
 
-def _uint(qc: dict[str, Any], key: str, default: int) -> int:
-    value = qc.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise EngineError(TRIGGER_REGISTRATION_FAILED,
-                          f"durable:subscriber queue_config.{key} must be a non-negative integer")
-    return value
+QUEUE_CONFIG = Input(TRIGGER_TYPE, "SubscriberQueueConfig",
+                     Field("type", STR, required=False, description="standard or fifo"),
+                     Field("maxRetries", UINT, required=False, default=DEFAULT_ATTEMPTS - 1,
+                           description="Retries after the first attempt"),
+                     Field("concurrency", UINT, required=False, default=DEFAULT_CONCURRENCY),
+                     Field("backoffDelayMs", UINT, required=False, default=DEFAULT_BACKOFF_MS))
+SUBSCRIBER_CONFIG = Input(TRIGGER_TYPE, "DurableSubscriberConfig",
+                          Field("topic", STR, required=False, description="The durable topic"),
+                          Field("condition_function_id", STR, required=False),
+                          Field("queue_config", required=False, parse=QUEUE_CONFIG.decode))
+"""A ``durable:subscriber`` binding's config (its ``trigger_request_format``)."""
 
 
 def parse_subscription(trigger_id: str, function_id: str, namespace: str,
@@ -59,24 +64,20 @@ def parse_subscription(trigger_id: str, function_id: str, namespace: str,
     parsed-but-unused ones (``visibilityTimeout``, ``delaySeconds``, ``backoffType``,
     ``maxPriority``) are ignored.
     """
-    config = config if isinstance(config, dict) else {}
-    topic = config.get("topic")
-    if not isinstance(topic, str) or not topic:
+    try:
+        args = SUBSCRIBER_CONFIG.decode(config if isinstance(config, dict) else {})
+        qc = args["queue_config"] or QUEUE_CONFIG.decode({})
+    except DecodeError as exc:
+        raise EngineError(TRIGGER_REGISTRATION_FAILED, f"Failed to parse trigger config: {exc}") from None
+    topic = args["topic"]
+    if not topic:
         log.warning("durable:subscriber trigger %s has no topic; nothing subscribed", trigger_id)
         return None
-    qc = config.get("queue_config") or {}
-    if not isinstance(qc, dict):
-        raise EngineError(TRIGGER_REGISTRATION_FAILED, "durable:subscriber queue_config must be an object")
-    cond = config.get("condition_function_id")
     return Subscription(
         trigger_id=trigger_id, topic=topic, function_id=function_id, namespace=namespace,
-        lane=subscriber_lane_key(topic, function_id, namespace),
-        fifo=qc.get("type") == "fifo",
-        max_attempts=_uint(qc, "maxRetries", DEFAULT_ATTEMPTS - 1) + 1,
-        concurrency=_uint(qc, "concurrency", DEFAULT_CONCURRENCY),
-        backoff_ms=_uint(qc, "backoffDelayMs", DEFAULT_BACKOFF_MS),
-        condition_function_id=cond if isinstance(cond, str) and cond else None,
-    )
+        lane=subscriber_lane_key(topic, function_id, namespace), fifo=qc["type"] == "fifo",
+        max_attempts=qc["maxRetries"] + 1, concurrency=qc["concurrency"],
+        backoff_ms=qc["backoffDelayMs"], condition_function_id=args["condition_function_id"] or None)
 
 
 @dataclass

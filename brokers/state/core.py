@@ -16,9 +16,10 @@ from typing import Any, Iterable
 
 import orjson
 
-from brokers.state.decode import DecodeError, expect_str, expect_struct, optional_str
+from brokers.kit.decode import DecodeError
+from brokers.kit.inputs import ANY, STR, Field, Input
 from brokers.kit.ops import MISSING, Op, OpsDecodeError, apply_update_ops, parse_ops
-from brokers.kit.errors import FUNCTION_NOT_FOUND, TRIGGER_REGISTRATION_FAILED, EngineError, deserialization_error
+from brokers.kit.errors import FUNCTION_NOT_FOUND, TRIGGER_REGISTRATION_FAILED, EngineError
 
 SET = "state::set"
 GET = "state::get"
@@ -36,10 +37,26 @@ DELETED = "state:deleted"
 
 VALUE_TOO_LARGE = "VALUE_TOO_LARGE"
 
-_STRUCTS = {
-    SET: "StateSetInput", GET: "StateGetInput", DELETE: "StateDeleteInput",
-    UPDATE: "StateUpdateInput", LIST: "StateGetGroupInput", LIST_GROUPS: "StateListGroupsInput",
+def _ops(raw: Any) -> tuple[Op, ...]:
+    try:
+        return tuple(parse_ops(raw))
+    except OpsDecodeError as exc:  # the kit's decode error, worded the same
+        raise DecodeError(str(exc)) from None
+
+
+_SCOPE = Field("scope", STR, description="The state scope (group)")
+_KEY = Field("key", STR, description="The key within the scope")
+INPUTS = {
+    SET: Input(SET, "StateSetInput", _SCOPE, _KEY,
+               Field("value", ANY, aliases=("data",), description="Any JSON value")),
+    GET: Input(GET, "StateGetInput", _SCOPE, _KEY),
+    DELETE: Input(DELETE, "StateDeleteInput", _SCOPE, _KEY),
+    UPDATE: Input(UPDATE, "StateUpdateInput", _SCOPE, _KEY,
+                  Field("ops", parse=_ops, description="Update operations, applied in order")),
+    LIST: Input(LIST, "StateGetGroupInput", _SCOPE),
+    LIST_GROUPS: Input(LIST_GROUPS, "StateListGroupsInput"),
 }
+"""The input of each ``state::*`` function, declared once (parser, errors, request_format)."""
 
 
 @dataclass(frozen=True)
@@ -80,45 +97,25 @@ class Outcome:
 # ---------------------------------------------------------------- inputs
 
 
-def _decode(function_id: str, payload: Any, max_value_bytes: int | None) -> Write | Read:
-    obj = expect_struct(payload, _STRUCTS[function_id])
-    if function_id == LIST_GROUPS:
-        return Read("list_groups")
-    scope = expect_str(obj, "scope")
-    if function_id == LIST:
-        return Read("list", scope)
-    key = expect_str(obj, "key")
-    if function_id == GET:
-        return Read("get", scope, key)
-    if function_id == DELETE:
-        return Write("delete", scope, key)
-    if function_id == UPDATE:
-        if "ops" not in obj:
-            raise DecodeError("missing field `ops`")
-        try:
-            ops = tuple(parse_ops(obj["ops"]))
-        except OpsDecodeError as exc:  # the kit's decode error, worded the same
-            raise DecodeError(str(exc)) from None
-        return Write("update", scope, key, ops=ops)
-    # state::set: `data` is an alias of `value`; serde rejects both at once.
-    if "value" in obj and "data" in obj:
-        raise DecodeError("duplicate field `value`")
-    if "value" not in obj and "data" not in obj:
-        raise DecodeError("missing field `value`")
-    value = obj["value"] if "value" in obj else obj["data"]
-    if max_value_bytes is not None:
-        check_value_size(value, max_value_bytes)
-    return Write("set", scope, key, value=value)
-
-
 def decode_call(function_id: str, payload: Any, max_value_bytes: int | None = None) -> Write | Read:
     """Decode the input of one ``state::*`` call or raise its ``EngineError``."""
-    if function_id not in _STRUCTS:
+    shape = INPUTS.get(function_id)
+    if shape is None:
         raise EngineError(FUNCTION_NOT_FOUND, f"Function {function_id} not found")
-    try:
-        return _decode(function_id, payload, max_value_bytes)
-    except DecodeError as exc:
-        raise deserialization_error(function_id, str(exc)) from None
+    args = shape.parse(payload)
+    if function_id == LIST_GROUPS:
+        return Read("list_groups")
+    if function_id == LIST:
+        return Read("list", args["scope"])
+    if function_id == GET:
+        return Read("get", args["scope"], args["key"])
+    if function_id == DELETE:
+        return Write("delete", args["scope"], args["key"])
+    if function_id == UPDATE:
+        return Write("update", args["scope"], args["key"], ops=args["ops"])
+    if max_value_bytes is not None:
+        check_value_size(args["value"], max_value_bytes)
+    return Write("set", args["scope"], args["key"], value=args["value"])
 
 
 def check_value_size(value: Any, limit: int) -> None:
@@ -217,15 +214,18 @@ class TriggerConfigError(EngineError):
         super().__init__(TRIGGER_REGISTRATION_FAILED, f"Failed to parse trigger config: {detail}")
 
 
+TRIGGER_CONFIG = Input(TRIGGER_TYPE, "StateTriggerConfig",
+                       Field("scope", STR, required=False, description="Only this scope"),
+                       Field("key", STR, required=False, description="Only this key"),
+                       Field("condition_function_id", STR, required=False,
+                             description="Skip the handler when this function returns false"))
+"""A ``state`` binding's config (its ``trigger_request_format``)."""
+
+
 def parse_trigger_config(config: Any) -> TriggerConfig:
     """Validate a trigger config; unknown keys are ignored, non-string filters rejected."""
     try:
-        obj = expect_struct(config, "StateTriggerConfig")
-        return TriggerConfig(
-            scope=optional_str(obj, "scope"),
-            key=optional_str(obj, "key"),
-            condition_function_id=optional_str(obj, "condition_function_id"),
-        )
+        return TriggerConfig(**TRIGGER_CONFIG.decode(config))
     except DecodeError as exc:
         raise TriggerConfigError(str(exc)) from None
 

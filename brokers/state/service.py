@@ -93,12 +93,13 @@ class StateBroker(Broker):
         self.committer = GroupCommitter(self._apply, name="state", thread=thread,
                                         settle=core.write_result, committed=self._committed)
         for fn in (core.SET, core.DELETE, core.UPDATE):
-            self.function(fn, self._write_handler(fn), description=_DESCRIPTIONS[fn])
-        self.function(core.GET, self._get, description=_DESCRIPTIONS[core.GET])
-        self.function(core.LIST, self._list, description=_DESCRIPTIONS[core.LIST])
-        self.function(core.LIST_GROUPS, self._list_groups, description=_DESCRIPTIONS[core.LIST_GROUPS])
+            self.function(fn, self._write_handler(fn), description=_DESCRIPTIONS[fn],
+                          input=core.INPUTS[fn])
+        for fn, handler in ((core.GET, self._get), (core.LIST, self._list),
+                            (core.LIST_GROUPS, self._list_groups)):
+            self.function(fn, handler, description=_DESCRIPTIONS[fn], input=core.INPUTS[fn])
         self.trigger_type(core.TRIGGER_TYPE, "State change trigger", on_register=self._on_bind,
-                          on_unregister=self._on_unbind)
+                          on_unregister=self._on_unbind, config=core.TRIGGER_CONFIG)
 
     async def teardown(self) -> None:
         if self.committer is not None:
