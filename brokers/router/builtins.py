@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from brokers.router.core import Binding, Function, Registry, TriggerType
-from brokers.kit.errors import INVALID_ARGUMENTS, NOT_FOUND, EngineError, deserialization_error
+from brokers.kit.errors import INVALID_ARGUMENTS, NOT_FOUND, EngineError
+from brokers.kit.inputs import ARR, BOOL, STR, Field, Input
 
 ENGINE_VERSION = "0.1.0"
 
@@ -20,25 +21,34 @@ KNOWN_PROVIDERS = {"http": "iii-http", "cron": "iii-cron", "subscribe": "iii-pub
                    "configuration": "configuration"}
 
 
-_ARG_TYPES: dict[str, type] = {
-    "search": str, "prefix": str, "worker": str, "workers": list, "include_internal": bool,
-    "function_id": str, "function_ids": list, "namespace": str, "name": str, "runtime": str,
-    "status": str, "trigger_type": str, "id": str,
+def _opt(name: str, kind=STR, **kw: Any) -> Field:
+    return Field(name, kind, required=False, **kw)
+
+
+_SEARCH, _PREFIX, _WORKER, _NS = _opt("search"), _opt("prefix"), _opt("worker"), _opt("namespace")
+_INTERNAL = _opt("include_internal", BOOL, default=False)
+INPUTS = {
+    "engine::functions::list": Input("engine::functions::list", "FunctionsListInput", _SEARCH, _PREFIX,
+                                     _WORKER, _opt("workers", ARR, items=STR), _INTERNAL),
+    "engine::functions::info": Input("engine::functions::info", "FunctionsInfoInput",
+                                     _opt("function_id"), _opt("function_ids", ARR, items=STR), _NS),
+    "engine::workers::list": Input("engine::workers::list", "WorkersListInput", _SEARCH,
+                                   _opt("runtime"), _opt("status")),
+    "engine::workers::info": Input("engine::workers::info", "WorkersInfoInput", _opt("name"), _NS),
+    "engine::triggers::list": Input("engine::triggers::list", "TriggersListInput", _SEARCH, _PREFIX,
+                                    _WORKER, _INTERNAL),
+    "engine::triggers::info": Input("engine::triggers::info", "TriggersInfoInput", _opt("id"), _NS),
+    "engine::registered-triggers::list": Input(
+        "engine::registered-triggers::list", "RegisteredTriggersListInput", _SEARCH,
+        _opt("trigger_type"), _opt("function_id"), _WORKER, _INTERNAL),
+    "engine::registered-triggers::info": Input(
+        "engine::registered-triggers::info", "RegisteredTriggersInfoInput", _opt("id")),
 }
-_LIST_OF_STR = ("workers", "function_ids")
+"""The input of each ``engine::*`` introspection function, declared once (workers-a §5)."""
 
 
 def _args(function_id: str, data: Any) -> dict:
-    """The call's input object, every known key checked for its type (workers-a §0)."""
-    if not isinstance(data, dict):
-        raise deserialization_error(function_id, "expected an object")
-    for key, kind in _ARG_TYPES.items():
-        value = data.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, kind) or (key in _LIST_OF_STR and not all(isinstance(v, str) for v in value)):
-            raise deserialization_error(function_id, f"invalid type for `{key}`")
-    return data
+    return INPUTS[function_id].parse(data)
 
 
 def worker_name(reg: Registry, owner, fallback_id: str) -> str | None:

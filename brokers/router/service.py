@@ -21,8 +21,8 @@ from brokers.router import builtins, durable, notices
 from brokers.router.core import Binding, Registry
 from brokers.kit import frames, wire
 from brokers.kit.broker import Broker, BusFactory, Call, run
-from brokers.kit.errors import (INVALID_ARGUMENTS, TRIGGER_REGISTRATION_FAILED, UNREGISTER_FAILED, EngineError,
-                             deserialization_error)
+from brokers.kit.errors import INVALID_ARGUMENTS, TRIGGER_REGISTRATION_FAILED, UNREGISTER_FAILED, EngineError
+from brokers.kit.inputs import ANY, STR, Field, Input
 from brokers.kit.units import RunContext
 from brokers.supervisor.units import discover
 
@@ -36,6 +36,13 @@ ENGINE_TRIGGER_TYPES = {
     "engine::functions-available": "Triggered when functions are registered/unregistered",
     "engine::workers-available": "Triggered when workers connect/disconnect",
 }
+
+
+REGISTER_TRIGGER = Input("engine::register_trigger", "RegisterTriggerInput",
+                         Field("trigger_type", STR), Field("function_id", STR),
+                         Field("config", ANY, required=False), Field("metadata", ANY, required=False),
+                         Field("trigger_namespace", STR, required=False))
+UNREGISTER_TRIGGER = Input("engine::unregister_trigger", "UnregisterTriggerInput", Field("id", STR))
 
 
 def now_ms() -> int:
@@ -69,9 +76,12 @@ class Router(Broker):
         # it was made; from here on a parked binding is a user's new one.
         self.registry.on_parked = self._on_parked
         for fid, (fn, desc) in builtins.FUNCTIONS.items():
-            self.function(fid, lambda call, fn=fn: fn(self.registry, call.data), description=desc)
-        self.function("engine::register_trigger", self._register_trigger, description="Bind a durable trigger")
-        self.function("engine::unregister_trigger", self._unregister_trigger, description="Remove a trigger")
+            self.function(fid, lambda call, fn=fn: fn(self.registry, call.data), description=desc,
+                          input=builtins.INPUTS[fid])
+        self.function(REGISTER_TRIGGER.owner, self._register_trigger, input=REGISTER_TRIGGER,
+                      description="Bind a durable trigger")
+        self.function(UNREGISTER_TRIGGER.owner, self._unregister_trigger, input=UNREGISTER_TRIGGER,
+                      description="Remove a trigger")
         self.function("engine::workers::register", self._workers_register, description="Worker metadata")
 
     async def serve(self) -> None:
@@ -206,14 +216,9 @@ class Router(Broker):
     # ---- durable bindings (§6.4) -------------------------------------------------------
 
     async def _register_trigger(self, call: Call) -> dict:
-        data = call.data
-        if not isinstance(data, dict) or not isinstance(data.get("trigger_type"), str) \
-                or not isinstance(data.get("function_id"), str):
-            raise deserialization_error("engine::register_trigger", "trigger_type and function_id are required")
+        data = REGISTER_TRIGGER.parse(call.data)
         bid = str(uuid.uuid4())
-        msg = {"id": bid, "trigger_type": data["trigger_type"], "function_id": data["function_id"],
-               "config": data.get("config"), "metadata": data.get("metadata"),
-               "trigger_namespace": data.get("trigger_namespace")}
+        msg = {"id": bid, **data}
         fut = asyncio.get_running_loop().create_future()
         self._acks[bid] = fut
         binding = self.registry.register_trigger(None, "default", msg)
@@ -242,9 +247,7 @@ class Router(Broker):
         return {"id": bid}
 
     def _unregister_trigger(self, call: Call) -> dict:
-        data = call.data
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-            raise deserialization_error("engine::unregister_trigger", "id is required")
+        data = UNREGISTER_TRIGGER.parse(call.data)
         try:
             self.durable.remove(data["id"])  # off disk first: an unregister must not come back
         except OSError as exc:
