@@ -112,6 +112,9 @@ def test_start_status_kill9_restart_and_sigterm_stops_in_order(toy_engine):
     assert list(ps) == ["tstore", "tsvc", "tedge-0", "tedge-1"]  # storage first, ingress last
     assert all(p["pid"] and alive(p["pid"]) for p in ps.values())
     assert int(open(os.path.join(runtime, "supervisor.pid")).read()) == sup.pid
+    # RUNNING means up for startsecs, not done starting: on a loaded machine the child
+    # may still be importing its unit's module
+    wait_for(lambda: os.path.exists(os.path.join(runtime, "tsvc.peers")), timeout=10)
     with open(os.path.join(runtime, "tsvc.peers")) as fh:
         assert fh.read() == "tstore,tsvc,tedge-0,tedge-1"
 
@@ -258,6 +261,7 @@ def test_children_start_on_the_plan_not_the_file(toy_engine):
     its part on --plan-fd (the file is not on its command line, nor needed at all)."""
     sup, runtime, path, env = toy_engine
     ps = wait_for(lambda: all_running(runtime), timeout=10)
+    wait_for(lambda: os.path.exists(os.path.join(runtime, "tsvc.peers")), timeout=10)
     with open(f"/proc/{ps['tsvc']['pid']}/cmdline", "rb") as fh:
         argv = fh.read().split(b"\0")
     assert b"--plan-fd" in argv and b"--config" not in argv and path.encode() not in argv
@@ -267,6 +271,7 @@ def test_children_start_on_the_plan_not_the_file(toy_engine):
     os.kill(ps["tsvc"]["pid"], signal.SIGKILL)
     wait_for(lambda: (lambda p: p["state"] == "RUNNING" and p["pid"] != ps["tsvc"]["pid"])(
         procs(runtime)["tsvc"]), timeout=5)
+    wait_for(lambda: os.path.exists(os.path.join(runtime, "tsvc.peers")), timeout=10)
     with open(os.path.join(runtime, "tsvc.peers")) as fh:
         assert fh.read() == "tstore,tsvc,tedge-0,tedge-1"  # the plan's peers, not five edges
     out = subprocess.run([sys.executable, "-m", "brokers.supervisor.cli", "status", "--runtime-dir", runtime],
