@@ -76,15 +76,19 @@ class Field:
     """Decodes the value itself (raises ``DecodeError``); replaces the kind check."""
     description: str | None = None
 
-    def decode(self, obj: dict[str, Any]) -> Any:
-        present = [n for n in (self.name, *self.aliases) if n in obj]
-        if len(present) > 1:
-            raise DecodeError(f"duplicate field `{self.name}`")
-        if not present:
-            if self.required:
-                raise DecodeError(f"missing field `{self.name}`")
-            return self.default
-        value = obj[present[0]]
+    def fits(self, value: Any) -> bool:
+        """A quick yes for the common values (the gateway checks every call); False means
+        ``value()`` decides, and raises if it does not fit."""
+        if self.parse is not None:
+            return False
+        if self.kind is ANY:
+            return True
+        if value is None:
+            return not self.required
+        return self.kind is STR and type(value) is str or self.kind is OBJ and type(value) is dict
+
+    def value(self, value: Any) -> Any:
+        """A present value checked (or parsed); null is the default of an optional field."""
         if value is None and (not self.required or self.kind is ANY and self.parse is None):
             return self.default if not self.required else None
         if self.parse is not None:
@@ -119,14 +123,57 @@ class Input:
         self.owner = owner
         self.struct = struct
         self.fields = fields
+        self._by_key = {key: f for f in fields for key in (f.name, *f.aliases)}
+        self._required = tuple(f.name for f in fields if f.required)
+        self._empty = tuple(f for f in fields if f.empty is not None)
+        self._aliased = any(f.aliases for f in fields)
+
+    def check(self, payload: Any) -> None:
+        """Raise ``DecodeError`` unless ``payload`` fits (it is not copied: for the hot path,
+        where only fitting matters). Type errors come in the payload's key order, then the
+        first missing field, as serde reports them."""
+        if type(payload) is not dict:
+            raise DecodeError(f"invalid type: {describe(payload)}, expected struct {self.struct}")
+        by_key = self._by_key
+        for key, value in payload.items():
+            f = by_key.get(key)
+            if f is not None and not f.fits(value):
+                f.value(value)
+        if self._aliased:
+            self._names(payload)
+        else:
+            for name in self._required:
+                if name not in payload:
+                    raise DecodeError(f"missing field `{name}`")
+
+    def _names(self, payload: dict[str, Any]) -> dict[str, str]:
+        """Which key holds each present field; duplicate and missing fields raise."""
+        found: dict[str, str] = {}
+        for key in payload:
+            f = self._by_key.get(key)
+            if f is None:
+                continue
+            if f.name in found:
+                raise DecodeError(f"duplicate field `{f.name}`")
+            found[f.name] = key
+        for name in self._required:
+            if name not in found:
+                raise DecodeError(f"missing field `{name}`")
+        return found
 
     def decode(self, payload: Any) -> dict[str, Any]:
-        """The decoded fields, or ``DecodeError`` with serde's detail."""
-        if not isinstance(payload, dict):
+        """The decoded fields (every declared one, by its own name), or ``DecodeError``."""
+        if type(payload) is not dict:
             raise DecodeError(f"invalid type: {describe(payload)}, expected struct {self.struct}")
-        out = {f.name: f.decode(payload) for f in self.fields}
-        for f in self.fields:
-            if f.empty is not None and out[f.name] == "":
+        values: dict[str, Any] = {}
+        for key, value in payload.items():
+            f = self._by_key.get(key)
+            if f is not None:
+                values[key] = f.value(value)
+        found = self._names(payload)
+        out = {f.name: values[found[f.name]] if f.name in found else f.default for f in self.fields}
+        for f in self._empty:
+            if out[f.name] == "":
                 raise EngineError(*f.empty)
         return out
 

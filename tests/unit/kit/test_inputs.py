@@ -33,9 +33,10 @@ SHAPE = Input("demo::fn", "DemoInput",
     ({"name": "n", "value": 1, "extra": "x"}, 'invalid type: string "x", expected a map'),
 ])
 def test_bad_inputs_are_described_as_serde_does(payload, detail) -> None:
-    with pytest.raises(DecodeError) as info:
-        SHAPE.decode(payload)
-    assert str(info.value) == detail
+    for check in (SHAPE.decode, SHAPE.check):  # check(): the same verdict, nothing copied
+        with pytest.raises(DecodeError) as info:
+            check(payload)
+        assert str(info.value) == detail
     with pytest.raises(EngineError) as err:
         SHAPE.parse(payload)
     assert (err.value.code, err.value.message) == (
@@ -46,6 +47,12 @@ def test_defaults_aliases_nulls_and_unknown_keys() -> None:
     out = SHAPE.parse({"name": "n", "data": None, "count": None, "other": 1, "_caller_worker_id": "w"})
     assert out == {"name": "n", "value": None, "count": 7, "limit": 50, "tags": None,
                    "flag": False, "extra": None}
+
+
+def test_check_accepts_what_decode_accepts() -> None:
+    for ok in ({"name": "n", "value": None}, {"name": "n", "data": 1, "tags": ["a"], "count": None}):
+        assert SHAPE.check(ok) is None
+        SHAPE.decode(ok)
 
 
 def test_an_empty_name_has_its_own_code_after_the_shape_is_checked() -> None:
