@@ -18,7 +18,7 @@ import orjson
 
 from brokers.kit.decode import DecodeError
 from brokers.kit.inputs import ANY, STR, Field, Input
-from brokers.kit.ops import MISSING, Op, OpsDecodeError, apply_update_ops, parse_ops
+from brokers.kit.ops import MISSING, Op, apply_update_ops, parse_ops
 from brokers.kit.errors import FUNCTION_NOT_FOUND, TRIGGER_REGISTRATION_FAILED, EngineError
 
 SET = "state::set"
@@ -38,10 +38,7 @@ DELETED = "state:deleted"
 VALUE_TOO_LARGE = "VALUE_TOO_LARGE"
 
 def _ops(raw: Any) -> tuple[Op, ...]:
-    try:
-        return tuple(parse_ops(raw))
-    except OpsDecodeError as exc:  # the kit's decode error, worded the same
-        raise DecodeError(str(exc)) from None
+    return tuple(parse_ops(raw))  # its OpsDecodeError is a DecodeError
 
 
 _SCOPE = Field("scope", STR, description="The state scope (group)")

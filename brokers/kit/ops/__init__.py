@@ -16,9 +16,9 @@ to both tables.
 """
 from __future__ import annotations
 
-from brokers.kit.ops.apply import APPLIERS, apply_update_ops
-from brokers.kit.ops.checks import (
-    DOC_URL, MAX_PATH_DEPTH, MAX_SEGMENT_BYTES, MAX_VALUE_DEPTH, MAX_VALUE_KEYS, PROTO_KEYS,
+from brokers.kit.ops.apply import (
+    APPLIERS, DOC_URL, MAX_PATH_DEPTH, MAX_SEGMENT_BYTES, MAX_VALUE_DEPTH, MAX_VALUE_KEYS, PROTO_KEYS,
+    apply_update_ops,
 )
 from brokers.kit.ops.parse import PARSERS, Op, OpsDecodeError, parse_op, parse_ops
 from brokers.kit.ops.values import I64_MAX, I64_MIN, MISSING, U64_MAX, add_number, clone, json_depth, type_name
