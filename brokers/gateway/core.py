@@ -16,8 +16,10 @@ import uuid
 
 from brokers.gateway.calls import CallRelay
 from brokers.gateway.conns import Conn, Outbox
+from brokers.gateway.messages import MESSAGES
 from brokers.gateway.registrations import Registrations
 from brokers.kit import frames, wire
+from brokers.kit.decode import DecodeError
 from brokers.kit.frames import ROUTER
 from brokers.kit.routes import RouteTable
 
@@ -90,6 +92,14 @@ class GatewayCore(CallRelay, Registrations):
         if not isinstance(msg, dict):
             return
         kind = msg.get("type")
+        shape = MESSAGES.get(kind)  # type: ignore[arg-type]
+        if shape is None:
+            return  # an unknown type is ignored (§2)
+        try:
+            shape.check(msg)
+        except DecodeError as exc:
+            log.warning("dropping malformed %s frame from %s: %s", kind, conn_id, exc)
+            return
         try:
             if kind == "invokefunction":
                 self._invoke(conn, msg)
