@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from iii import InitOptions, InvocationError, register_worker
+from iii import InvocationError
 from tests.harness import STATE_READY, STATE_WORKER_YAML, Engine, WorkerProcess, running_engine
 from tests.sdkclient import our_worker, trigger_when_found
 from tests.seedpage import block_titles, needs_seed_page, seed_block, seed_worker
@@ -30,7 +30,7 @@ RUN_BY = {
     "trigger_void.py": "test_sdk_seed.py",
     "cross_language.py": "test_sdk_seed.py",
     "unregister.py": "test_sdk_seed.py",
-    "trigger_enqueue.py": "test_queue_seed.py",  # and below
+    "trigger_enqueue.py": "test_queue_seed.py",
     # its cron binding waits for a cron worker the engine does not have yet; the test calls
     # math::aggregation itself
     "cron_trigger.py": "test_state_seed_py.py",
@@ -131,32 +131,3 @@ def test_unregister_removes_function(seeds: Any, client: Any):
         if info.value.code == "function_not_found" or time.monotonic() > deadline:
             break
     assert info.value.code == "function_not_found"
-
-
-def test_trigger_enqueue_returns_receipt_and_delivers_the_order(engine_factory: Any):
-    import queue
-    import uuid
-
-    from tests.harness import PAYMENT_QUEUES, QUEUE_READY
-
-    # the payment queue of conf/iii-config.yaml (FIFO grouped by transaction_id)
-    eng = engine_factory(queues=PAYMENT_QUEUES, wait_for=QUEUE_READY)
-    consumer = register_worker(eng.url, InitOptions(worker_name="seed-orders-consumer", daemon=True,
-                                                    invocation_timeout_ms=10_000))
-    seed = None
-    try:
-        assert consumer.wait_connected(10)
-        jobs: queue.Queue[Any] = queue.Queue()
-        consumer.register_function("orders::process-order", lambda order: jobs.put(order))
-        seed = seed_worker("trigger_enqueue.py", eng.url)
-        out = call(consumer, "orders::create", {"transaction_id": "tx-7", "items": ["pen"], "total": 3})
-        assert set(out) == {"orderId", "messageReceiptId"}
-        uuid.UUID(out["orderId"])
-        uuid.UUID(out["messageReceiptId"])
-        order = jobs.get(timeout=5)  # delivered by the queue to orders::process-order
-        assert isinstance(order.pop("_caller_worker_id"), str)  # the example spreads its input
-        assert order == {"id": out["orderId"], "transaction_id": "tx-7", "items": ["pen"], "total": 3}
-    finally:
-        if seed is not None:
-            seed.stop()
-        consumer.shutdown()
