@@ -1,12 +1,11 @@
-"""Typed decoding of built-in function inputs, with serde-like error details.
+"""serde's wording for inputs that do not fit their shape: ``DecodeError`` and the words.
 
 The engine decodes each built-in input as a typed struct; a payload that does not fit fails
 with ``deserialization_error`` and a detail such as ``missing field `scope``` or
-``invalid type: integer `5`, expected a string`` (workers-a §0). These helpers produce the
-same wording so error texts match what iii clients see. Unknown extra keys are ignored.
-
-Lives in the kit because the update-ops language (``brokers.kit.ops``) decodes with it and
-is shared by ``state::update`` and ``stream::update``; the kit imports no broker.
+``invalid type: integer `5`, expected a string`` (workers-a §0). ``describe`` names a JSON
+value the way serde does, so error texts match what iii clients see. Used by the declared
+inputs (``inputs.py``) and by the update-ops language (``ops/``), which has shapes of its
+own (internally tagged ops, untagged paths).
 """
 from __future__ import annotations
 
@@ -34,13 +33,6 @@ def describe(value: Any) -> str:
     return "map"
 
 
-def expect_struct(payload: Any, name: str, error: type[DecodeError] = DecodeError) -> dict[str, Any]:
-    """The payload must be a JSON object (``null`` included in the rejects)."""
-    if not isinstance(payload, dict):
-        raise error(f"invalid type: {describe(payload)}, expected struct {name}")
-    return payload
-
-
 def expect_str(obj: dict[str, Any], field: str, error: type[DecodeError] = DecodeError) -> str:
     """A required string field."""
     if field not in obj:
@@ -50,10 +42,3 @@ def expect_str(obj: dict[str, Any], field: str, error: type[DecodeError] = Decod
         raise error(f"invalid type: {describe(value)}, expected a string")
     return value
 
-
-def optional_str(obj: dict[str, Any], field: str, error: type[DecodeError] = DecodeError) -> str | None:
-    """An ``Option<String>`` field: absent or null is None."""
-    value = obj.get(field)
-    if value is None or isinstance(value, str):
-        return value
-    raise error(f"invalid type: {describe(value)}, expected a string")
