@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 from brokers.kit.decode import DecodeError, describe
 from brokers.kit.errors import EngineError, deserialization_error
+from brokers.kit.ops.values import I64_MAX, I64_MIN, U64_MAX
 
-I64_MIN, I64_MAX, U64_MAX = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
 
 
 @dataclass(frozen=True)
