@@ -59,7 +59,7 @@ class CallRelay(GatewayState):
             return
         data = msg.get("data")
         if isinstance(data, dict):
-            data["_caller_worker_id"] = conn.id
+            data[wire.CALLER_KEY] = conn.id
         void = kind == "void" or not inv_id
         if void:
             inv_id = str(uuid.uuid4())
@@ -106,7 +106,7 @@ class CallRelay(GatewayState):
                                                 "No queue worker is installed: add iii-queue to the engine config."))
             return
         job: dict[str, Any] = {"queue": action.get("queue"), "function_id": fid, "data": msg.get("data"),
-                               "messageReceiptId": str(uuid.uuid4())}
+                               "messageReceiptId": str(uuid.uuid4()), wire.CALLER_KEY: conn.id}
         for key in ("traceparent", "baggage", "metadata"):
             if msg.get(key) is not None:
                 job[key] = msg[key]

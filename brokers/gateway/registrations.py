@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from brokers.gateway.conns import REGISTER_FN, Conn, GatewayState
-from brokers.kit import frames, wire
+from brokers.kit import frames, reserved, wire
 from brokers.kit.errors import INVALID_NAMESPACE
 from brokers.kit.frames import ROUTER
 
@@ -54,8 +54,8 @@ class Registrations(GatewayState):
         """Route a new function of ours at once, as the reference engine registers
         synchronously: a worker may call its function right after registering it. Only a
         free id is claimed; the router stays the judge and a rejection withdraws the claim."""
-        if function_id.startswith("engine::") and conn.ns != "default":
-            return
+        if reserved.function(function_id):
+            return  # the router refuses it: never route it here, even for a moment
         if self.routes.get(conn.ns, function_id) is None:
             self.routes.apply([["+", conn.ns, function_id, self.node, conn.id]])
 
@@ -67,7 +67,7 @@ class Registrations(GatewayState):
                     self.out.ws(conn.id, wire.error(inv_id, REGISTER_FN, INVALID_NAMESPACE,
                                                     "namespace must not be blank"))
                 return
-            data["_caller_worker_id"] = conn.id
+            data[wire.CALLER_KEY] = conn.id
             features = data.get("features")
             conn.small_only = data.get("runtime") == "python" and not (
                 isinstance(features, list) and "large-messages.v1" in features)

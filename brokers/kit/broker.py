@@ -60,7 +60,7 @@ class Call:
     def caller(self) -> str | None:
         """The calling worker's id, as the gateway stamped it into the data (protocol §5.2)."""
         data = self.data
-        value = data.get("_caller_worker_id") if isinstance(data, dict) else None
+        value = data.get(wire.CALLER_KEY) if isinstance(data, dict) else None
         return value if isinstance(value, str) else None
 
 

@@ -1,8 +1,15 @@
-"""Worker-protocol JSON messages the engine writes (protocol.md §3), built in one place.
+"""Worker-protocol JSON messages the engine reads and writes (protocol.md §3), in one place.
 
 Encoding is orjson (compact UTF-8). Parsing tolerates Python's ``NaN``/``Infinity`` tokens
 (protocol.md §2): orjson refuses them, so a failed parse retries with the stdlib, and
 re-encoding with orjson turns non-finite floats into ``null`` for the Node side.
+
+Invariants: whatever ``loads``/``parse`` return, ``dumps`` can encode again (with room for
+the engine's own envelopes): a value nested deeper than ``MAX_DEPTH`` levels is refused as
+undecodable, as serde_json refuses it in the reference (orjson would parse up to 1024
+levels but encode only 254, and the stdlib fallback hit RecursionError), and an integer
+beyond 64 bits becomes a float on every path, as orjson and serde_json read it. Only the
+engine puts ``CALLER_KEY`` into a payload (§5.3; ``stamp_caller``).
 """
 from __future__ import annotations
 
@@ -13,22 +20,77 @@ import orjson
 
 dumps = orjson.dumps
 
+MAX_DEPTH = 128
+"""Deepest nesting of arrays and objects a message may have (serde_json's limit)."""
+CALLER_KEY = "_caller_worker_id"
+"""The payload key naming the calling worker; engine-reserved (protocol §10.2)."""
+
+_I64_MIN, _U64_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def _int(text: str) -> int | float:
+    value = int(text)
+    return value if _I64_MIN <= value <= _U64_MAX else float(value)
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests deeper than ``limit`` (iterative: no recursion to blow)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return False
+
+
+def _checked(raw: bytes | str, value: Any) -> Any:
+    # Only a message with that many brackets can nest that deep: the count is a C loop
+    # over the bytes, so the walk runs only for the rare big or odd message.
+    if isinstance(value, (dict, list)):
+        opens = raw.count(b"[") + raw.count(b"{") if isinstance(raw, bytes) else raw.count("[") + raw.count("{")
+        if opens > MAX_DEPTH and _depth_over(value, MAX_DEPTH):
+            raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _fallback(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw, parse_int=_int)  # accepts NaN / Infinity; ValueError otherwise
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+
 
 def loads(raw: bytes | str) -> Any:
-    """Parse one JSON message; raises ValueError if it is not JSON at all."""
+    """Parse one JSON message; raises ValueError if it is not JSON or nests too deep."""
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(raw)  # accepts NaN / Infinity; raises ValueError otherwise
+        value = _fallback(raw)
+    return _checked(raw, value)
 
 
 def parse(raw: bytes | str) -> tuple[Any, bool]:
     """Parse one JSON message; also say whether it was clean JSON (False: it held NaN or
     Infinity, so relaying its bytes as they are would break a JavaScript peer)."""
     try:
-        return orjson.loads(raw), True
+        return _checked(raw, orjson.loads(raw)), True
     except orjson.JSONDecodeError:
-        return json.loads(raw), False
+        return _checked(raw, _fallback(raw)), False
+
+
+def stamp_caller(data: Any, caller: str | None) -> Any:
+    """``data`` with ``CALLER_KEY`` set by the engine: the calling worker's id, or removed
+    when no worker called (a value the payload brought with it is never trusted)."""
+    if isinstance(data, dict):
+        if caller is None:
+            data.pop(CALLER_KEY, None)
+        else:
+            data[CALLER_KEY] = caller
+    return data
 
 
 def invoke(invocation_id: str, function_id: str, data: Any, metadata: Any = None,

@@ -15,6 +15,7 @@ import logging
 
 from brokers.pubsub.core import (PUBLISH, PUBLISH_INPUT, SUBSCRIBE_CONFIG, TRIGGER_TYPE, PubSubCore,
                                  parse_publish)
+from brokers.kit import wire
 from brokers.kit.broker import Broker, BusFactory, Call, run
 from brokers.kit.errors import EngineError
 from brokers.kit.units import RunContext
@@ -38,6 +39,7 @@ class PubSubBroker(Broker):
 
     def _publish(self, call: Call) -> None:
         topic, payload = parse_publish(call.data)
+        wire.stamp_caller(payload, call.caller)  # never the one the publisher wrote in
         traceparent, baggage = call.trace
         for delivery in self.core.publish(topic, payload):
             try:

@@ -66,6 +66,7 @@ from brokers.queue.jobs import Job
 from brokers.queue.store import Op, Store, encode, open_committer, open_store
 from brokers.kit.commit import GroupCommitter
 from brokers.queue.topics import SUBSCRIBER_CONFIG, TRIGGER_TYPE, parse_subscription
+from brokers.kit import wire
 from brokers.kit.broker import Broker, BusFactory, Call, run
 from brokers.kit.errors import FUNCTION_NOT_FOUND, EngineError
 from brokers.kit.units import RunContext
@@ -198,11 +199,13 @@ class QueueBroker(Broker):
 
     def _enqueue(self, call: Call) -> asyncio.Future[Any]:
         req = inputs.enqueue(call.data)
+        wire.stamp_caller(req.data, call.caller)  # the job's caller is who enqueued it
         self.core.enqueue(req, now_ms())
         return self._answer_when_durable({"messageReceiptId": req.message_id})
 
     def _publish(self, call: Call) -> asyncio.Future[Any]:
         topic, payload = inputs.publish(call.data)
+        wire.stamp_caller(payload, call.caller)
         traceparent, baggage = call.trace
         self.core.publish(topic, payload, now_ms(), traceparent, baggage)
         return self._answer_when_durable(None)

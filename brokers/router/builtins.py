@@ -15,11 +15,6 @@ from brokers.kit.inputs import ARR, BOOL, STR, Field, Input
 
 ENGINE_VERSION = "0.1.0"
 
-KNOWN_PROVIDERS = {"http": "iii-http", "cron": "iii-cron", "subscribe": "iii-pubsub", "state": "iii-state",
-                   "durable:subscriber": "queue", "stream": "iii-stream", "stream:join": "iii-stream",
-                   "stream:leave": "iii-stream", "log": "iii-observability", "trace": "iii-observability",
-                   "configuration": "configuration"}
-
 
 def _opt(name: str, kind=STR, **kw: Any) -> Field:
     return Field(name, kind, required=False, **kw)
@@ -197,7 +192,9 @@ def workers_info(reg: Registry, data: Any) -> dict:
 
 def _tt_row(reg: Registry, t: TriggerType) -> dict:
     w = reg.workers.get(t.provider)
-    name = (w.name if w and w.name else None) or KNOWN_PROVIDERS.get(t.id) or t.id.split("::", 1)[0]
+    # Built-in types are provided by brokers, which are named; a worker's type without a
+    # worker name is shown under its id's first segment.
+    name = (w.name if w and w.name else None) or t.id.split("::", 1)[0]
     return {"id": t.id, "namespace": t.ns, "worker_name": name, "description": t.message.get("description", "")}
 
 

@@ -14,11 +14,15 @@ change is broadcast to every peer in the order it happened.
 """
 from __future__ import annotations
 
+import logging
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from brokers.kit import errors, frames, wire
+from brokers.kit import reserved as reserved_ids
+
+log = logging.getLogger(__name__)
 
 Owner = tuple[str, "str | None"]
 Key = tuple[str, str]
@@ -205,7 +209,7 @@ class Registry:
             del self.leases[lease]  # one name per connection: a rename frees the old one
         if name is not None:
             self.leases[(ns, name)] = owner
-        meta = {k: v for k, v in data.items() if k != "_caller_worker_id"}
+        meta = {k: v for k, v in data.items() if k != wire.CALLER_KEY}
         meta["runtime"] = meta.get("runtime") or "unknown"
         meta["description"] = sanitize_name(meta.get("description"))
         worker.meta, worker.name, worker.ns = meta, name, ns
@@ -224,7 +228,9 @@ class Registry:
         if not isinstance(fid, str) or not fid.strip():
             return
         current = self.functions.get((ns, fid))
-        reserved = fid.startswith("engine::") and ns != "default"
+        # Engine ids are refused to every connection; brokers (conn None) register their own.
+        reserved = owner[1] is not None and reserved_ids.function(fid) \
+            or fid.startswith("engine::") and ns != "default"
         if reserved or (current is not None and current.owner != owner and self.alive(current.owner)):
             self.to_conn(owner, {"type": "registrationrejected", "code": errors.FUNCTION_NAMESPACE_CONFLICT,
                                  "namespace": ns, "function_id": fid,
@@ -251,6 +257,12 @@ class Registry:
         if not all(isinstance(v, str) and v for v in (bid, ttype, fid)):
             return None
         old = self.bindings.get(bid)
+        if old is not None and old.owner != owner and (old.owner is None or self.alive(old.owner)):
+            # A binding belongs to the connection that made it (or to the engine): nobody
+            # else may replace it, or the next event would go to them.
+            self._binding_error(owner, msg, errors.TRIGGER_REGISTRATION_FAILED,
+                                f"trigger id {bid} belongs to another worker")
+            return None
         if old is not None:
             self._unbind(old)
         binding = Binding(bid, ttype, fid, msg.get("config"), msg.get("metadata"),
@@ -262,8 +274,10 @@ class Registry:
         return binding
 
     def unregister_trigger(self, owner: Owner | None, ns: str, msg: dict) -> bool:
+        """Remove a binding of ``owner``'s: a connection's own, or (owner None, through
+        ``engine::unregister_trigger``) a durable one; never another worker's."""
         binding = self.bindings.get(msg.get("id"))
-        if binding is None or (owner is not None and binding.owner != owner):
+        if binding is None or binding.owner != owner:
             return False
         self._unbind(binding)
         return True
@@ -272,6 +286,10 @@ class Registry:
         tid = msg.get("id")
         tns = msg.get("namespace") or ns
         if not isinstance(tid, str) or not tid or blank(msg.get("namespace")):
+            return
+        if owner[1] is not None and reserved_ids.trigger_type(tid):
+            log.warning("refused trigger type %r from worker %s: built-in trigger types belong "
+                        "to the engine", tid, owner[1])
             return
         key = (tns, tid)
         self.trigger_types[key] = TriggerType(tns, tid, owner, msg)

@@ -31,8 +31,7 @@ from brokers.router.core import Binding, Key, Registry
 WARN_INTERVAL_S = 60.0
 REPLAY_WINDOW_S = 10.0
 
-# Config names (workers-a §1.4), not the display names of engine::triggers::list
-# (builtins.KNOWN_PROVIDERS shows "queue" for durable:subscriber, as the reference does).
+# Config names of the built-in workers (workers-a §1.4).
 TRIGGER_TYPE_WORKERS = {
     "http": "iii-http", "cron": "iii-cron", "state": "iii-state",
     "stream": "iii-stream", "stream:join": "iii-stream", "stream:leave": "iii-stream",

@@ -117,3 +117,13 @@ def test_an_undeclared_worker_waits_only_for_calls_naming_its_buffered_functions
     rec.take()
     core.grace_expired("A")
     assert [(h["k"], h.get("id")) for _, h, _ in rec.bus_frames()] == [("up", None), ("inv", "i1")]
+
+
+def test_an_engine_id_is_never_routed_to_a_worker_even_before_the_router_refuses_it(core, rec) -> None:
+    """Claiming ``engine::log::info`` locally would route other workers' log lines (with
+    their data) to the claimant until the router's refusal arrived."""
+    _ready(core, "A")
+    for fid in ("engine::log::info", "iii::x", "state::set", "publish"):
+        core.on_message("A", orjson.dumps({"type": "registerfunction", "id": fid}))
+        assert core.routes.get("default", fid) is None
+    assert [f["k"] for _, f, _ in rec.bus_frames()].count("up") == 4  # the router still decides

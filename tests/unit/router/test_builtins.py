@@ -8,7 +8,7 @@ from brokers.router import builtins as bi
 from brokers.kit.errors import EngineError
 from regfake import A, B, C, P, Reg
 
-STATE, ROUTER, QUEUE = ("state", None), ("router", None), ("queue", None)
+STATE, ROUTER, QUEUE, CRON = ("state", None), ("router", None), ("queue", None), ("cron", None)
 D = ("gw2", "D")  # a second worker named "math", in namespace orders
 
 
@@ -17,6 +17,7 @@ def full(reg: Reg) -> Reg:
     reg.hello("state", "e", "iii-state", 1)
     reg.hello("router", "e", "iii-engine-functions", 2)
     reg.hello("queue", "e", "iii-queue", 3)
+    reg.hello("cron", "e", "iii-cron", 4)
     reg.conn(D)
     reg.register_worker(A, {"name": "math", "pid": 10, "runtime": "python", "version": "0.25.0", "os": "Linux"}, None)
     reg.register_worker(C, {"name": "orders-svc", "pid": 11, "runtime": "node", "namespace": "orders"}, None)
@@ -43,7 +44,7 @@ def full(reg: Reg) -> Reg:
     reg.tt(ROUTER, "engine::workers-available")
     reg.tt(P, "webhook", description="Webhook trigger", trigger_request_format={"type": "object"},
            call_request_format={"type": "string"})
-    reg.tt(B, "cron", description="Cron-based scheduled triggers")
+    reg.tt(CRON, "cron", description="Cron-based scheduled triggers")
     reg.tt(B, "foo::bar", description="Foo")
     reg.bind(A, "b1", "webhook", fid="math::add", config={"url": "/" + "x" * 100}, metadata={"m": 1})
     reg.bind(C, "b2", "state", fid="math::add", namespace="orders")
@@ -167,14 +168,15 @@ def test_functions_info_accepts_32_ids(full: Reg) -> None:
 def test_workers_list_hides_pidless_workers_and_includes_brokers(full: Reg) -> None:
     rows = bi.workers_list(full, {})["workers"]
     assert [(r["name"], r["namespace"]) for r in rows] == [
-        ("iii-engine-functions", "default"), ("iii-queue", "default"), ("iii-state", "default"),
-        ("math", "default"), ("math", "orders"), ("orders-svc", "orders"), ("prov", "default")]
+        ("iii-cron", "default"), ("iii-engine-functions", "default"), ("iii-queue", "default"),
+        ("iii-state", "default"), ("math", "default"), ("math", "orders"), ("orders-svc", "orders"),
+        ("prov", "default")]
     assert all(r["id"] != "B" for r in rows)
-    math = rows[3]
+    math = rows[4]
     assert math == {"name": "math", "description": None, "version": "0.25.0", "id": "A", "namespace": "default",
                     "runtime": "python", "os": "Linux", "status": "connected", "function_count": 5,
                     "connected_at_ms": 1000, "active_invocations": 0, "isolation": None, "ip_address": None}
-    state = rows[2]
+    state = rows[3]
     assert (state["status"], state["runtime"], state["version"], state["function_count"], state["os"],
             state["ip_address"]) == ("available", "engine", bi.ENGINE_VERSION, 2, None, None)
 
@@ -183,7 +185,7 @@ def test_workers_list_filters(full: Reg) -> None:
     assert [r["id"] for r in bi.workers_list(full, {"search": "MAT"})["workers"]] == ["A", "D"]
     assert [r["id"] for r in bi.workers_list(full, {"runtime": "node"})["workers"]] == ["D", "C"]
     assert {r["name"] for r in bi.workers_list(full, {"status": "available"})["workers"]} == \
-        {"iii-engine-functions", "iii-queue", "iii-state"}
+        {"iii-cron", "iii-engine-functions", "iii-queue", "iii-state"}
 
 
 def test_workers_info(full: Reg) -> None:
@@ -209,7 +211,7 @@ def test_workers_info(full: Reg) -> None:
 def test_triggers_list(full: Reg) -> None:
     rows = bi.triggers_list(full, {})["triggers"]
     assert rows == [
-        {"id": "cron", "namespace": "default", "worker_name": "iii-cron",  # known-provider table
+        {"id": "cron", "namespace": "default", "worker_name": "iii-cron",  # a broker, by its name
          "description": "Cron-based scheduled triggers"},
         {"id": "foo::bar", "namespace": "default", "worker_name": "foo", "description": "Foo"},  # first segment
         {"id": "state", "namespace": "default", "worker_name": "iii-state", "description": "State trigger"},

@@ -2,6 +2,8 @@
 hello/reset, reattach (§4.7), worker leases (§4.3) and engine::workers-available (workers-a §5.11)."""
 from __future__ import annotations
 
+import pytest
+
 import orjson
 
 from brokers.router.core import sanitize_name
@@ -57,9 +59,26 @@ def test_engine_prefix_outside_default_is_refused_with_empty_owner(reg: Reg) -> 
     assert reg.down(A) == [{"type": "registrationrejected", "code": "FUNCTION_NAMESPACE_CONFLICT",
                             "namespace": "orders", "function_id": "engine::mine", "owner_worker_id": ""}]
     assert ("orders", "engine::mine") not in reg.functions
-    reg.take()
-    reg.fn(A, "engine::queue::enqueue")  # allowed in default
-    assert reg.down(A) == [] and ("default", "engine::queue::enqueue") in reg.functions
+
+
+
+@pytest.mark.parametrize("fid", ["engine::queue::enqueue", "engine::log::info", "engine::channels::create",
+                                 "engine::baggage::get", "iii::durable::publish", "iii::anything",
+                                 "state::set", "stream::get", "publish", "iii-http::on-config-change"])
+def test_engine_ids_are_refused_to_workers_in_every_namespace_built_or_not(reg: Reg, fid: str) -> None:
+    """The reference lets a worker claim ``engine::*`` in ``default`` (and every other
+    built-in id); a worker that claimed ``engine::log::info`` received other workers' log
+    lines. Every engine id is refused to connections, whether this engine has it or not."""
+    reg.fn(A, fid)
+    assert reg.down(A) == [{"type": "registrationrejected", "code": "FUNCTION_NAMESPACE_CONFLICT",
+                            "namespace": "default", "function_id": fid, "owner_worker_id": ""}]
+    assert ("default", fid) not in reg.functions
+
+
+def test_sdk_helper_ids_and_lookalikes_stay_free(reg: Reg) -> None:
+    for fid in ("stream::get(orders)", "state::custom", "engineering::x", "publisher"):
+        reg.fn(A, fid)
+        assert reg.down(A) == [] and ("default", fid) in reg.functions
 
 
 def test_unregister_only_by_the_owner(reg: Reg) -> None:

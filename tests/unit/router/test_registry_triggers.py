@@ -116,12 +116,12 @@ def test_blank_namespaces_are_refused_with_invalid_namespace(reg: Reg) -> None:
 
 def test_same_binding_id_replaces_the_old_binding(reg: Reg) -> None:
     reg.tt(P, "webhook")
-    reg.tt(Q, "cron")
+    reg.tt(Q, "ticker")
     reg.bind(A, "b1", "webhook")
     reg.take()
-    reg.bind(A, "b1", "cron", fid="svc::g")
+    reg.bind(A, "b1", "ticker", fid="svc::g")
     assert reg.down(P) == [{"type": "unregistertrigger", "id": "b1", "trigger_type": "webhook"}]
-    assert reg.down(Q) == [reg_msg("b1", "cron", fid="svc::g")]
+    assert reg.down(Q) == [reg_msg("b1", "ticker", fid="svc::g")]
     assert len(reg.bindings) == 1
 
 
@@ -164,17 +164,17 @@ def test_disconnect_removes_everything_the_connection_registered(reg: Reg) -> No
     reg.register_worker(P, {"name": "prov"}, None)
     reg.fn(P, "prov::f")
     reg.tt(P, "webhook")
-    reg.tt(Q, "cron")
-    reg.bind(P, "mine", "cron")  # P's own binding on Q's type
+    reg.tt(Q, "ticker")
+    reg.bind(P, "mine", "ticker")  # P's own binding on Q's type
     reg.bind(A, "theirs", "webhook")  # A's binding on P's type
     reg.register_trigger(None, "default", reg_msg("durable", "webhook"))  # engine::register_trigger
     reg.take()
     reg.disconnect(P)
     assert reg.route_broadcasts() == [[["-", "default", "prov::f", "gw2", "P"]]]
-    assert reg.down(Q) == [{"type": "unregistertrigger", "id": "mine", "trigger_type": "cron"}]
+    assert reg.down(Q) == [{"type": "unregistertrigger", "id": "mine", "trigger_type": "ticker"}]
     assert "mine" not in reg.bindings
     assert reg.bindings["theirs"].provider is None and reg.bindings["durable"].provider is None
-    assert reg.trigger_types.keys() == {("default", "cron")}
+    assert reg.trigger_types.keys() == {("default", "ticker")}
     assert ("default", "prov") not in reg.leases and P not in reg.workers
     assert reg.down(P) == []  # nothing is sent to the gone connection
     reg.take()
@@ -225,3 +225,53 @@ def test_engine_trigger_types_fire_only_their_bindings(reg: Reg) -> None:
     reg.fire_engine("engine::functions-available", {"event": "functions_changed", "functions": []})
     reg.fire_engine("engine::workers-available", {"event": "x"})
     assert reg.fired == [("fa", {"event": "functions_changed", "functions": []})]
+
+
+def test_a_binding_id_of_another_live_worker_cannot_be_taken_over(reg: Reg) -> None:
+    """The reference let any worker re-send ``registertrigger`` with another's binding id
+    (ids are listed to everyone) and receive that binding's events from then on."""
+    reg.tt(P, "webhook")
+    reg.bind(A, "b1", "webhook", fid="owner::on")
+    reg.take()
+    reg.bind(C, "b1", "webhook", fid="thief::on")
+    assert reg.down(C) == [{"type": "triggerregistrationresult", "id": "b1", "trigger_type": "webhook",
+                            "function_id": "thief::on",
+                            "error": {"code": "trigger_registration_failed",
+                                      "message": "trigger id b1 belongs to another worker"}}]
+    assert reg.down(P) == [] and reg.bindings["b1"].function_id == "owner::on"
+    reg.up(C, "default", {"type": "unregistertrigger", "id": "b1"})  # not theirs to remove either
+    assert "b1" in reg.bindings and reg.down(P) == []
+    reg.register_trigger(None, "default", reg_msg("d1", "webhook"))  # a durable one
+    reg.take()
+    reg.bind(C, "d1", "webhook", fid="thief::on")
+    assert reg.bindings["d1"].function_id == "svc::f" and reg.bindings["d1"].owner is None
+
+
+def test_engine_unregister_trigger_removes_only_durable_bindings(reg: Reg) -> None:
+    reg.tt(P, "webhook")
+    reg.bind(A, "b1", "webhook")
+    reg.register_trigger(None, "default", reg_msg("d1", "webhook"))
+    reg.take()
+    assert reg.unregister_trigger(None, "default", {"id": "b1"}) is False  # A's, not the engine's
+    assert "b1" in reg.bindings and reg.down(P) == []
+    assert reg.unregister_trigger(None, "default", {"id": "d1"}) is True
+    assert reg.down(P) == [{"type": "unregistertrigger", "id": "d1", "trigger_type": "webhook"}]
+
+
+def test_a_dead_owners_binding_id_may_be_reused(reg: Reg) -> None:
+    reg.tt(P, "webhook")
+    ghost = ("gw1", "ghost")
+    reg.register_trigger(ghost, "default", reg_msg("b1", "webhook"))
+    reg.take()
+    reg.bind(C, "b1", "webhook", fid="new::on")
+    assert reg.bindings["b1"].owner == C and reg.down(C) == []
+
+
+def test_built_in_trigger_types_are_refused_to_workers(reg: Reg) -> None:
+    """A worker providing ``state`` or ``cron`` would receive every other worker's
+    bindings of that type (and their configs)."""
+    for ttype in ("state", "cron", "http", "subscribe", "durable:subscriber", "engine::x"):
+        reg.tt(P, ttype)
+        assert ("default", ttype) not in reg.trigger_types
+    reg.bind(A, "b1", "cron")
+    assert reg.bindings["b1"].provider is None and reg.down(P) == []
