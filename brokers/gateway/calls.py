@@ -9,6 +9,10 @@ Invariants:
   the callee's result, or ``invocation_stopped`` when the callee or its process goes away
   (§4.6);
 - a result is accepted only from the connection the call was delivered to (fixes §12.3);
+- an in-flight call is known by (caller, the caller's id): the id a callee sees is unique
+  among the calls in flight on it. It is the caller's own id (no re-encoding) unless
+  another call with that id is in flight there; then the callee gets a fresh id and its
+  answer is re-encoded with the caller's before it is relayed (issue 11, item 5);
 - while the router has not acknowledged every UP of this process (``up_acked <
   up_sent``), a call to another process goes through the router (INV with ``via``), so
   it cannot overtake a registration sent before it (the fence of registrations.py).
@@ -106,7 +110,7 @@ class CallRelay(GatewayState):
                                                 "No queue worker is installed: add iii-queue to the engine config."))
             return
         job: dict[str, Any] = {"queue": action.get("queue"), "function_id": fid, "data": msg.get("data"),
-                               "messageReceiptId": str(uuid.uuid4()), wire.CALLER_KEY: conn.id}
+                               "messageReceiptId": str(uuid.uuid4())}
         for key in ("traceparent", "baggage", "metadata"):
             if msg.get(key) is not None:
                 job[key] = msg[key]
@@ -121,10 +125,14 @@ class CallRelay(GatewayState):
         entry = conn.delivered.pop(inv_id, None)
         if entry is None:
             return  # unknown, late, or not delivered to this connection: dropped
-        rnode, rconn, _ = entry
+        rnode, rconn, _, caller_id = entry
         if rnode is None:
             return  # void: the engine discards the reply
-        self._answer(rnode, rconn, inv_id, raw if isinstance(raw, bytes) else raw.encode())
+        if caller_id is None:
+            self._answer(rnode, rconn, inv_id, raw if isinstance(raw, bytes) else raw.encode())
+        else:  # the callee knew this call by a fresh id: the caller gets its own back
+            msg["invocation_id"] = caller_id
+            self._answer(rnode, rconn, caller_id, wire.dumps(msg))
 
     def _answer(self, rnode: str | None, rconn: str | None, inv_id: str, body: bytes) -> None:
         if rnode is None:
@@ -152,8 +160,22 @@ class CallRelay(GatewayState):
                 inv_id, fid, PAYLOAD_TOO_LARGE, "payload over 1 MiB for a worker that did not declare "
                 "large-messages.v1"))
             return
-        callee.delivered[inv_id] = (rnode, rconn, fid)
+        entry = (rnode, rconn, fid, None)
+        if callee.delivered.setdefault(inv_id, entry) is not entry:
+            # Another caller's call with this id is in flight on this callee (ids are the
+            # callers' choice): give this one a fresh id, so neither answer is lost.
+            alias = str(uuid.uuid4())
+            callee.delivered[alias] = (rnode, rconn, fid, inv_id)
+            msg = wire.loads(body)
+            msg["invocation_id"] = alias
+            body = wire.dumps(msg)
         self.out.ws(callee.id, body)
+
+    def _stop_delivered(self, conn: Conn) -> None:
+        """``conn`` is gone: every caller waiting on a call delivered to it is stopped (§4.6)."""
+        for inv_id, (rnode, rconn, fid, caller_id) in conn.delivered.items():
+            own = caller_id or inv_id
+            self._answer(rnode, rconn, own, wire.stopped(own, fid))
 
     def _reset(self, node: str) -> None:
         """``node`` restarted: calls waiting on it will never be answered (§4.6)."""
@@ -161,5 +183,5 @@ class CallRelay(GatewayState):
             for inv_id, fid in conn.outgoing.stopped(node):
                 self.out.ws(conn.id, wire.stopped(inv_id, fid))
             for inv_id, entry in list(conn.delivered.items()):
-                if entry[0] == node:
-                    conn.delivered[inv_id] = (None, None, entry[2])
+                if entry[0] == node:  # kept, as void: the id stays taken while the callee works on it
+                    conn.delivered[inv_id] = (None, None, entry[2], None)

@@ -39,7 +39,9 @@ class PubSubBroker(Broker):
 
     def _publish(self, call: Call) -> None:
         topic, payload = parse_publish(call.data)
-        wire.stamp_caller(payload, call.caller)  # never the one the publisher wrote in
+        # Delivered as published (the reference adds nothing), except a _caller_worker_id the
+        # publisher wrote in: only the engine sets that key.
+        wire.stamp_caller(payload, None)
         traceparent, baggage = call.trace
         for delivery in self.core.publish(topic, payload):
             try:

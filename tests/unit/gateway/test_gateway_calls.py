@@ -155,9 +155,7 @@ def test_enqueue_hands_the_job_to_the_queue_broker(core, rec) -> None:
     job = msg["data"]
     receipt = job.pop("messageReceiptId")
     assert isinstance(receipt, str) and len(receipt) == 36
-    # The enqueuer, set by the engine (the queue broker stamps it into the job's data; a
-    # value the worker wrote into its payload is never trusted).
-    assert job == {"queue": "jobs", "function_id": "x::y", "data": {"k": 1}, "_caller_worker_id": "A",
+    assert job == {"queue": "jobs", "function_id": "x::y", "data": {"k": 1},  # no _caller_worker_id
                    "metadata": {"s": 1}, "traceparent": "00-tp", "namespace": "orders"}
     rec.take()
     call(core, "A", fid="x::y", inv="i2", action={"type": "enqueue", "queue": "jobs"})
