@@ -37,7 +37,10 @@ class Conn:
         self.buffer: list[tuple[dict, bytes]] = []
         self.held: dict[tuple[str, str], bytes] = {}
         self.meta: bytes | None = None
-        self.delivered: dict[str, tuple[str | None, str | None, str]] = {}
+        self.delivered: dict[str, tuple[str | None, str | None, str, str | None]] = {}
+        """Calls in flight on this worker, by the id it was given: (reply node, reply
+        connection, function id, the caller's own id when it differs). The id is unique on
+        this worker: a second call with an id already in flight gets a fresh one (calls.py)."""
         self.outgoing: Pending[str] = Pending()
         """Calls this worker made that wait on another node: inv_id -> (node, function id)."""
         self.small_only = False

@@ -63,8 +63,7 @@ class GatewayCore(CallRelay, Registrations):
         conn = self.conns.pop(conn_id, None)
         if conn is None:
             return
-        for inv_id, (rnode, rconn, fid) in conn.delivered.items():
-            self._answer(rnode, rconn, inv_id, wire.stopped(inv_id, fid))
+        self._stop_delivered(conn)
         self.routes.apply([["-", conn.ns, key, self.node, conn.id]
                            for kind, key in conn.held if kind == "registerfunction"])
         self.out.send(ROUTER, frames.conn_close(conn.id))
