@@ -36,6 +36,8 @@ from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
 
+ROUTES_WAIT_S = 5.0
+
 Trace = tuple[str | None, str | None]
 """``(traceparent, baggage)`` of a call (protocol §9.1)."""
 NO_TRACE: Trace = (None, None)
@@ -98,6 +100,9 @@ class Broker(Process):
         self.functions: dict[str, FunctionSpec] = {}
         self.trigger_types: dict[str, TriggerTypeSpec] = {}
         self._pending: Pending[asyncio.Future] = Pending()
+        self.routes_known = asyncio.Event()
+        """Set by the first route table: before it, every function looks missing (a
+        restarted broker must not fire a trigger into that gap)."""
         self._kinds: dict[str, Callable[[str, dict, bytes], None]] = {
             frames.INV: self._on_inv,
             frames.RES: self._on_res,
@@ -184,7 +189,13 @@ class Broker(Process):
     async def call(self, function_id: str, data: Any, *, namespace: str = "default",
                    metadata: Any = None, timeout: float | None = None,
                    traceparent: str | None = None, baggage: str | None = None) -> Any:
-        """Invoke a function anywhere in the engine and return its result."""
+        """Invoke a function anywhere in the engine and return its result (waiting up to
+        ``ROUTES_WAIT_S`` for the first route table of this process)."""
+        if not self.routes_known.is_set():
+            try:
+                await asyncio.wait_for(self.routes_known.wait(), ROUTES_WAIT_S)
+            except asyncio.TimeoutError:
+                pass  # the router is late: the lookup below says what is missing
         fut = self.call_future(function_id, data, namespace=namespace, metadata=metadata,
                                traceparent=traceparent, baggage=baggage)
         return await asyncio.wait_for(fut, timeout) if timeout else await fut
@@ -209,6 +220,7 @@ class Broker(Process):
 
     def _on_routes(self, sender: str, header: dict, body: bytes) -> None:
         self.routes.apply(header["ops"])
+        self.routes_known.set()
 
     def _on_hello(self, sender: str, header: dict, body: bytes) -> None:
         if sender == ROUTER:  # the router (re)started: tell it who we are and everything again

@@ -94,9 +94,6 @@ class QueueBroker(Broker):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._routes_ready = False
-        """No delivery before the first route table: a job sent to a route we simply do
-        not know yet would burn an attempt with ``function_not_found``."""
         self._closing = False
         self.missing = missing.MissingFunctions()
 
@@ -242,13 +239,12 @@ class QueueBroker(Broker):
     def _on_routes(self, sender: str, header: dict, body: bytes) -> None:
         super()._on_routes(sender, header, body)
         self.missing.routed(self._has_route)
-        if not self._routes_ready:
-            self._routes_ready = True
-            self._kick()
+        self._kick()  # no delivery before the first route table (routes_known): a job sent
+        # to a route we simply do not know yet would burn an attempt as function_not_found
 
     def _kick(self) -> None:
         """Pump once at the end of this loop iteration: a burst of events costs one pass."""
-        if self._closing or not self._routes_ready or self._pump_scheduled:
+        if self._closing or not self.routes_known.is_set() or self._pump_scheduled:
             return
         self._pump_scheduled = True
         asyncio.get_running_loop().call_soon(self._pump)

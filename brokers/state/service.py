@@ -10,10 +10,11 @@ resolved, each with its own outcome, so every ack follows its fsync. The in-memo
 applies its batches inline on the loop.
 
 Trigger fan-out: after a commit, each successful write's event goes to the matching
-bindings (filters read at commit time). Events queue per (scope, key) and one task per
-key delivers them in commit order, condition first (§0: only JSON ``false`` or a condition
-error skips), each handler awaited; handler errors are logged, never returned to writers,
-and the writer never waits for fan-out. Both calls carry the ``traceparent``/``baggage``
+bindings (filters read at commit time). Events queue per (binding, scope, key) and one
+task per queue delivers them in commit order, condition first (§0: only JSON ``false`` or
+a condition error skips), each handler awaited for at most ``TRIGGER_CALL_TIMEOUT_S``; so a
+stuck handler delays only its own binding, never another worker's. Handler errors are
+logged, never returned to writers, and the writer never waits for fan-out. Both calls carry the ``traceparent``/``baggage``
 of the write that caused the event (protocol §9.1; we create no spans).
 
 What limits the speed (measured on this 2-core machine, shared with other work, against the
@@ -52,6 +53,9 @@ from brokers.kit.units import RunContext
 log = logging.getLogger(__name__)
 
 PROFILE_ENV = "III_STATE_PROFILE"
+TRIGGER_CALL_TIMEOUT_S = 30.0
+"""A trigger's condition or handler that has not answered by then is given up (logged):
+the next event of that binding and key goes out."""
 
 _DESCRIPTIONS = {
     core.SET: "Set a value in state", core.GET: "Get a value from state",
@@ -165,25 +169,27 @@ class StateBroker(Broker):
 
     def _enqueue_event(self, outcome: core.Outcome, trace: Trace) -> None:
         scope, key = outcome.write.scope, outcome.write.key
-        targets = [(cfg, b) for cfg, b in self.state_triggers.values() if cfg.matches(scope, key)]
-        if not targets:
-            return
-        slot = (scope, key)
-        pending = self._events.get(slot)
-        item = (core.event_for(outcome), targets, trace)
-        if pending is not None:
-            pending.append(item)  # its task is running and will deliver this in order
-            return
-        self._events[slot] = deque([item])
-        asyncio.ensure_future(self._deliver(slot))
+        event = None
+        for cfg, binding in self.state_triggers.values():
+            if not cfg.matches(scope, key):
+                continue
+            event = event or core.event_for(outcome)
+            # One queue per (binding, key): its events go out in commit order, and a
+            # handler that is slow or never answers holds up only its own binding.
+            slot = (binding["id"], scope, key)
+            pending = self._events.get(slot)
+            if pending is not None:
+                pending.append((event, trace))  # its task is running and delivers in order
+                continue
+            self._events[slot] = deque([(event, trace)])
+            asyncio.ensure_future(self._deliver(slot, cfg, binding))
 
-    async def _deliver(self, slot: tuple[str, str]) -> None:
+    async def _deliver(self, slot: tuple[str, str, str], cfg: core.TriggerConfig, binding: dict) -> None:
         pending = self._events[slot]
         try:
             while pending:
-                event, targets, trace = pending.popleft()
-                for cfg, binding in targets:
-                    await self._fire(cfg, binding, event, trace)
+                event, trace = pending.popleft()
+                await self._fire(cfg, binding, event, trace)
         finally:
             del self._events[slot]
 
@@ -193,19 +199,21 @@ class StateBroker(Broker):
         if cfg.condition_function_id:
             try:
                 verdict = await self.call(cfg.condition_function_id, event, namespace=namespace,
-                                          traceparent=traceparent, baggage=baggage)
+                                          traceparent=traceparent, baggage=baggage,
+                                          timeout=TRIGGER_CALL_TIMEOUT_S)
             except Exception as exc:  # an erroring condition skips the handler (§0)
                 log.error("state trigger %s: condition %s failed: %s", binding["id"],
-                          cfg.condition_function_id, exc)
+                          cfg.condition_function_id, exc or "timed out")
                 return
             if not core.condition_allows(verdict):
                 return
         try:
             await self.call(binding["function_id"], event, namespace=namespace,
-                            metadata=binding.get("metadata"), traceparent=traceparent, baggage=baggage)
+                            metadata=binding.get("metadata"), traceparent=traceparent, baggage=baggage,
+                            timeout=TRIGGER_CALL_TIMEOUT_S)
         except Exception as exc:  # logged only; never reaches the writer
             log.warning("state trigger %s: handler %s failed: %s", binding["id"],
-                        binding["function_id"], exc)
+                        binding["function_id"], exc or "timed out")
 
 
 def main(ctx: RunContext) -> None:
