@@ -13,10 +13,13 @@ Where an engine's runtime dir is, for every command (``brokers.kit.config.runtim
 ``--runtime-dir``, else ``engine.runtime_dir`` of ``--config``, else ``$III_RUNTIME_DIR``,
 else ``/tmp/iii-run``; ``start`` follows the same rule with its config. Exit codes are
 named below. Invariants: a config problem is one clear line on stderr and exit code 2, a
-port in use or an engine that cannot start one clear line and exit code 1, never a
-traceback; the config file is read once, by ``start`` (``brokers.supervisor.plan``): a
-child the supervisor spawns gets its part on ``--plan-fd`` and never opens the file, so a
-respawn runs on the config the engine runs, whatever the file says now.
+port in use, a runtime dir that is not ours alone (``brokers.supervisor.rundir``) or an
+engine that cannot start one clear line and exit code 1, never a traceback; the config
+file is read once, by ``start`` (``brokers.supervisor.plan``): a child the supervisor
+spawns gets its part on ``--plan-fd`` and never opens the file, so a respawn runs on the
+config the engine runs, whatever the file says now; ``start`` and ``run`` call
+``kit.process.harden`` (umask 077, the descriptor limit at its hard limit) before they
+make anything.
 """
 from __future__ import annotations
 
@@ -32,11 +35,13 @@ from typing import Any
 from brokers.kit import config as configmod
 from brokers.kit import listen
 from brokers.kit import log as logsetup
+from brokers.kit import process
 from brokers.kit.schema import ConfigError
 from brokers.kit.units import load_main
-from brokers.supervisor import control
+from brokers.supervisor import control, rundir
 from brokers.supervisor.plan import ChildSpec, Plan, PlanError
-from brokers.supervisor.runner import AlreadyRunning, Runner, read_pid
+from brokers.supervisor.rundir import read_pid
+from brokers.supervisor.runner import Runner
 from brokers.supervisor.states import EXIT_NO_RETRY
 from brokers.supervisor.units import available
 
@@ -84,11 +89,13 @@ def _not_running(runtime_dir: str, source: str, why: str) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     cfg, plan = _load(args.config, args.log_level, args.log_format)
     logsetup.setup(plan.engine.log_level, plan.engine.log_format, "supervisor")
+    process.harden()  # before anything is made: the children inherit both settings
     for warning in cfg.warnings:
         log.warning("%s", warning)
     try:
         return Runner(plan).run()
-    except (AlreadyRunning, listen.PortInUse, listen.ListenError) as exc:
+    except (rundir.AlreadyRunning, rundir.UnsafeRuntimeDir, listen.PortInUse,
+            listen.ListenError) as exc:
         print(f"iii-supervisor: {exc.args[-1] if isinstance(exc, OSError) else exc}",
               file=sys.stderr)
         return EXIT_ERROR
@@ -138,8 +145,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"iii-supervisor run {args.name}: {exc}", file=sys.stderr)
         return EXIT_NO_RETRY
     logsetup.setup(ctx.engine.log_level, args.log_format or ctx.engine.log_format, ctx.process)
+    process.harden()  # again: a process run by hand or by systemd has no supervisor's
     log.debug("%s runs on plan generation %d", ctx.process, spec.generation)
-    os.makedirs(ctx.runtime_dir, mode=0o700, exist_ok=True)
+    try:
+        rundir.prepare(ctx.runtime_dir)
+    except rundir.UnsafeRuntimeDir as exc:
+        print(f"iii-supervisor run {args.name}: {exc}", file=sys.stderr)
+        return EXIT_NO_RETRY
     try:
         load_main(ctx.unit)(ctx)
     except (listen.PortInUse, listen.ListenError) as exc:  # retrying would not help

@@ -13,8 +13,10 @@ Invariants:
   and closed here once the child has it, so the spec (which may carry secrets) never has a
   name on disk and nothing is left behind, even by a supervisor killed with SIGKILL;
 - signals go to the child's whole process group, so anything it forked dies with it;
-- ``<runtime_dir>/supervisor.pid`` holds our pid while we run and is removed on exit;
-  a second supervisor on the same runtime dir refuses to start;
+- the runtime dir is ours alone and ``<runtime_dir>/supervisor.pid`` is locked and names
+  us while we run (``brokers.supervisor.rundir``): a second supervisor on the same runtime
+  dir refuses to start, a stale or planted pid file does not stop one; an existing data
+  dir that others could read is tightened to 0700 (the stores tighten their own dirs);
 - every listening address of the plan is bound here once, before any child starts, and
   kept open until we exit; children serve it through the inherited descriptor, so a
   restarted gateway finds its port at once and nobody else can share it
@@ -36,6 +38,8 @@ import time
 import zmq
 
 from brokers.kit import listen
+from brokers.kit.process import tighten
+from brokers.supervisor import rundir
 from brokers.supervisor.arbiter import Action, Arbiter, Event, Kill, Policy, Proc, Spawn
 from brokers.supervisor.control import Commands, ControlServer
 from brokers.supervisor.plan import Plan
@@ -47,21 +51,6 @@ EXIT_NOT_STARTED = 1
 _EVENT_LEVELS = {"fatal": logging.ERROR, "backoff": logging.WARNING}
 
 _POLL_MAX = 0.1  # seconds; an upper bound, the loop also wakes on signals and requests
-
-
-class AlreadyRunning(Exception):
-    """Another supervisor holds this runtime dir."""
-
-
-def read_pid(runtime_dir: str) -> int | None:
-    """The pid in ``supervisor.pid`` if that process is alive, else None."""
-    try:
-        with open(os.path.join(runtime_dir, "supervisor.pid")) as fh:
-            pid = int(fh.read().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
 
 
 def plan_fd(spec: bytes) -> int:
@@ -95,7 +84,7 @@ class Runner:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.signals: list[int] = []
         self.runtime_dir = plan.engine.runtime_dir
-        self.pidfile = os.path.join(self.runtime_dir, "supervisor.pid")
+        self.pidlock = rundir.PidLock(self.runtime_dir)
         self.sockets: dict[str, socket.socket] = {}
         """Listening sockets by ``host:port``, bound in ``run`` and inherited by children."""
 
@@ -173,24 +162,24 @@ class Runner:
     def run(self) -> int:
         """Start everything, supervise until stopped; returns the exit code.
 
-        Raises ``AlreadyRunning`` or ``listen.PortInUse`` / ``listen.ListenError`` before
-        anything was started."""
-        os.makedirs(self.runtime_dir, mode=0o700, exist_ok=True)
-        other = read_pid(self.runtime_dir)
-        if other is not None and other != os.getpid():
-            raise AlreadyRunning(f"a supervisor (pid {other}) already runs on {self.runtime_dir}")
-        self.sockets = listen.bind_all(a for p in self.plan.processes
-                                       for a in p.unit.listens(p.config))
+        Raises ``rundir.UnsafeRuntimeDir``, ``rundir.AlreadyRunning`` or ``listen.PortInUse`` /
+        ``listen.ListenError`` before anything was started."""
+        rundir.prepare(self.runtime_dir)
+        self.pidlock.acquire()
         try:
-            return self._run()
+            tighten(self.plan.engine.data_dir, "data dir")  # made by the stores if missing
+            self.sockets = listen.bind_all(a for p in self.plan.processes
+                                           for a in p.unit.listens(p.config))
+            try:
+                return self._run()
+            finally:
+                for sock in self.sockets.values():
+                    sock.close()
         finally:
-            for sock in self.sockets.values():
-                sock.close()
+            self.pidlock.release()
 
     def _run(self) -> int:
         exit_code = 0
-        with open(self.pidfile, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -255,7 +244,7 @@ class Runner:
             signal.set_wakeup_fd(old_fd)
             wake_r.close()
             wake_w.close()
-            for leftover in (self.pidfile, os.path.join(self.runtime_dir, "supervisor.ctl"),
+            for leftover in (os.path.join(self.runtime_dir, "supervisor.ctl"),
                              os.path.join(self.runtime_dir, "supervisor.pub")):
                 try:
                     os.unlink(leftover)

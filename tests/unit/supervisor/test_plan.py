@@ -47,6 +47,12 @@ CONFIG = """
 """
 
 
+@pytest.fixture(autouse=True)
+def _no_hardening(monkeypatch):
+    """``run`` here runs in pytest's own process: its umask and limits are not ours to set."""
+    monkeypatch.setattr(cli.process, "harden", lambda: None)
+
+
 def write(tmp_path, text: str = CONFIG) -> str:
     path = tmp_path / "config.yaml"
     path.write_text(textwrap.dedent(text))
@@ -138,7 +144,7 @@ def test_run_on_a_plan_fd_never_opens_the_config_file(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "load", lambda *a, **k: pytest.fail("run read the config file"))
     monkeypatch.setattr(cli, "available", lambda: UNITS)
     monkeypatch.setattr(cli.logsetup, "setup", lambda *a, **k: None)
-    monkeypatch.setattr(cli.os, "makedirs", lambda *a, **k: None)
+    monkeypatch.setattr(cli.rundir, "prepare", lambda path: None)
     SEEN.clear()
     fd = plan_fd(plan.spec("edge-0"))
     assert cli.main(["run", "edge-0", "--plan-fd", str(fd)]) == cli.EXIT_OK
@@ -161,7 +167,7 @@ def test_run_by_hand_makes_its_plan_from_the_file(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("TOKEN", "by-hand")
     monkeypatch.setattr(cli, "available", lambda: UNITS)
     monkeypatch.setattr(cli.logsetup, "setup", lambda *a, **k: None)
-    monkeypatch.setattr(cli.os, "makedirs", lambda *a, **k: None)
+    monkeypatch.setattr(cli.rundir, "prepare", lambda path: None)
     SEEN.clear()
     assert cli.main(["run", "store", "--config", path]) == cli.EXIT_OK
     assert SEEN[0].config == {"token": "by-hand", "extra": None} and SEEN[0].peers[0] == "store"
