@@ -2,7 +2,9 @@
 the resize lock every reader takes. Both stores (state, queue jobs) sit on it.
 
 Open: the directory is created; ``sync=True, metasync=True``, so a committed write
-transaction is on disk (data pages, then the meta page) before ``write`` returns.
+transaction is on disk (data pages, then the meta page) before ``write`` returns. The
+store is private: its directory 0700 and ``data.mdb``/``lock.mdb`` 0600 (LMDB's ``mode``),
+and an existing store with looser modes is tightened at open (``kit.process.private_dir``).
 
 Growth: a write transaction that hits ``MapFullError`` is aborted, the map doubled and the
 whole body run again in a fresh transaction, until it fits or the next size would pass
@@ -23,6 +25,8 @@ import threading
 from typing import Any, Callable, TypeVar
 
 import lmdb
+
+from brokers.kit.process import private_dir, private_file
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +70,14 @@ class LmdbEnv:
 
     def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, max_map_size: int = MAX_MAP_SIZE,
                  max_dbs: int = 0, max_readers: int = 126, readahead: bool = True) -> None:
-        os.makedirs(path, exist_ok=True)
+        private_dir(path, "store")
         self.path = path
         self.max_map_size = max_map_size
         self.env = lmdb.open(path, map_size=map_size, subdir=True, sync=True, metasync=True,
-                             max_dbs=max_dbs, max_readers=max_readers, readahead=readahead, lock=True)
+                             max_dbs=max_dbs, max_readers=max_readers, readahead=readahead,
+                             lock=True, mode=0o600)
+        for name in ("data.mdb", "lock.mdb"):  # ``mode`` applies to new files only
+            private_file(os.path.join(path, name), "store file")
         self._resize = threading.Lock()
 
     def open_db(self, name: bytes) -> Any:

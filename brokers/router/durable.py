@@ -13,6 +13,8 @@ Invariants:
   point leaves either the old or the new snapshot;
 - ``DurableBindings.records`` changes only after the write that reflects it succeeded, so
   memory never claims more (or less) durability than the disk has;
+- the bindings are private: ``<data_dir>/router`` 0700, the file 0600, a looser one found
+  at ``load`` tightened (``kit.process.private_dir``);
 - a file that cannot be read or parsed never stops the router: it is logged, moved aside
   as ``<file>.corrupt`` and the router starts with no durable bindings.
 """
@@ -23,6 +25,8 @@ import os
 from typing import Any, Iterable
 
 import orjson
+
+from brokers.kit.process import private_dir, private_file
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,9 @@ class DurableBindings:
     def load(self) -> list[dict]:
         """The stored bindings (none if there is no file yet, or it is unusable)."""
         self._drop_stale_temp()
+        if os.path.isdir(os.path.dirname(self.path)):  # only ours may read the bindings
+            private_dir(os.path.dirname(self.path), "router store")
+            private_file(self.path, "router store file")
         try:
             with open(self.path, "rb") as f:
                 raw = f.read()
@@ -132,9 +139,10 @@ class DurableBindings:
 
     def _write(self, records: dict[str, dict]) -> None:
         folder = os.path.dirname(self.path)
-        os.makedirs(folder, exist_ok=True)
+        private_dir(folder, "router store")
         tmp = self.path + ".tmp"
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb", opener=lambda p, flags: os.open(p, flags, 0o600)) as f:
+            os.fchmod(f.fileno(), 0o600)  # the replace keeps this mode: 0600 whatever the umask
             f.write(encode(records.values()))
             f.flush()
             os.fsync(f.fileno())

@@ -121,3 +121,34 @@ def test_named_databases(path):
     with env.read(db) as txn:
         assert list(txn.cursor()) == [(b"j", b"1")]
     env.close()
+
+
+def mode(p) -> int:
+    return os.stat(p).st_mode & 0o7777
+
+
+def test_a_new_store_is_private_whatever_the_umask(path):
+    old = os.umask(0o022)
+    try:
+        env = LmdbEnv(path)
+    finally:
+        os.umask(old)
+    assert mode(path) == 0o700 and mode(os.path.dirname(path)) == 0o700  # its parent made too
+    assert mode(os.path.join(path, "data.mdb")) == 0o600
+    assert mode(os.path.join(path, "lock.mdb")) == 0o600
+    env.close()
+
+
+def test_an_existing_store_open_to_others_is_tightened_and_said_once(path, caplog):
+    LmdbEnv(path).close()
+    for name, loose in (("", 0o755), ("data.mdb", 0o644), ("lock.mdb", 0o666)):
+        os.chmod(os.path.join(path, name), loose)
+    with caplog.at_level("WARNING"):
+        LmdbEnv(path).close()
+        LmdbEnv(path).close()  # nothing left to say
+    assert mode(path) == 0o700
+    assert mode(os.path.join(path, "data.mdb")) == mode(os.path.join(path, "lock.mdb")) == 0o600
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 3, said
+    assert said[0] == f"store {path} was mode 0755 (other users could read it); now 0700"
+    assert "store file" in said[1] and "was mode 0644" in said[1] and "now 0600" in said[1]
