@@ -13,20 +13,28 @@ Invariants:
   among the calls in flight on it. It is the caller's own id (no re-encoding) unless
   another call with that id is in flight there; then the callee gets a fresh id and its
   answer is re-encoded with the caller's before it is relayed (issue 11, item 5);
+- memory for a worker that does not read stays bounded: a call to a connection with more
+  than ``send_budget`` bytes waiting to be sent to it (``Conn.queued``, see conns.py) is
+  not written; a waiting caller gets ``callee_overloaded``, a void call is dropped and
+  counted (one log line when that starts; the shell logs the counts when it drains);
 - while the router has not acknowledged every UP of this process (``up_acked <
   up_sent``), a call to another process goes through the router (INV with ``via``), so
   it cannot overtake a registration sent before it (the fence of registrations.py).
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
 from brokers.gateway.conns import ENQUEUE_FN, REGISTER_FN, SMALL_PEER_LIMIT, Conn, GatewayState
 from brokers.kit import frames, wire
-from brokers.kit.errors import ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE, PAYLOAD_TOO_LARGE
+from brokers.kit.errors import (CALLEE_OVERLOADED, ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE,
+                                PAYLOAD_TOO_LARGE)
 from brokers.kit.frames import ROUTER
 from brokers.kit.routes import not_found_message
+
+log = logging.getLogger(__name__)
 
 
 class CallRelay(GatewayState):
@@ -160,16 +168,35 @@ class CallRelay(GatewayState):
                 inv_id, fid, PAYLOAD_TOO_LARGE, "payload over 1 MiB for a worker that did not declare "
                 "large-messages.v1"))
             return
-        entry = (rnode, rconn, fid, None)
-        if callee.delivered.setdefault(inv_id, entry) is not entry:
-            # Another caller's call with this id is in flight on this callee (ids are the
-            # callers' choice): give this one a fresh id, so neither answer is lost.
-            alias = str(uuid.uuid4())
-            callee.delivered[alias] = (rnode, rconn, fid, inv_id)
-            msg = wire.loads(body)
-            msg["invocation_id"] = alias
-            body = wire.dumps(msg)
+        if callee.queued > self.send_budget:
+            self._refuse(callee, rnode, rconn, inv_id, fid)
+            return
+        if rnode is not None:  # a void call leaves no entry: nobody waits for its answer
+            entry = (rnode, rconn, fid, None)
+            if callee.delivered.setdefault(inv_id, entry) is not entry:
+                # Another caller's call with this id is in flight on this callee (ids are
+                # the callers' choice): give this one a fresh id, so neither answer is lost.
+                alias = str(uuid.uuid4())
+                callee.delivered[alias] = (rnode, rconn, fid, inv_id)
+                msg = wire.loads(body)
+                msg["invocation_id"] = alias
+                body = wire.dumps(msg)
+        callee.queued += len(body)
         self.out.ws(callee.id, body)
+
+    def _refuse(self, callee: Conn, rnode: str | None, rconn: str | None, inv_id: str, fid: str) -> None:
+        """``callee`` is over its send budget: the call is not written to it."""
+        if not (callee.refused or callee.dropped):
+            log.warning("worker %s is not keeping up: %d bytes wait to be sent to it (budget %d); calls to "
+                        "it are refused (%s) and void calls dropped until it drains",
+                        callee.id, callee.queued, self.send_budget, CALLEE_OVERLOADED)
+        if rnode is None:
+            callee.dropped += 1
+            return
+        callee.refused += 1
+        self._answer(rnode, rconn, inv_id, wire.error(
+            inv_id, fid, CALLEE_OVERLOADED, f"worker {callee.id} is not keeping up: {callee.queued} bytes "
+            f"wait to be sent to it (budget {self.send_budget}); the call was not delivered"))
 
     def _stop_delivered(self, conn: Conn) -> None:
         """``conn`` is gone: every caller waiting on a call delivered to it is stopped (§4.6)."""

@@ -4,6 +4,10 @@
 (``calls.CallRelay``) and the registrations with their ordering fence
 (``registrations.Registrations``). ``Outbox`` is every effect the core can have; the
 shell implements it, unit tests record it.
+
+The send budget (issue 11): ``Conn.queued`` is what waits to be sent to a worker, known
+without a call into the shell: the relay adds each call it delivers, and the shell sets it
+to its transport's buffer size whenever it writes to the socket and when the buffer drains.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from brokers.kit.routes import RouteTable
 ENQUEUE_FN = "engine::queue::enqueue"
 REGISTER_FN = "engine::workers::register"
 SMALL_PEER_LIMIT = 1024 * 1024
+SEND_BUDGET = 8 * 1024 * 1024
+"""Default ``send_budget_bytes`` (config.py)."""
 
 
 class Outbox(Protocol):
@@ -27,7 +33,8 @@ class Outbox(Protocol):
 class Conn:
     """One worker connection and what it registered (kept for router resync)."""
 
-    __slots__ = ("id", "token", "ip", "ns", "buffer", "held", "meta", "delivered", "outgoing", "small_only")
+    __slots__ = ("id", "token", "ip", "ns", "buffer", "held", "meta", "delivered", "outgoing", "small_only",
+                 "queued", "refused", "dropped")
 
     def __init__(self, conn_id: str, token: str, ip: str | None) -> None:
         self.id = conn_id
@@ -39,12 +46,20 @@ class Conn:
         self.meta: bytes | None = None
         self.delivered: dict[str, tuple[str | None, str | None, str, str | None]] = {}
         """Calls in flight on this worker, by the id it was given: (reply node, reply
-        connection, function id, the caller's own id when it differs). The id is unique on
-        this worker: a second call with an id already in flight gets a fresh one (calls.py)."""
+        connection, function id, the caller's own id when it differs); a reply node of None
+        once the caller's node restarted. The id is unique on this worker: a second call
+        with an id already in flight gets a fresh one (calls.py). A void call leaves no
+        entry: nobody waits for its answer, and its id is a fresh uuid4 of the engine."""
         self.outgoing: Pending[str] = Pending()
         """Calls this worker made that wait on another node: inv_id -> (node, function id)."""
         self.small_only = False
         """A Python SDK older than 0.25 closes its socket on messages over 1 MiB (§10.4)."""
+        self.queued = 0
+        """Bytes waiting to be sent to this worker (see the module docstring)."""
+        self.refused = 0
+        self.dropped = 0
+        """Sync calls refused and void calls dropped since it was last under its budget (the
+        shell logs them and resets both once it drains)."""
 
 
 class GatewayState:
@@ -59,3 +74,6 @@ class GatewayState:
     """Sequence number of the last UP sent to the router."""
     up_acked: int
     """The highest UP sequence number the router has applied (ACK)."""
+    send_budget: int = SEND_BUDGET
+    """Calls to a connection whose ``queued`` is over this are refused (the shell sets it
+    from the config)."""

@@ -21,6 +21,10 @@ SERIALIZATION_ERROR = "serialization_error"
 PAYLOAD_TOO_LARGE = "payload_too_large"
 TIMEOUT = "TIMEOUT"
 ENQUEUE_ERROR = "enqueue_error"
+CALLEE_OVERLOADED = "callee_overloaded"
+"""Ours, not the reference's (issue 11): more than the send budget already waits to be sent
+to the callee (it reads slower than it is called). The call was not delivered, so a retry
+later is safe; void calls in that state are dropped and counted instead."""
 
 # -- registrations ------------------------------------------------------------------------
 INVALID_NAMESPACE = "INVALID_NAMESPACE"
