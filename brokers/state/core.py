@@ -43,13 +43,16 @@ def _ops(raw: Any) -> tuple[Op, ...]:
 
 _SCOPE = Field("scope", STR, description="The state scope (group)")
 _KEY = Field("key", STR, description="The key within the scope")
+_IDEM = Field("idempotency_key", STR, required=False,
+              description="Retry safely: a write with a key already applied to this scope and key "
+                          "answers as it did then, and writes and fires nothing again")
 INPUTS = {
     SET: Input(SET, "StateSetInput", _SCOPE, _KEY,
-               Field("value", ANY, aliases=("data",), description="Any JSON value")),
+               Field("value", ANY, aliases=("data",), description="Any JSON value"), _IDEM),
     GET: Input(GET, "StateGetInput", _SCOPE, _KEY),
-    DELETE: Input(DELETE, "StateDeleteInput", _SCOPE, _KEY),
+    DELETE: Input(DELETE, "StateDeleteInput", _SCOPE, _KEY, _IDEM),
     UPDATE: Input(UPDATE, "StateUpdateInput", _SCOPE, _KEY,
-                  Field("ops", parse=_ops, description="Update operations, applied in order")),
+                  Field("ops", parse=_ops, description="Update operations, applied in order"), _IDEM),
     LIST: Input(LIST, "StateGetGroupInput", _SCOPE),
     LIST_GROUPS: Input(LIST_GROUPS, "StateListGroupsInput"),
 }
@@ -65,6 +68,8 @@ class Write:
     key: str
     value: Any = MISSING
     ops: tuple[Op, ...] = ()
+    idempotency_key: str | None = None
+    """Set: a retry with the same key answers the first write's result and does nothing."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,9 @@ class Outcome:
     new: Any
     errors: list[dict[str, Any]] = field(default_factory=list)
     failure: EngineError | None = None
+    replayed: bool = False
+    """The write's idempotency key was applied before: this is that write's outcome, and
+    nothing was written nor fires now."""
 
 
 # ---------------------------------------------------------------- inputs
@@ -106,13 +114,14 @@ def decode_call(function_id: str, payload: Any, max_value_bytes: int | None = No
         return Read("list", args["scope"])
     if function_id == GET:
         return Read("get", args["scope"], args["key"])
+    idem = args["idempotency_key"]
     if function_id == DELETE:
-        return Write("delete", args["scope"], args["key"])
+        return Write("delete", args["scope"], args["key"], idempotency_key=idem)
     if function_id == UPDATE:
-        return Write("update", args["scope"], args["key"], ops=args["ops"])
+        return Write("update", args["scope"], args["key"], ops=args["ops"], idempotency_key=idem)
     if max_value_bytes is not None:
         check_value_size(args["value"], max_value_bytes)
-    return Write("set", args["scope"], args["key"], value=args["value"])
+    return Write("set", args["scope"], args["key"], value=args["value"], idempotency_key=idem)
 
 
 def check_value_size(value: Any, limit: int) -> None:

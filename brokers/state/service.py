@@ -155,7 +155,7 @@ class StateBroker(Broker):
         self.batches += 1
         if self.cfg["triggers_enabled"] and self.state_triggers:
             for (_, trace), outcome in zip(batch, outcomes):
-                if outcome.failure is None:
+                if outcome.failure is None and not outcome.replayed:
                     self._enqueue_event(outcome, trace)
 
     # ------------------------------------------------------------ triggers

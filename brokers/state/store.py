@@ -16,6 +16,12 @@ to ``esc(scope) + 0x01``. A key too long for LMDB (511 bytes with the scope) is 
 ``list`` returns values only, so it is unaffected. Values come back in key byte order: the
 Rust kv adapter keeps insertion order, Redis none; clients cannot rely on either.
 
+A write with an ``idempotency_key`` leaves a record under ``0xFE + sha256(scope, key,
+idempotency key)`` (0xFE never starts a UTF-8 scope, and sorts after every one, so scans
+of scopes never meet it) holding the write's outcome, in the same transaction as the
+write: a retry finds it and is answered with that outcome, writing and firing nothing. A
+record older than ``IDEM_TTL_MS`` no longer counts and is pruned as the store writes.
+
 Invariants: ``apply_batch`` applies its writes in order in ONE write transaction (a later
 write sees an earlier one), commits once with fsync, and only then returns; an exception
 means nothing of the batch is stored. Opening, map growth (double on a full map, up to
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from typing import Any, Callable, Protocol, Sequence
 
 import lmdb
@@ -74,8 +81,57 @@ class KeyIO:
         self.get, self.put, self.delete = get, put, delete
 
 
-def apply_one(io: KeyIO, write: Write, key_of: Callable[[str, str], bytes]) -> Outcome:
-    """Read-modify-write of one ``write``; an unusable key or value fails only this write."""
+IDEM = b"\xfe"
+IDEM_TTL_MS = 24 * 3600 * 1000
+"""How long an idempotency key is remembered: a day, longer than any client's retries."""
+SWEEP = 32
+"""Idempotency records looked at per committed batch, to prune the expired ones: the
+sweep walks them in key order, a few per commit, so no commit pays for all of them."""
+
+
+def idem_key(write: Write) -> bytes:
+    digest = hashlib.sha256(b"\x00".join(s.encode("utf-8", "surrogatepass") for s in (
+        write.scope, write.key, write.idempotency_key or ""))).digest()
+    return IDEM + digest
+
+
+def _replay(io: KeyIO, write: Write, now_ms: int) -> Outcome | None:
+    raw = io.get(idem_key(write))
+    if raw is None:
+        return None
+    rec = orjson.loads(raw)
+    if now_ms - rec["at"] > IDEM_TTL_MS:
+        return None
+    return Outcome(write, rec.get("old", MISSING) if "old" in rec else MISSING,
+                   rec["new"] if "new" in rec else MISSING, rec.get("errors", []), replayed=True)
+
+
+def _remember(io: KeyIO, out: Outcome, now_ms: int) -> None:
+    rec: dict[str, Any] = {"at": now_ms, "errors": out.errors}
+    if out.old is not MISSING:
+        rec["old"] = out.old
+    if out.new is not MISSING:
+        rec["new"] = out.new
+    io.put(idem_key(out.write), orjson.dumps(rec))
+
+
+def apply_one(io: KeyIO, write: Write, key_of: Callable[[str, str], bytes],
+              now_ms: int | None = None) -> Outcome:
+    """Read-modify-write of one ``write``; an unusable key or value fails only this write.
+    A write whose idempotency key was applied before gets that write's outcome back."""
+    if write.idempotency_key is not None:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        seen = _replay(io, write, now_ms)
+        if seen is not None:
+            return seen
+        out = _apply(io, write, key_of)
+        if out.failure is None:
+            _remember(io, out, now_ms)
+        return out
+    return _apply(io, write, key_of)
+
+
+def _apply(io: KeyIO, write: Write, key_of: Callable[[str, str], bytes]) -> Outcome:
     code, text = _FAIL[write.kind]
     try:
         key = key_of(write.scope, write.key)
@@ -122,6 +178,7 @@ class LmdbStore:
         self.env = self.lmdbenv.env
         self._limit = self.lmdbenv.max_key_size()
         self._touched: set[str] = set()
+        self._sweep_at = IDEM
         self.commits = 0
 
     def _key(self, scope: str, key: str) -> bytes:
@@ -134,9 +191,13 @@ class LmdbStore:
         if not writes:
             return []
 
+        now_ms = int(time.time() * 1000)
+
         def body(txn: lmdb.Transaction) -> list[Outcome]:
             io = KeyIO(txn.get, txn.put, txn.delete)
-            return [apply_one(io, w, self._key) for w in writes]
+            outcomes = [apply_one(io, w, self._key, now_ms) for w in writes]
+            self._sweep(txn, now_ms)
+            return outcomes
 
         try:
             outcomes = self.lmdbenv.write(body)
@@ -145,6 +206,27 @@ class LmdbStore:
         self.commits += 1
         self._touched.update(w.scope for w in writes)
         return outcomes
+
+    def _sweep(self, txn: lmdb.Transaction, now_ms: int) -> None:
+        """Delete expired idempotency records among the next ``SWEEP`` ones."""
+        cur = txn.cursor()
+        if not cur.set_range(self._sweep_at):
+            self._sweep_at = IDEM
+            return
+        for _ in range(SWEEP):
+            key = cur.key()
+            if not key.startswith(IDEM):
+                self._sweep_at = IDEM
+                return
+            if now_ms - orjson.loads(cur.value())["at"] > IDEM_TTL_MS:
+                if not cur.delete():  # the cursor now stands on the next record
+                    self._sweep_at = IDEM
+                    return
+                continue
+            if not cur.next():
+                self._sweep_at = IDEM
+                return
+        self._sweep_at = cur.key()
 
     # ------------------------------------------------------------ reads
 
@@ -173,7 +255,7 @@ class LmdbStore:
         with self.lmdbenv.read() as txn:
             cur = txn.cursor()
             found = cur.first()
-            while found:
+            while found and not cur.key().startswith(IDEM):  # idempotency records sort last
                 raw_scope = cur.key().split(b"\x00", 1)[0]
                 scopes.add(unesc_scope(raw_scope))
                 found = cur.set_range(raw_scope + b"\x01")
@@ -200,7 +282,12 @@ class MemoryStore:
             return overlay[key] if key in overlay else self.data.get(key)
 
         io = KeyIO(get, overlay.__setitem__, lambda key: overlay.__setitem__(key, None))
-        outcomes = [apply_one(io, w, encode_key) for w in writes]
+        now_ms = int(time.time() * 1000)
+        outcomes = [apply_one(io, w, encode_key, now_ms) for w in writes]
+        if self.commits % 1024 == 0:  # nothing persists here: prune now and then, all at once
+            for key in [k for k, v in self.data.items()
+                        if k.startswith(IDEM) and now_ms - orjson.loads(v)["at"] > IDEM_TTL_MS]:
+                del self.data[key]
         for key, raw in overlay.items():
             if raw is None:
                 self.data.pop(key, None)
@@ -222,7 +309,8 @@ class MemoryStore:
         return [orjson.loads(v) for k, v in sorted(self.data.items()) if k.startswith(prefix)]
 
     def list_groups(self) -> list[str]:
-        return sorted(self._touched | {unesc_scope(k.split(b"\x00", 1)[0]) for k in self.data})
+        return sorted(self._touched | {unesc_scope(k.split(b"\x00", 1)[0]) for k in self.data
+                                       if not k.startswith(IDEM)})
 
     def close(self) -> None:
         pass

@@ -3,6 +3,8 @@ over the bus, a write acknowledged once committed, and a state trigger delivered
 bound function with the writer's trace context, in commit order."""
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from brokers.kit import frames, wire
@@ -58,3 +60,23 @@ async def test_state_trigger_fires_with_the_writers_trace_in_order() -> None:
             answer(gw, header, None)
         assert seen == [("o1", 1), ("o1", 2)]
         assert not [h for _, h, _ in gw.received if h.get("fn") == "audit::on"]  # "other" did not fire
+
+
+async def test_a_retried_write_with_its_idempotency_key_fires_its_trigger_once() -> None:
+    hub = LocalHub()
+    router, gw = hub.peer(frames.ROUTER), hub.peer("gw")
+    async with running(StateBroker, context(UNIT, MEMORY, peers=("gw",)), hub):
+        route(router, ["state"], "audit::on", "gw", "W1")
+        router.received.clear()
+        router.send("state", frames.down(None), wire.dumps(
+            {"type": "registertrigger", "id": "t1", "trigger_type": "state",
+             "function_id": "audit::on", "config": {"scope": "pay"}}))
+        await router.next(frames.UP)  # the binding's triggerregistrationresult
+        write = {"scope": "pay", "key": "p1", "value": {"amount": 5}, "idempotency_key": "pay-p1-1"}
+        first = await invoke(gw, "state", "state::set", write)
+        retry = await invoke(gw, "state", "state::set", write)  # the answer was lost: try again
+        assert first["result"] == retry["result"] == {"old_value": None, "new_value": {"amount": 5}}
+        _, header, _ = await gw.next(frames.INV, where=lambda h: h["fn"] == "audit::on")
+        answer(gw, header, None)
+        await asyncio.sleep(0.05)
+        assert not [h for _, h, _ in gw.received if h.get("fn") == "audit::on"]  # fired once
