@@ -334,7 +334,7 @@ class Broker(Process):
             return
         kind = msg.get("type")
         if kind == "registertrigger":
-            asyncio.ensure_future(self._bind(msg))
+            self._bind(msg)
         elif kind == "unregistertrigger":
             spec = self.trigger_types.get(msg.get("trigger_type", ""))
             specs = [spec] if spec else list(self.trigger_types.values())
@@ -342,7 +342,10 @@ class Broker(Process):
                 if s.bindings.pop(msg.get("id"), None) is not None:
                     s.on_unregister(msg["id"])
 
-    async def _bind(self, msg: dict) -> None:
+    def _bind(self, msg: dict) -> None:
+        """Install a binding now, before the next frame is read: a call that the router
+        passes on after it (a worker's publish right after its registertrigger) must find
+        it. Only an ``async`` provider callback finishes later, in a task."""
         type_id = msg.get("trigger_type", "")
         binding = {"id": msg.get("id"), "trigger_type": type_id, "function_id": msg.get("function_id"),
                    "config": msg.get("config"), "metadata": msg.get("metadata"),
@@ -354,14 +357,32 @@ class Broker(Process):
             if spec is None:
                 raise EngineError(errors.TRIGGER_TYPE_NOT_FOUND, f"Trigger type {type_id} not found")
             outcome = spec.on_register(binding)
-            if inspect.isawaitable(outcome):
-                await outcome
+        except Exception as exc:
+            self._bound(answer, exc)
+            return
+        if inspect.isawaitable(outcome):
+            asyncio.ensure_future(self._bind_later(spec, binding, answer, outcome))
+        else:
             spec.bindings[binding["id"]] = binding
-        except EngineError as exc:
+            self._bound(answer, None)
+
+    async def _bind_later(self, spec: TriggerTypeSpec, binding: dict, answer: dict,
+                          outcome: Awaitable) -> None:
+        try:
+            await outcome
+        except Exception as exc:
+            self._bound(answer, exc)
+            return
+        spec.bindings[binding["id"]] = binding
+        self._bound(answer, None)
+
+    def _bound(self, answer: dict, exc: BaseException | None) -> None:
+        """Tell the router how a binding went (a provider bug still answers the binder)."""
+        if isinstance(exc, EngineError):
             answer["error"] = {"code": errors.TRIGGER_REGISTRATION_FAILED
                                if exc.code == errors.DESERIALIZATION_ERROR else exc.code,
                                "message": exc.message}
-        except Exception as exc:  # a provider bug must still answer the binder
-            log.exception("trigger registration failed")
+        elif exc is not None:
+            log.error("trigger registration failed: %r", exc, exc_info=exc)
             answer["error"] = {"code": errors.TRIGGER_REGISTRATION_FAILED, "message": str(exc)}
         self.up(answer)

@@ -51,3 +51,23 @@ def test_publish_input_errors(engine) -> None:
         assert w.call("publish", {"topic": "", "data": 1})["error"] == {
             "code": "topic_not_set", "message": "Topic is not set"}
         assert w.call("publish", {"topic": "t"})["error"]["code"] == "deserialization_error"
+
+
+def test_a_publish_right_after_subscribing_is_delivered(engine) -> None:
+    """No wait between registertrigger and publish: the binding must be in place, as in the
+    reference (which binds synchronously). The pub/sub broker used to bind in a task of its
+    own, so a publish the router passed on right after could find no subscriber (3 runs of
+    5 of examples/pubsub.py missed their first event)."""
+    with RawClient.worker(engine.url) as w:
+        w.declare("eager-subscriber")
+        for i in range(20):
+            topic = f"eager-{uuid.uuid4().hex[:8]}"
+            fn = f"eager::{topic}"
+            w.register_function(fn)
+            w.send({"type": "registertrigger", "id": "t-" + topic, "trigger_type": "subscribe",
+                    "function_id": fn, "config": {"topic": topic}})
+            assert w.call("publish", {"topic": topic, "data": {"i": i}}).get("error") is None
+            try:
+                assert w.next_call(fn, timeout=2.0)["data"]["i"] == i
+            except TimeoutError:
+                raise AssertionError(f"publish {i} right after subscribing was lost") from None
