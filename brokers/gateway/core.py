@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 REGISTRATIONS = frozenset({"registerfunction", "unregisterfunction", "registertrigger", "unregistertrigger",
                            "registertriggertype", "unregistertriggertype", "registerservice"})
 TELEMETRY_PREFIXES = (b"OTLP", b"MTRC", b"LOGS")
+DROPS_LOGGED = 5
+DROPS_EVERY = 1000
 
 
 class GatewayCore(CallRelay, Registrations):
@@ -45,6 +47,8 @@ class GatewayCore(CallRelay, Registrations):
         """The highest UP sequence number the router has applied (ACK)."""
         self.synced = False
         """Whether a route table came from the router (the shell listens only then)."""
+        self.drops: dict[str, int] = {}
+        """Frames dropped per connection (for the log's rate limit)."""
 
     # ---- connection lifecycle -----------------------------------------------------------
 
@@ -60,6 +64,7 @@ class GatewayCore(CallRelay, Registrations):
 
     def closed(self, conn_id: str) -> None:
         """The socket is gone: stop its calls, tell the router (§4.6)."""
+        self.drops.pop(conn_id, None)
         conn = self.conns.pop(conn_id, None)
         if conn is None:
             return
@@ -75,6 +80,16 @@ class GatewayCore(CallRelay, Registrations):
 
     # ---- messages from a worker ---------------------------------------------------------
 
+    def _dropped(self, conn_id: str, what: str, detail: str) -> None:
+        """Log a dropped frame: the first few of a connection, then every 1000th with a
+        count (a flood of garbage must not flood the log)."""
+        n = self.drops[conn_id] = self.drops.get(conn_id, 0) + 1
+        if n <= DROPS_LOGGED:
+            log.warning("dropping %s from %s: %s", what, conn_id, detail)
+        elif n % DROPS_EVERY == 0:
+            log.warning("dropping %s from %s: %s (%d frames of this connection dropped so far)",
+                        what, conn_id, detail, n)
+
     def on_message(self, conn_id: str, raw: str | bytes) -> None:
         conn = self.conns.get(conn_id)
         if conn is None:
@@ -85,8 +100,8 @@ class GatewayCore(CallRelay, Registrations):
             return  # empty / whitespace-only frames are ignored (§1.3), silently
         try:
             msg, clean = wire.parse(raw)
-        except (ValueError, UnicodeDecodeError):
-            log.warning("dropping undecodable frame from %s", conn_id)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._dropped(conn_id, "undecodable frame", str(exc)[:200])
             return
         if not isinstance(msg, dict):
             return
@@ -97,7 +112,7 @@ class GatewayCore(CallRelay, Registrations):
         try:
             shape.check(msg)
         except DecodeError as exc:
-            log.warning("dropping malformed %s frame from %s: %s", kind, conn_id, exc)
+            self._dropped(conn_id, f"malformed {kind} frame", str(exc)[:200])
             return
         try:
             if kind == "invokefunction":

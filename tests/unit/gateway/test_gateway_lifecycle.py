@@ -214,3 +214,16 @@ def test_unregistered_bindings_and_types_are_not_replayed(core, rec) -> None:
     core.on_message("A", '{"type":"registerservice","id":"svc"}')  # forwarded, not replayed
     assert len(rec.bus_frames()) == 5
     assert core.conns["A"].held == {}
+
+
+def test_a_flood_of_garbage_is_logged_a_few_times_with_a_count(core, rec, caplog) -> None:
+    """12,000 warnings in 2 minutes came from one connection sending garbage."""
+    import logging
+    core.grace_expired("A")
+    with caplog.at_level(logging.WARNING, logger="brokers.gateway.core"):
+        for _ in range(2500):
+            core.on_message("A", b"{not json")
+    lines = [r.getMessage() for r in caplog.records if "dropping" in r.getMessage()]
+    assert len(lines) == 5 + 2  # the first five, then at 1000 and 2000 with the count
+    assert lines[-1].endswith("(2000 frames of this connection dropped so far)")
+    assert rec.ws_to("A") == []  # never a reply (protocol §1.3)
