@@ -4,10 +4,28 @@ Several gateway processes serve one port: the supervisor binds it once and each 
 accepts from the inherited socket (``brokers.kit.listen``); each is a node on the bus of
 its own. Writes to a worker use the same synchronous path as ``websockets.broadcast``
 (frame into the protocol, bytes into the transport) so relaying a call costs no task.
+
+What one worker can make the gateway hold is bounded (issue 11; the limits are config.py's):
+- calls to a worker with more than ``send_budget_bytes`` waiting to be sent to it are
+  refused by the core (calls.py). ``Conn.queued`` is set here, from the transport's buffer,
+  at every flush and when the buffer drains to half the budget (the transport's low-water
+  mark, ``WorkerSocket.resume_writing``); no call into the shell on the hot path;
+- a worker with more than twice its budget waiting is not read until it drains: it does
+  not read its answers, and each call it sends would queue one more. Twice, not once: a
+  callee that answers from its read loop must keep being read while calls to it are
+  refused, or it and the gateway would wait on each other;
+- a worker whose budget stays full for ``send_stall_close_ms`` is closed (1008, a log
+  line), and so is one that sends more than ``max_held_bytes`` before its namespace is
+  fixed (what the core holds for it then, §4.4);
+- WebSocket pings every ``ping_interval_ms`` (§1.4 allows them; every SDK answers): no pong
+  within ``ping_timeout_ms`` closes a dead peer (websockets' keepalive). A peer over its
+  budget gets no ping until it drains (websockets waits for the buffer first); the stall
+  timer closes that one.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import uuid
@@ -16,8 +34,10 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.protocol import State
 
+from brokers.gateway.conns import Conn
 from brokers.gateway.core import GatewayCore
 from brokers.kit import listen
 from brokers.kit.process import BusFactory, Process, run
@@ -26,6 +46,46 @@ from brokers.kit.units import RunContext
 log = logging.getLogger(__name__)
 
 ROUTES_WAIT_S = 2.0
+HELD_OVERHEAD = 1024
+"""Bytes counted toward ``max_held_bytes`` per held message beyond its own: the core keeps
+it parsed, and a small message's dict costs several times its bytes."""
+SLICE = 8
+"""Messages of one connection handled before the others get a turn: recv() does not
+suspend while messages are queued, so a flooding worker would hold the loop for its whole
+queue (max_queue) at every wake-up."""
+SUMMARY_EVERY_S = 1.0
+"""At most one 'drained: N calls refused' line per worker per this many seconds."""
+
+
+class WorkerSocket(ServerConnection):
+    """A worker's connection that reports its transport's flow control to the gateway
+    (``pause_writing``: over the budget; ``resume_writing``: drained to half of it)."""
+
+    def __init__(self, gateway: Gateway, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gateway = gateway
+        self.conn: Conn | None = None
+        """The core's state of this worker, once ``handle`` opened it (None on /otel)."""
+        self.stall: asyncio.TimerHandle | None = None
+        self.writable: asyncio.Future[None] | None = None
+        """What the read loop waits on while more than twice the budget waits to be sent."""
+        self.summary_at = 0.0
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.gateway.over_budget(self)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.gateway.drained(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
 
 
 class Gateway(Process):
@@ -35,9 +95,15 @@ class Gateway(Process):
         super().__init__(ctx, bus=bus)
         self.cfg = ctx.config
         self.core = GatewayCore(ctx.process, self, self.epoch)
-        self.sockets: dict[str, ServerConnection] = {}
-        self._dirty: dict[str, ServerConnection] = {}
+        self.sockets: dict[str, WorkerSocket] = {}
+        self._dirty: dict[str, WorkerSocket] = {}
         self.grace_s = ctx.engine.registration_namespace_grace_ms / 1000  # env already applied
+        self.budget = self.cfg["send_budget_bytes"]
+        self.core.send_budget = self.budget
+        self.read_limit = 2 * self.budget
+        self.stall_s = self.cfg["send_stall_close_ms"] / 1000
+        self.close_timeout_s = self.cfg["close_timeout_ms"] / 1000
+        self.max_held = self.cfg["max_held_bytes"]
         self.loop: asyncio.AbstractEventLoop | None = None
         self._listener: socket.socket | None = None
         self._server: Any = None
@@ -70,6 +136,8 @@ class Gateway(Process):
                         sock.transport.write(chunk)
                     elif sock.transport.can_write_eof():
                         sock.transport.write_eof()
+            if sock.conn is not None:  # the truth again, for the core's budget check
+                sock.conn.queued = sock.transport.get_write_buffer_size()
 
     def close(self, conn: str) -> None:
         sock = self.sockets.get(conn)
@@ -80,6 +148,47 @@ class Gateway(Process):
         assert self.loop is not None
         self.loop.call_later(self.grace_s, self.core.grace_expired, conn)
 
+    # ---- the send budget (see the module docstring) ----------------------------------------
+
+    def over_budget(self, sock: WorkerSocket) -> None:
+        if sock.stall is None:
+            sock.stall = self.loop.call_later(self.stall_s, self._stalled, sock)
+
+    def drained(self, sock: WorkerSocket) -> None:
+        if sock.stall is not None:
+            sock.stall.cancel()
+            sock.stall = None
+        conn = sock.conn
+        if conn is not None:
+            conn.queued = sock.transport.get_write_buffer_size()
+            now = self.loop.time()
+            if (conn.refused or conn.dropped) and now - sock.summary_at >= SUMMARY_EVERY_S:
+                log.info("worker %s drained: %d calls refused and %d void calls dropped while it was "
+                         "over its send budget", conn.id, conn.refused, conn.dropped)
+                conn.refused = conn.dropped = 0
+                sock.summary_at = now
+        if sock.writable is not None and not sock.writable.done():
+            sock.writable.set_result(None)
+
+    def _stalled(self, sock: WorkerSocket) -> None:
+        """Its budget stayed full for ``send_stall_close_ms``: close it. The close frame
+        queues behind what it has not read, so the socket is aborted after the close
+        timeout whatever the peer does (websockets' close would wait for a drain)."""
+        sock.stall = None
+        conn = sock.conn
+        log.warning("closing worker %s (1008): %d bytes have waited to be sent to it for %.0f s (send budget "
+                    "%d); %d calls refused and %d void calls dropped meanwhile",
+                    conn.id if conn else "(telemetry socket)", sock.transport.get_write_buffer_size(),
+                    self.stall_s, self.budget, conn.refused if conn else 0, conn.dropped if conn else 0)
+        asyncio.ensure_future(sock.close(CloseCode.POLICY_VIOLATION, "send budget full for too long"))
+        self.loop.call_later(self.close_timeout_s, sock.transport.abort)
+
+    async def _read_paused(self, sock: WorkerSocket) -> None:
+        """Stop reading ``sock`` while more than twice its budget waits to be sent to it."""
+        if sock.transport.get_write_buffer_size() > self.read_limit:
+            sock.writable = self.loop.create_future()
+            await sock.writable
+
     # ---- WebSocket side -------------------------------------------------------------------
 
     @staticmethod
@@ -88,7 +197,7 @@ class Gateway(Process):
             return connection.respond(HTTPStatus.NOT_FOUND, "channels are not available yet\n")
         return None
 
-    async def handle(self, sock: ServerConnection) -> None:
+    async def handle(self, sock: WorkerSocket) -> None:
         if sock.request.path.split("?", 1)[0].rstrip("/") == "/otel":
             try:
                 async for _ in sock:  # telemetry: read and dropped until observability lands
@@ -99,18 +208,43 @@ class Gateway(Process):
         conn_id = str(uuid.uuid4())
         peer = sock.remote_address[0] if sock.remote_address else None
         self.sockets[conn_id] = sock
-        self.core.open(conn_id, peer)
+        conn = sock.conn = self.core.open(conn_id, peer)
         on_message = self.core.on_message
         recv = sock.recv
         try:
+            held = n = 0
+            while conn.ns is None:  # the core holds what it sends until its namespace is fixed
+                data = await recv(decode=False)
+                before = len(conn.buffer)
+                on_message(conn_id, data)
+                if len(conn.buffer) > before:
+                    held += len(data) + HELD_OVERHEAD
+                    if held > self.max_held:
+                        log.warning("closing worker %s (1008): over %d bytes sent before its namespace was "
+                                    "fixed (max_held_bytes)", conn_id, self.max_held)
+                        await sock.close(CloseCode.POLICY_VIOLATION, "too much sent before the namespace was fixed")
+                        return
+                n += 1
+                if sock.paused:
+                    await self._read_paused(sock)
+                elif not n & (SLICE - 1):
+                    await asyncio.sleep(0)
             while True:  # bytes even for text frames: no UTF-8 decode and re-encode per message
                 on_message(conn_id, await recv(decode=False))
+                n += 1
+                if sock.paused:  # over its budget (one attribute test per message otherwise)
+                    await self._read_paused(sock)
+                elif not n & (SLICE - 1):
+                    await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         except Exception as exc:  # a broken socket is a disconnect, nothing more
             log.debug("connection %s ended: %r", conn_id, exc)
         finally:
             self.sockets.pop(conn_id, None)
+            if conn.refused or conn.dropped:
+                log.info("worker %s gone: %d calls refused and %d void calls dropped while it was over its "
+                         "send budget", conn_id, conn.refused, conn.dropped)
             self.core.closed(conn_id)
 
     async def _routes_known(self) -> None:
@@ -132,7 +266,10 @@ class Gateway(Process):
         await self._routes_known()
         self._server = await serve(
             self.handle, sock=self._listener, compression=None,
-            max_size=self.cfg["max_message_bytes"], max_queue=64, ping_interval=None,
+            max_size=self.cfg["max_message_bytes"], max_queue=64,
+            ping_interval=self.cfg["ping_interval_ms"] / 1000, ping_timeout=self.cfg["ping_timeout_ms"] / 1000,
+            close_timeout=self.close_timeout_s, write_limit=(self.budget, self.budget // 2),
+            create_connection=functools.partial(WorkerSocket, self),  # type: ignore[arg-type]
             open_timeout=self.cfg["handshake_timeout_ms"] / 1000,
             process_request=self.route_request)
         log.info("%s listening on %s:%s", self.name, self.cfg["host"], self.cfg["port"])
