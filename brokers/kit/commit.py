@@ -23,12 +23,19 @@ joins it) and completion is a callback. No asyncio task exists, per call or per 
 it raises, only that caller fails (e.g. one write of the batch could not be stored).
 ``committed(items, results)`` (optional) runs on the loop after a batch's callers are
 settled (e.g. trigger fan-out, which must see writes in commit order).
+``failed(item, exc) -> exception`` (optional) turns a failed batch's exception into what
+that item's caller gets (e.g. the error code of its own kind of write); barriers get ``exc``.
+
+A failed batch is one ERROR line, never a traceback (a full disk is not a bug of ours):
+the same failure again within ``QUIET_S`` is counted, not logged, and said with the next
+line; the first commit after failures says that commits succeed again.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
@@ -37,17 +44,22 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
+QUIET_S = 10.0
+"""How long the same commit failure is not logged again (a full disk fails every batch)."""
+
 
 class GroupCommitter(Generic[T, R]):
     """Batches concurrent ``submit`` calls into one ``apply`` at a time."""
 
     def __init__(self, apply: Callable[[list[T]], Sequence[R]], *, name: str, thread: str | None = None,
                  settle: Callable[[R], Any] | None = None,
-                 committed: Callable[[list[T], Sequence[R]], None] | None = None) -> None:
+                 committed: Callable[[list[T], Sequence[R]], None] | None = None,
+                 failed: Callable[[T, BaseException], BaseException] | None = None) -> None:
         self.name = name
         self._apply = apply
         self._settle_one = settle
         self._committed = committed
+        self._failed = failed
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=thread) if thread is not None else None
         self._items: list[T] = []
         self._futs: list[asyncio.Future[Any]] = []
@@ -56,6 +68,12 @@ class GroupCommitter(Generic[T, R]):
         """A batch is scheduled or running: new items wait for the next one."""
         self.batches = 0
         """Committed batches (failed ones not counted)."""
+        self.failures = 0
+        """Failed batches since the last committed one."""
+        self._logged: tuple[str, float] | None = None
+        """The failure last logged and when (monotonic); None while commits succeed."""
+        self._quiet = 0
+        """Failed batches since then that were not logged."""
 
     def submit(self, item: T) -> asyncio.Future[Any]:
         """A future of ``item``'s result, resolved once the batch holding it is committed."""
@@ -128,6 +146,10 @@ class GroupCommitter(Generic[T, R]):
                 f"{self.name} commit returned {len(results)} results for {len(items)} items"))
             return
         self.batches += 1
+        if self.failures:
+            log.warning("%s commits succeed again (after %d failed batches)", self.name,
+                        self.failures)
+            self.failures, self._logged, self._quiet = 0, None, 0
         settle = self._settle_one
         for fut, result in zip(futs, results):
             if fut.done():  # the caller gave up (cancelled); its write is stored all the same
@@ -152,7 +174,20 @@ class GroupCommitter(Generic[T, R]):
 
     def _fail(self, items: list[T], futs: list[asyncio.Future[Any]], barriers: list[asyncio.Future[None]],
               exc: BaseException) -> None:
-        log.error("%s commit failed (%d callers fail with it): %s", self.name, len(items), exc)
-        for fut in futs + barriers:
+        self._log_failure(len(items), exc)
+        for item, fut in zip(items, futs):
+            if not fut.done():
+                fut.set_exception(exc if self._failed is None else self._failed(item, exc))
+        for fut in barriers:
             if not fut.done():
                 fut.set_exception(exc)
+
+    def _log_failure(self, callers: int, exc: BaseException) -> None:
+        self.failures += 1
+        text, now = str(exc) or type(exc).__name__, time.monotonic()
+        if self._logged is not None and self._logged[0] == text and now - self._logged[1] < QUIET_S:
+            self._quiet += 1
+            return
+        also = f" ({self._quiet} more failed batches not logged)" if self._quiet else ""
+        log.error("%s commit failed (%d callers fail with it): %s%s", self.name, callers, text, also)
+        self._logged, self._quiet = (text, now), 0

@@ -48,6 +48,12 @@ TOPIC_NOT_SET = "topic_not_set"
 QUEUE_NOT_SET = "queue_not_set"
 MESSAGE_ID_NOT_SET = "message_id_not_set"
 TOPIC_REQUIRED = "topic_required"
+REDRIVE_FAILED = "redrive_failed"
+REDRIVE_MESSAGE_FAILED = "redrive_message_failed"
+DISCARD_MESSAGE_FAILED = "discard_message_failed"
+PUBLISH_FAILED = "publish_failed"
+"""Ours, after its siblings (workers-b §1.5 names no code for a publish that could not be
+stored): ``iii::durable::publish`` whose job did not reach the disk (e.g. disk full)."""
 
 
 class EngineError(Exception):

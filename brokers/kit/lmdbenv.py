@@ -6,6 +6,11 @@ transaction is on disk (data pages, then the meta page) before ``write`` returns
 store is private: its directory 0700 and ``data.mdb``/``lock.mdb`` 0600 (LMDB's ``mode``),
 and an existing store with looser modes is tightened at open (``kit.process.private_dir``).
 
+Disk full: a commit the filesystem cannot take raises ``StorageFull`` (nothing of that
+transaction is stored), however LMDB words it: ``ENOSPC``, or ``EIO``, which is what LMDB
+reports for a short write, i.e. a disk that filled up during the write (so an ``EIO`` counts
+as full only when the filesystem then has less than ``FULL_BELOW`` bytes free).
+
 Growth: a write transaction that hits ``MapFullError`` is aborted, the map doubled and the
 whole body run again in a fresh transaction, until it fits or the next size would pass
 ``max_map_size`` (``MapLimitError``; nothing of that transaction is stored). LMDB's
@@ -19,6 +24,7 @@ write transaction must stay on its thread); reads may run on any other thread me
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -34,10 +40,47 @@ R = TypeVar("R")
 
 DEFAULT_MAP_SIZE = 64 * 1024 * 1024
 MAX_MAP_SIZE = 1 << 40
+FULL_BELOW = 1 << 20
+"""Free bytes under which an ``EIO`` from a commit is taken for a full disk."""
 
 
 class MapLimitError(Exception):
     """The map would have to grow past its cap; the transaction was aborted."""
+
+
+class StorageFull(Exception):
+    """The filesystem holding the store is full; the transaction was aborted.
+
+    ``str()`` names the store, for the log; callers are told ``caller_reason``, no path."""
+
+    REASON = "no space left on device"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{self.REASON} (the filesystem holding {path} is full)")
+        self.path = path
+
+
+def caller_reason(exc: BaseException) -> str:
+    """What the caller of a failed write is told: a full disk in the spec's plain words, no
+    server path; anything else as it reads."""
+    return StorageFull.REASON if isinstance(exc, StorageFull) else str(exc)
+
+
+def disk_full(exc: BaseException, path: str) -> bool:
+    """Whether ``exc``, from a write under ``path``, means the disk is full."""
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code == errno.ENOSPC or "No space left" in text:
+        return True
+    if code != errno.EIO and "Input/output error" not in text:
+        return False
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    # root may write into the reserved blocks, others stop at f_bavail
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return free * st.f_frsize < FULL_BELOW
 
 
 class _Read:
@@ -88,7 +131,8 @@ class LmdbEnv:
 
         On a full map the transaction is aborted, the map grown and ``body`` run again, so
         ``body`` must compute everything from ``txn`` (it may run more than once). Any
-        other exception aborts the transaction and propagates: nothing is stored.
+        other exception aborts the transaction and propagates (``StorageFull`` for a full
+        disk): nothing is stored.
         """
         while True:
             txn = self.env.begin(write=True, db=db)
@@ -99,6 +143,11 @@ class LmdbEnv:
             except lmdb.MapFullError:
                 txn.abort()
                 self.grow()
+            except (lmdb.Error, OSError) as exc:
+                txn.abort()
+                if disk_full(exc, self.path):
+                    raise StorageFull(self.path) from None
+                raise
             except BaseException:
                 txn.abort()
                 raise

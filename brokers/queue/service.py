@@ -68,7 +68,9 @@ from brokers.kit.commit import GroupCommitter
 from brokers.queue.topics import SUBSCRIBER_CONFIG, TRIGGER_TYPE, parse_subscription
 from brokers.kit import wire
 from brokers.kit.broker import Broker, BusFactory, Call, run
+from brokers.kit import errors
 from brokers.kit.errors import FUNCTION_NOT_FOUND, EngineError
+from brokers.kit.lmdbenv import caller_reason
 from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,17 @@ log = logging.getLogger(__name__)
 def now_ms() -> int:
     return int(time.time() * 1000)
 
+
+_FAILED = {
+    inputs.ENQUEUE: (errors.ENQUEUE_ERROR, "Failed to enqueue job"),
+    inputs.PUBLISH: (errors.PUBLISH_FAILED, "Failed to publish"),
+    inputs.REDRIVE: (errors.REDRIVE_FAILED, "Failed to redrive"),
+    inputs.REDRIVE_MESSAGE: (errors.REDRIVE_MESSAGE_FAILED, "Failed to redrive message"),
+    inputs.DISCARD_MESSAGE: (errors.DISCARD_MESSAGE_FAILED, "Failed to discard message"),
+}
+"""What a caller gets when the commit holding its writes failed: its function's code
+(workers-b §1.1, §1.6) and why, e.g. ``enqueue_error`` "Failed to enqueue job: no space
+left on device"; never ``invocation_failed`` with our traceback (the store is not a bug)."""
 
 
 class QueueBroker(Broker):
@@ -177,8 +190,9 @@ class QueueBroker(Broker):
             batch.set_result(None)
         self._kick()
 
-    def _answer_when_durable(self, value: Any) -> asyncio.Future[Any]:
-        """A future the broker base settles by callback (no task per call)."""
+    def _answer_when_durable(self, value: Any, function_id: str) -> asyncio.Future[Any]:
+        """A future the broker base settles by callback (no task per call); a failed commit
+        answers ``_FAILED[function_id]``."""
         out: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def done(fut: asyncio.Future[None]) -> None:
@@ -186,8 +200,9 @@ class QueueBroker(Broker):
                 return
             if fut.cancelled():
                 out.cancel()
-            elif fut.exception() is not None:
-                out.set_exception(fut.exception())  # type: ignore[arg-type]
+            elif (exc := fut.exception()) is not None:
+                code, text = _FAILED[function_id]
+                out.set_exception(EngineError(code, f"{text}: {caller_reason(exc)}"))
             else:
                 out.set_result(value)
 
@@ -198,29 +213,31 @@ class QueueBroker(Broker):
         req = inputs.enqueue(call.data)
         wire.stamp_caller(req.data, None)  # the enqueue adds none, and the payload's is not trusted
         self.core.enqueue(req, now_ms())
-        return self._answer_when_durable({"messageReceiptId": req.message_id})
+        return self._answer_when_durable({"messageReceiptId": req.message_id}, inputs.ENQUEUE)
 
     def _publish(self, call: Call) -> asyncio.Future[Any]:
         topic, payload = inputs.publish(call.data)
         wire.stamp_caller(payload, None)  # as for pub/sub: delivered as published, minus a forgery
         traceparent, baggage = call.trace
         self.core.publish(topic, payload, now_ms(), traceparent, baggage)
-        return self._answer_when_durable(None)
+        return self._answer_when_durable(None, inputs.PUBLISH)
 
     def _redrive(self, call: Call) -> asyncio.Future[Any]:
         name = inputs.queue_name(inputs.REDRIVE, call.data)
         count = self.core.redrive(name, now_ms())
-        return self._answer_when_durable({"queue": name, "redriven": count})
+        return self._answer_when_durable({"queue": name, "redriven": count}, inputs.REDRIVE)
 
     def _redrive_message(self, call: Call) -> asyncio.Future[Any]:
         name, message_id = inputs.queue_and_message(inputs.REDRIVE_MESSAGE, call.data)
         count = self.core.redrive_message(name, message_id, now_ms())
-        return self._answer_when_durable({"queue": name, "message_id": message_id, "redriven": count})
+        return self._answer_when_durable({"queue": name, "message_id": message_id, "redriven": count},
+                                         inputs.REDRIVE_MESSAGE)
 
     def _discard_message(self, call: Call) -> asyncio.Future[Any]:
         name, message_id = inputs.queue_and_message(inputs.DISCARD_MESSAGE, call.data)
         count = self.core.discard_message(name, message_id)
-        return self._answer_when_durable({"queue": name, "message_id": message_id, "redriven": count})
+        return self._answer_when_durable({"queue": name, "message_id": message_id, "redriven": count},
+                                         inputs.DISCARD_MESSAGE)
 
     def _subscribe(self, binding: dict) -> None:
         sub = parse_subscription(binding["id"], binding["function_id"], binding["namespace"],

@@ -44,10 +44,9 @@ from typing import Any, Sequence
 
 from brokers.state import core
 from brokers.state.config import store_path
-from brokers.state.store import LmdbStore, Store, open_store
+from brokers.state.store import LmdbStore, Store, batch_failure, open_store
 from brokers.kit.commit import GroupCommitter
 from brokers.kit.broker import Broker, BusFactory, Call, Trace, run
-from brokers.kit.errors import EngineError
 from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
@@ -95,7 +94,8 @@ class StateBroker(Broker):
         # LMDB commits block on fsync: off the loop, on one thread. A dict store is instant.
         thread = "state-writer" if isinstance(self.store, LmdbStore) else None
         self.committer = GroupCommitter(self._apply, name="state", thread=thread,
-                                        settle=core.write_result, committed=self._committed)
+                                        settle=core.write_result, committed=self._committed,
+                                        failed=lambda item, exc: batch_failure(item[0], exc))
         for fn in (core.SET, core.DELETE, core.UPDATE):
             self.function(fn, self._write_handler(fn), description=_DESCRIPTIONS[fn],
                           input=core.INPUTS[fn])
@@ -142,13 +142,9 @@ class StateBroker(Broker):
     # ------------------------------------------------------------ group commit
 
     def _apply(self, batch: list[tuple[core.Write, Trace]]) -> list[core.Outcome]:
-        """One batch in one transaction (on the writer thread); nothing stored if it raises."""
-        try:
-            return self.store.apply_batch([write for write, _ in batch])
-        except EngineError:
-            raise
-        except Exception as exc:
-            raise EngineError("SET_ERROR", f"Failed to set value: {exc}") from exc
+        """One batch in one transaction (on the writer thread); nothing stored if it raises,
+        and then each caller gets ``store.batch_failure``: its own write's code, no traceback."""
+        return self.store.apply_batch([write for write, _ in batch])
 
     def _committed(self, batch: list[tuple[core.Write, Trace]], outcomes: Sequence[core.Outcome]) -> None:
         """After the batch's calls are answered: count it, fan its events out in commit order."""

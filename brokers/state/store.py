@@ -25,9 +25,11 @@ record older than ``IDEM_TTL_MS`` no longer counts and is pruned as the store wr
 Invariants: ``apply_batch`` applies its writes in order in ONE write transaction (a later
 write sees an earlier one), commits once with fsync, and only then returns; an exception
 means nothing of the batch is stored. Opening, map growth (double on a full map, up to
-``MAX_MAP_SIZE``, then ``SET_ERROR``) and the resize lock readers take are the kit's
-``LmdbEnv``. Reads use their own read transactions, so they never wait for a writer (LMDB
-MVCC). ``apply_batch`` may run in a writer thread while reads run on the event loop; the
+``MAX_MAP_SIZE``, then ``BatchFailed``), a full disk (``BatchFailed``: ``no space left on
+device``) and the resize lock readers take are the kit's ``LmdbEnv``; ``batch_failure``
+gives each caller of a failed batch its own write's code (workers-a §2: ``SET_ERROR``,
+``UPDATE_ERROR``, ``DELETE_ERROR``; "Failed to set value: ..."). Reads use their own read
+transactions, so they never wait for a writer (LMDB MVCC). ``apply_batch`` may run in a writer thread while reads run on the event loop; the
 group commit around it is the kit's ``GroupCommitter`` (service.py).
 """
 from __future__ import annotations
@@ -42,7 +44,8 @@ import orjson
 
 from brokers.state.core import Outcome, Write, apply_write
 from brokers.kit.errors import EngineError
-from brokers.kit.lmdbenv import DEFAULT_MAP_SIZE, MAX_MAP_SIZE, LmdbEnv, MapLimitError
+from brokers.kit.lmdbenv import (DEFAULT_MAP_SIZE, MAX_MAP_SIZE, LmdbEnv, MapLimitError,
+                                 StorageFull, caller_reason)
 from brokers.kit.ops import MISSING
 
 
@@ -51,6 +54,27 @@ _FAIL = {"set": ("SET_ERROR", "Failed to set value"),
          "delete": ("DELETE_ERROR", "Failed to delete value")}
 
 _UNESC = re.compile(rb"\x01([\x01\x02])")
+
+
+class BatchFailed(EngineError):
+    """A batch the store could not commit (nothing of it stored). ``message`` and ``reason``
+    are for callers (``batch_failure`` words it for each caller's kind of write); ``str()``
+    is for the log and may name the store (``kit.lmdbenv.StorageFull``)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.reason = caller_reason(exc)
+        super().__init__("SET_ERROR", f"Failed to set value: {self.reason}")
+        self.detail = str(exc)
+
+    def __str__(self) -> str:
+        return f"Failed to set value: {self.detail}"
+
+
+def batch_failure(write: Write, exc: BaseException) -> EngineError:
+    """What the caller of ``write`` gets when its batch failed with ``exc``."""
+    code, text = _FAIL[write.kind]
+    reason = exc.reason if isinstance(exc, BatchFailed) else caller_reason(exc)
+    return EngineError(code, f"{text}: {reason}")
 
 
 def esc_scope(scope: str) -> bytes:
@@ -201,8 +225,8 @@ class LmdbStore:
 
         try:
             outcomes = self.lmdbenv.write(body)
-        except MapLimitError as exc:
-            raise EngineError("SET_ERROR", f"Failed to set value: {exc}") from None
+        except (MapLimitError, StorageFull) as exc:
+            raise BatchFailed(exc) from exc
         self.commits += 1
         self._touched.update(w.scope for w in writes)
         return outcomes

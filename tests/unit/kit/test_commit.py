@@ -180,3 +180,37 @@ async def test_commits_run_on_one_dedicated_thread_or_inline():
     committer = GroupCommitter(inline, name="t", thread=None)
     await committer.submit("x")
     assert inline.threads == {threading.current_thread().name}
+
+
+async def test_failed_gives_each_caller_of_a_failed_batch_its_own_error():
+    committer = GroupCommitter(Recorder(fail_on="bad"), name="t", thread=None,
+                               failed=lambda item, exc: KeyError(f"{item}: {exc}"))
+    futs = [committer.submit("bad"), committer.submit("x")]
+    barrier = committer.barrier()
+    errors = [await asyncio.gather(f, return_exceptions=True) for f in futs]
+    assert [repr(e[0]) for e in errors] == ["KeyError('bad: disk on fire')",
+                                            "KeyError('x: disk on fire')"]
+    with pytest.raises(RuntimeError, match="disk on fire"):  # a barrier gets it as it is
+        await barrier
+
+
+async def test_a_failure_that_repeats_is_one_error_line_then_a_count_and_no_traceback(caplog, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("brokers.kit.commit.time.monotonic", lambda: clock[0])
+    committer = GroupCommitter(Recorder(fail_on="bad"), name="state", thread=None)
+    with caplog.at_level("WARNING", logger="brokers.kit.commit"):
+        for _ in range(5):  # a full disk fails every batch
+            await asyncio.gather(committer.submit("bad"), return_exceptions=True)
+            clock[0] += 1.0
+        clock[0] += 10.0
+        await asyncio.gather(committer.submit("bad"), return_exceptions=True)
+        assert await committer.submit("ok") == "done:ok"
+        assert await committer.submit("ok2") == "done:ok2"
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("ERROR", "state commit failed (1 callers fail with it): disk on fire"),
+        ("ERROR", "state commit failed (1 callers fail with it): disk on fire "
+                  "(4 more failed batches not logged)"),
+        ("WARNING", "state commits succeed again (after 6 failed batches)"),
+    ]
+    assert not any(r.exc_info for r in caplog.records)

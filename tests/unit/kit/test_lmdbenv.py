@@ -1,15 +1,19 @@
 """The kit's LMDB environment on a real LMDB in a temp dir: a durable open, growth from a
 full map with the body run again, the cap, and a resize that waits for live readers but
-readers that never wait for a writer."""
+readers that never wait for a writer; private modes; a real full disk (a small tmpfs)."""
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import tempfile
 import threading
 import time
 
+import lmdb
 import pytest
 
-from brokers.kit.lmdbenv import LmdbEnv, MapLimitError
+from brokers.kit.lmdbenv import LmdbEnv, MapLimitError, StorageFull, caller_reason, disk_full
 
 BLOB = b"x" * 4000
 
@@ -152,3 +156,37 @@ def test_an_existing_store_open_to_others_is_tightened_and_said_once(path, caplo
     assert len(said) == 3, said
     assert said[0] == f"store {path} was mode 0755 (other users could read it); now 0700"
     assert "store file" in said[1] and "was mode 0644" in said[1] and "now 0600" in said[1]
+
+
+@pytest.fixture
+def small_disk():
+    """A 1 MiB tmpfs (root only: this sandbox's tests run as root)."""
+    where = tempfile.mkdtemp(prefix="iii-full-", dir="/tmp")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", where],
+                      capture_output=True).returncode != 0:
+        os.rmdir(where)
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield where
+    subprocess.run(["umount", where], check=False)
+    os.rmdir(where)
+
+
+def test_a_commit_on_a_full_disk_is_storage_full_and_stores_nothing(small_disk):
+    env = LmdbEnv(os.path.join(small_disk, "env"))
+    with pytest.raises(StorageFull) as err:  # LMDB itself says "Input/output error"
+        for i in range(1000):
+            env.write(put_many(f"b{i}", 10))
+    assert str(err.value) == (f"no space left on device (the filesystem holding "
+                              f"{small_disk}/env is full)")
+    assert caller_reason(err.value) == "no space left on device"
+    with env.read() as txn:
+        assert txn.stat()["entries"] == 10 * i  # every batch before it, none of it
+    env.close()
+
+
+def test_only_enospc_or_eio_on_a_nearly_full_filesystem_reads_as_full(tmp_path):
+    assert disk_full(OSError(errno.ENOSPC, "No space left on device"), str(tmp_path))
+    assert disk_full(lmdb.Error("mdb_txn_commit: No space left on device"), str(tmp_path))
+    # this disk has room: an I/O error here is a real one
+    assert not disk_full(lmdb.Error("mdb_txn_commit: Input/output error"), str(tmp_path))
+    assert not disk_full(lmdb.Error("mdb_get: MDB_CORRUPTED"), str(tmp_path))
