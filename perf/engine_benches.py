@@ -123,6 +123,8 @@ class EngineBenches:
             self.emit(attach(r, self.base.churn(1000)))
         if self.wanted("sdk_overhead"):
             self.sdk_overhead(eng)
+        if self.wanted("slow_consumer"):
+            self.slow_consumer(eng)
 
     def trigger_fanout(self, eng: Engine, k: int) -> None:
         """state::set on scope "fan" with k functions bound by `state` triggers: deliveries/s."""
@@ -214,6 +216,11 @@ class EngineBenches:
             if target == "engine":
                 attach(r, results_row(results.get("relay")))
             self.emit(r)
+
+    def slow_consumer(self, eng: Engine) -> None:
+        """Issue 11: a callee that never reads, flooded; see perf/slow_consumer.py."""
+        from . import slow_consumer
+        slow_consumer.bench(self.h, eng, self.emit)
 
     # -- startup, and two gateway processes ------------------------------------------------
     def startup(self) -> None:

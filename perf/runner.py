@@ -22,7 +22,7 @@ from .harness import Harness, Settings
 ENGINE_BENCHES = ("ws_roundtrip", "concurrent_invocation", "payload_sizes", "trigger_fanout",
                   "state_set", "state_get", "queue_enqueue", "queue_end_to_end",
                   "control_plane_churn", "startup", "idle_memory", "cross_gateway", "scaling",
-                  "sdk_overhead")
+                  "sdk_overhead", "slow_consumer")
 BASELINE_BENCHES = ("echo", "relay")
 ALL = BASELINE_BENCHES + ENGINE_BENCHES
 
