@@ -30,7 +30,7 @@ from typing import Any
 from brokers.gateway.conns import ENQUEUE_FN, REGISTER_FN, SMALL_PEER_LIMIT, Conn, GatewayState
 from brokers.kit import frames, wire
 from brokers.kit.errors import (CALLEE_OVERLOADED, ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE,
-                                PAYLOAD_TOO_LARGE)
+                                PAYLOAD_TOO_LARGE, SERIALIZATION_ERROR)
 from brokers.kit.frames import ROUTER
 from brokers.kit.routes import not_found_message
 
@@ -75,8 +75,20 @@ class CallRelay(GatewayState):
         void = kind == "void" or not inv_id
         if void:
             inv_id = str(uuid.uuid4())
-        body = wire.invoke(inv_id, fid, data, msg.get("metadata"), msg.get("traceparent"), msg.get("baggage"))
+        try:
+            body = wire.invoke(inv_id, fid, data, msg.get("metadata"), msg.get("traceparent"),
+                               msg.get("baggage"))
+        except TypeError as exc:  # nested deeper than can be encoded again (wire docstring)
+            self._unrelayable(conn, None if void else inv_id, fid, exc)
+            return
         self._send_call(conn, None if void else conn.id, route, inv_id, fid, body)
+
+    def _unrelayable(self, conn: Conn, inv_id: str | None, fid: str, exc: Exception) -> None:
+        """A payload the engine parsed but cannot encode again: the caller is told, never
+        left waiting (a void call is dropped)."""
+        if inv_id:
+            self.out.ws(conn.id, wire.error(inv_id, fid, SERIALIZATION_ERROR,
+                                            f"the payload cannot be relayed: {exc}"))
 
     @staticmethod
     def _waits_for_buffer(conn: Conn, fid: str) -> bool:
@@ -125,8 +137,13 @@ class CallRelay(GatewayState):
         if ns != "default":
             job["namespace"] = ns
         reply = conn.id if inv_id else None
-        inv_id = inv_id or str(uuid.uuid4())
-        self._send_call(conn, reply, route, inv_id, ENQUEUE_FN, wire.invoke(inv_id, ENQUEUE_FN, job))
+        call_id = inv_id or str(uuid.uuid4())
+        try:
+            body = wire.invoke(call_id, ENQUEUE_FN, job)
+        except TypeError as exc:
+            self._unrelayable(conn, inv_id, fid, exc)
+            return
+        self._send_call(conn, reply, route, call_id, ENQUEUE_FN, body)
 
     def _result(self, conn: Conn, msg: dict, raw: str | bytes) -> None:
         inv_id = msg["invocation_id"]

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 REGISTRATIONS = frozenset({"registerfunction", "unregisterfunction", "registertrigger", "unregistertrigger",
                            "registertriggertype", "unregistertriggertype", "registerservice"})
+KEPT = REGISTRATIONS | {"triggerregistrationresult"}
+"""Messages whose content the engine stores (so it must be able to encode it again)."""
 TELEMETRY_PREFIXES = (b"OTLP", b"MTRC", b"LOGS")
 DROPS_LOGGED = 5
 DROPS_EVERY = 1000
@@ -106,13 +108,17 @@ class GatewayCore(CallRelay, Registrations):
         if not isinstance(msg, dict):
             return
         kind = msg.get("type")
-        shape = MESSAGES.get(kind)  # type: ignore[arg-type]
+        shape = MESSAGES.get(kind) if isinstance(kind, str) else None
         if shape is None:
             return  # an unknown type is ignored (§2)
         try:
             shape.check(msg)
         except DecodeError as exc:
             self._dropped(conn_id, f"malformed {kind} frame", str(exc)[:200])
+            return
+        if kind in KEPT and len(raw) > 2 * wire.MAX_DEPTH and wire.too_deep(msg):
+            # the engine keeps it and encodes it again later (listings, replays)
+            self._dropped(conn_id, f"malformed {kind} frame", f"nested deeper than {wire.MAX_DEPTH} levels")
             return
         try:
             if kind == "invokefunction":

@@ -151,16 +151,24 @@ def test_a_huge_integer_in_metadata_breaks_nothing(engine: Engine) -> None:
                 raise AssertionError("the bystander's state trigger was not re-delivered")
 
 
-def test_deep_json_is_dropped_and_the_connection_kept(engine: Engine) -> None:
+def test_deep_json_is_dropped_or_answered_and_the_connection_kept(engine: Engine) -> None:
+    """100,000 levels closed the connection without a log line; 254-1,024 levels parsed
+    but could not be encoded again, so the call was lost and its caller waited forever."""
     with RawClient.worker(engine.url) as w:
         before = len(engine.log_tail(10**7))
-        w.send_raw("[" * 100_000 + "]" * 100_000)
-        deep = {"type": "invokefunction", "function_id": "state::get", "invocation_id": "deep", "data": {}}
-        w.send_raw(str(deep).replace("'", '"').replace('"data": {}', '"data": ' + "[" * 300 + "]" * 300))
+        w.send_raw("[" * 100_000 + "]" * 100_000)  # undecodable: dropped, logged (protocol §1.3)
+        w.send_raw('{"type":"invokefunction","function_id":"state::get","invocation_id":"deep",'
+                   '"data":' + "[" * 300 + "]" * 300 + "}")
+        answer = w.recv_until(lambda f: f.get("invocation_id") == "deep")
+        assert answer["error"]["code"] == "serialization_error"  # answered, not lost
+        w.send_raw('{"type":"registerfunction","id":"deep::meta","metadata":' + "[" * 300 + "]" * 300 + "}")
         assert ok(w.call("state::get", {"scope": "s", "key": "k"})) is None  # still served
         assert w.is_open
+        listed = ok(w.call("engine::functions::list", {}))["functions"]
+        assert "deep::meta" not in [f["function_id"] for f in listed]
         log = engine.log_tail(10**7)[before:]
-        assert log.count("dropping undecodable frame") == 2 and "Traceback" not in log
+        assert log.count("dropping undecodable frame") == 1 and "Traceback" not in log
+        assert "dropping malformed registerfunction frame" in log
 
 
 def test_caller_worker_id_is_never_taken_from_the_payload(engine: Engine) -> None:

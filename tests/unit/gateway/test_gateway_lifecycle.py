@@ -227,3 +227,12 @@ def test_a_flood_of_garbage_is_logged_a_few_times_with_a_count(core, rec, caplog
     assert len(lines) == 5 + 2  # the first five, then at 1000 and 2000 with the count
     assert lines[-1].endswith("(2000 frames of this connection dropped so far)")
     assert rec.ws_to("A") == []  # never a reply (protocol §1.3)
+
+
+def test_a_message_type_that_is_not_a_string_is_ignored(core, rec) -> None:
+    """``{"type": {}}`` raised TypeError outside the guard and closed the connection."""
+    core.grace_expired("A")
+    rec.take()
+    for raw in (b'{"type": {}}', b'{"type": []}', b'{"type": 5}', b'{"type": null}'):
+        core.on_message("A", raw)
+    assert rec.take() == []

@@ -1,28 +1,32 @@
-"""wire: what it parses it can encode again. Deep nesting is refused as undecodable (the
-stdlib fallback raised RecursionError, which closed the connection; 254-1024 levels parsed
-but could not be re-encoded, so the call was lost), and a >64-bit integer is a float on
-every path (the NaN-tolerant fallback kept a Python int that orjson then refused)."""
+"""wire: a 100,000-level frame is a ValueError (the stdlib fallback raised RecursionError,
+which closed the connection), a value too deep to encode again is found by ``too_deep``,
+and a >64-bit integer is a float on every path (the NaN-tolerant fallback kept a Python
+int that orjson then refused)."""
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from brokers.kit import wire
 
 
-@pytest.mark.parametrize("depth", [129, 300, 1000, 100_000])
-def test_too_deep_is_a_value_error(depth: int) -> None:
-    raw = b"[" * depth + b"]" * depth
+def test_a_frame_too_deep_to_parse_is_a_value_error() -> None:
+    raw = "[" * 100_000 + "]" * 100_000
     for parse in (wire.loads, wire.parse):
-        with pytest.raises(ValueError, match="nested deeper than 128"):
+        with pytest.raises(ValueError, match="nested too deep"):
             parse(raw)
         with pytest.raises(ValueError):
-            parse(raw.decode())
+            parse(raw.encode())
 
 
-def test_the_deepest_accepted_message_encodes_again_inside_envelopes() -> None:
-    value = wire.loads(b"[" * 128 + b"]" * 128)
-    # the engine wraps a payload a few times (invoke, a trigger event): still encodable
-    wire.dumps({"a": {"b": {"c": {"d": [value]}}}})
+def test_what_parses_but_cannot_be_encoded_again_is_found() -> None:
+    deep = wire.loads(b"[" * 300 + b"]" * 300)  # orjson parses 1024 levels, encodes 254
+    with pytest.raises(orjson.JSONEncodeError):
+        wire.dumps(deep)
+    assert wire.too_deep(deep) and wire.too_deep({"a": deep})
+    ok = wire.loads(b"[" * wire.MAX_DEPTH + b"]" * wire.MAX_DEPTH)
+    assert not wire.too_deep(ok)
+    wire.dumps({"a": {"b": {"c": {"d": [ok]}}}})  # room for the engine's envelopes
 
 
 def test_big_integers_become_floats_on_both_paths() -> None:
