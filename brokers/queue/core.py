@@ -225,6 +225,20 @@ class QueueCore:
         lane = self._where.get(job_id)
         return lane is not None and lane.release(job_id, now)
 
+    def abandon(self, writes: Iterable[tuple[str, Job | None]], after_seq: int, now: int) -> int:
+        """A commit of ``writes`` failed: the jobs it created (``seq > after_seq``) were
+        never stored and their enqueuers were told so; they must never run. Outcomes in it
+        stand (the disk keeps the old record: at most one more delivery after a restart).
+        Returns how many jobs were dropped."""
+        dropped = 0
+        for job_id, job in writes:
+            if job is not None and job.seq > after_seq:
+                lane = self._where.pop(job_id, None)
+                if lane is not None and lane.drop(job_id, now):
+                    dropped += 1
+                self._dirty.pop(job_id, None)
+        return dropped
+
     @property
     def last_seq(self) -> int:
         """The ``seq`` of the newest job so far: once the writes taken now are committed,

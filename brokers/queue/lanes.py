@@ -145,6 +145,21 @@ class Lane:
             heapq.heappush(self._ready, (job.seq, job.id))
         return True
 
+    def drop(self, job_id: str, now: int) -> bool:
+        """Forget a live job that was never stored (its commit failed): as if never added."""
+        job = self.jobs.pop(job_id, None)
+        if job is None:
+            return False
+        self._leased.discard(job_id)
+        if self.fifo:
+            group = self._groups.get(job.group_id)
+            if group and job_id in group:
+                was_head = group[0] == job_id
+                group.remove(job_id)
+                if was_head or not group:
+                    self._head_changed(job.group_id, now)
+        return True  # heap entries of a standard lane go stale and are skipped
+
     def take_dlq(self, job_id: str) -> Job | None:
         return self.dlq.pop(job_id, None)
 

@@ -103,6 +103,8 @@ class QueueBroker(Broker):
         self._batch: asyncio.Future[None] | None = None
         """The commit collecting this loop iteration's writes (flushed by call_soon)."""
         self._durable_seq = 0
+        self._flushed_seq = 0
+        """``last_seq`` at the previous flush: a batch's new jobs have a greater ``seq``."""
         """Every job with a ``seq`` up to this is on disk (core.poll's ``durable_seq``)."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
@@ -119,7 +121,7 @@ class QueueBroker(Broker):
         self.store = self._open_store()
         jobs = self.store.load()
         self.core.restore(jobs, now_ms())  # leased-at-crash jobs are ready again
-        self._durable_seq = self.core.last_seq
+        self._durable_seq = self._flushed_seq = self.core.last_seq
         log.info("queue store open: %d stored jobs restored", len(jobs))
         self.committer = open_committer(self.store)
         shapes = inputs.INPUTS
@@ -169,20 +171,28 @@ class QueueBroker(Broker):
         assert self.committer is not None
         batch, self._batch = self._batch, None
         assert batch is not None
-        seq = self.core.last_seq
-        fut = self._submit(encode(self.core.take_writes()))
-        fut.add_done_callback(lambda f: self._on_committed(seq, f, batch))
+        seq, after = self.core.last_seq, self._flushed_seq
+        self._flushed_seq = seq
+        writes = self.core.take_writes()
+        fut = self._submit(encode(writes))
+        fut.add_done_callback(lambda f: self._on_committed(seq, f, batch, writes, after))
 
     def _submit(self, ops: list[Op]) -> asyncio.Future[None]:
         """Durable once resolved; nothing to write waits for the earlier writes only."""
         assert self.committer is not None
         return self.committer.submit(ops) if ops else self.committer.barrier()
 
-    def _on_committed(self, seq: int, fut: asyncio.Future[None], batch: asyncio.Future[None]) -> None:
+    def _on_committed(self, seq: int, fut: asyncio.Future[None], batch: asyncio.Future[None],
+                      writes: list, after: int) -> None:
         exc = None if fut.cancelled() else fut.exception()
         if not fut.cancelled() and exc is None and seq > self._durable_seq:
             self._durable_seq = seq
         if exc is not None:
+            # Its enqueuers get the error: their jobs must not run once a later commit
+            # moves the durable mark past them.
+            dropped = self.core.abandon(writes, after, now_ms())
+            if dropped:
+                log.warning("%d jobs of a failed commit dropped (their enqueuers were told)", dropped)
             batch.set_exception(exc)
         elif fut.cancelled():
             batch.cancel()

@@ -58,6 +58,8 @@ def test_a_full_disk_is_one_clear_error_per_write_and_one_log_line(full_disk):
     with running_engine(config_text=CONFIG % full_disk, wait_for=QUEUE_READY) as eng:
         wait_for_function(eng.url, STATE_READY)
         with RawClient.worker(eng.url) as w:
+            job_fn = fid("disk::job")
+            w.register_function(job_fn)
             w.send({"type": "registertrigger", "id": "full-sub", "trigger_type": "durable:subscriber",
                     "function_id": fid("disk::sub"), "config": {"topic": "full"}})
             deadline = time.monotonic() + 5  # a publish with no subscriber stores nothing
@@ -81,7 +83,7 @@ def test_a_full_disk_is_one_clear_error_per_write_and_one_log_line(full_disk):
             assert error_of(upd) == {"code": "UPDATE_ERROR",
                                      "message": "Failed to update value: no space left on device"}
 
-            enq = w.call(fid("disk::job"), {"blob": BIG}, action={"type": "enqueue", "queue": "jobs"})
+            enq = w.call(job_fn, {"blob": BIG, "n": 1}, action={"type": "enqueue", "queue": "jobs"})
             assert error_of(enq) == {"code": "enqueue_error",
                                      "message": "Failed to enqueue job: no space left on device"}
             pub = w.call("iii::durable::publish", {"topic": "full", "data": {"blob": BIG}})
@@ -99,8 +101,13 @@ def test_a_full_disk_is_one_clear_error_per_write_and_one_log_line(full_disk):
             # Room again: the same writes go through, and the engine says so.
             subprocess.run(["mount", "-o", "remount,size=64m", full_disk], check=True)
             assert w.call("state::set", {"scope": "fill", "key": "more", "value": BIG}).get("error") is None
-            assert w.call(fid("disk::job"), {"blob": BIG},
-                          action={"type": "enqueue", "queue": "jobs"}).get("error") is None
+            assert w.call(job_fn, {"n": 2}, action={"type": "enqueue", "queue": "jobs"}).get("error") is None
+            # Only the job that was stored runs: the one whose enqueue failed never does
+            # (it stayed in the scheduler's memory and ran once a later commit went through).
+            job = w.next_call(job_fn, timeout=5)
+            assert job["data"]["n"] == 2
+            w.answer(job, None)
+            assert [f for f in w.frames_within(1.0) if f.get("function_id") == job_fn] == []
             deadline = time.monotonic() + 5
             while "state commits succeed again" not in eng.log_tail(10**7):
                 assert time.monotonic() < deadline, eng.log_tail()

@@ -285,3 +285,22 @@ def test_new_uuid4_is_a_random_rfc4122_v4_uuid() -> None:
     for text in ids:
         u = uuid.UUID(text)
         assert str(u) == text and u.version == 4 and u.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("fifo", [False, True])
+def test_jobs_of_a_failed_commit_never_run_and_the_rest_does(fifo: bool) -> None:
+    """An enqueuer told its commit failed must not see its job run once a later commit
+    moves the durable mark past it (seen on a full disk)."""
+    queues = {"q": {"type": "fifo", "message_group_field": "g"} if fifo else {}}
+    core = make_core(queues)
+    core.enqueue(req("q", {"g": "a", "n": 0}), 0)
+    first = core.take_writes()  # committed
+    after = core.last_seq
+    core.enqueue(req("q", {"g": "a", "n": 1}), 1)
+    core.enqueue(req("q", {"g": "b", "n": 2}), 1)
+    failed = core.take_writes()  # this commit fails
+    assert core.abandon(failed, after, 2) == 2
+    core.enqueue(req("q", {"g": "a", "n": 3}), 3)
+    core.take_writes()  # committed: the durable mark passes the abandoned seqs
+    assert [j.data["n"] for j in delivered(core, 4)] == ([0] if fifo else [0, 3])
+    assert first and core.abandon([], after, 5) == 0
