@@ -267,11 +267,13 @@ class Gateway(Process):
         self._server = await serve(
             self.handle, sock=self._listener, compression=None,
             max_size=self.cfg["max_message_bytes"], max_queue=64,
-            ping_interval=self.cfg["ping_interval_ms"] / 1000, ping_timeout=self.cfg["ping_timeout_ms"] / 1000,
+            ping_interval=self.cfg["ping_interval_ms"] / 1000,
+            ping_timeout=self.cfg["ping_timeout_ms"] / 1000,
             close_timeout=self.close_timeout_s, write_limit=(self.budget, self.budget // 2),
             create_connection=functools.partial(WorkerSocket, self),  # type: ignore[arg-type]
             open_timeout=self.cfg["handshake_timeout_ms"] / 1000,
-            process_request=self.route_request)
+            process_request=self.route_request,
+            backlog=listen.BACKLOG)  # asyncio would re-listen the shared socket at 100
         log.info("%s listening on %s:%s", self.name, self.cfg["host"], self.cfg["port"])
 
     async def stopping(self) -> None:
