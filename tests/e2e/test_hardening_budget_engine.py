@@ -241,7 +241,9 @@ def test_a_caller_that_does_not_read_its_answers_is_not_read() -> None:
 
 
 def test_too_much_before_the_namespace_is_fixed_closes_the_worker() -> None:
-    with running_engine(config_text=config(max_held_bytes=256 * 1024)) as eng:
+    # A long grace: under load the 5 s default could fix the namespace before all is sent.
+    text = "registration_namespace_grace_ms: 60000\n" + config(max_held_bytes=256 * 1024)
+    with running_engine(config_text=text) as eng:
         w = RawClient.worker(eng.url)  # never declares: its registrations are held (§4.4)
         try:
             with pytest.raises(ConnectionClosed) as closed:
