@@ -530,15 +530,13 @@ class Rig:
     def check_conns(self, conns: list[FuzzConn], required: list[dict], evictable: set[int],
                     env: dict, n: int, failures: list[str]) -> None:
         for k, c in enumerate(conns):
-            legit_close = c.rejected_name or k in evictable
-            if c.closed is not None:
-                c.read_until(lambda: False, time.monotonic() + 1.0)  # what came before the close
-            else:
+            if c.closed is None:
                 sentinel = c.call("engine::functions::list", {})
                 if sentinel is None and c.closed is None:
                     failures.append(f"{c.label}: a call sent after the batch was never answered")
             if c.closed is not None:
-                if not legit_close:
+                c.read_until(lambda: False, time.monotonic() + 1.0)  # what came before the close
+                if not (c.rejected_name or k in evictable):
                     failures.append(f"{c.label} was closed by the engine: {c.closed!r}")
                 continue
             for inv, frame in required[k].items():
