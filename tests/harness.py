@@ -247,7 +247,7 @@ def start_engine(*, gateway_processes: int = 1, queues: dict[str, Any] | None = 
     """
     runtime_dir = tempfile.mkdtemp(prefix="iii-", dir="/tmp")
     data_dir = os.path.join(runtime_dir, "data")
-    os.makedirs(data_dir)
+    os.makedirs(data_dir, mode=0o700)  # as the engine wants it (it warns about a looser one)
     port = free_port()
     if config_text is not None:
         # str.replace, not str.format: YAML flow maps use braces too.

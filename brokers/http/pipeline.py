@@ -1,0 +1,139 @@
+"""One HTTP request's way through the engine (workers-b §2.3), over an ``invoke`` seam.
+
+    preflight (CORS) -> route (404 / 405) -> global middleware by priority -> body ->
+    condition (422 CONDITION_NOT_MET) -> route middleware -> handler -> response
+
+``invoke(function_id, data, namespace, metadata, timeout)`` calls a function anywhere in
+the engine (the broker's ``call``); it raises ``EngineError`` for the callee's failure
+and ``asyncio.TimeoutError``. No socket here: requests and replies are the server's
+``Request`` / ``Responder``, so the pipeline is tested with plain fakes.
+
+Invariants: ``default_timeout`` bounds the whole request until its response starts
+(then 504 with an empty body) and each middleware call (then 504 MIDDLEWARE_TIMEOUT); at
+most ``concurrency_request_limit`` requests are in the pipeline, the rest wait (no
+503); a function's failure is a 500 envelope with its own code and message and an
+``error_id``; middleware never sees the body; the condition sees the request without its
+channel refs; a handler that returns null and never claims its response channel is
+answered 200 ``{}`` at once (the reference hung until the timeout).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Protocol
+
+from brokers.http import request as reqmod
+from brokers.http import response as resp
+from brokers.http.cors import Cors
+from brokers.http.routes import Route, RouteTable, path_params
+from brokers.kit.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+Invoke = Callable[..., Awaitable[Any]]
+
+
+class Streams(Protocol):
+    """The two channels of a request (request body, response), or none (tests)."""
+
+    def open(self) -> tuple[dict | None, dict | None, Any]: ...
+
+
+class Pipeline:
+    def __init__(self, routes: RouteTable, cfg: dict[str, Any], invoke: Invoke,
+                 streams: Any = None) -> None:
+        self.routes = routes
+        self.cfg = cfg
+        self.invoke = invoke
+        self.streams = streams
+        self.cors = Cors(cfg.get("cors"))
+        self.timeout_s = cfg["default_timeout"] / 1000
+        self.slots = asyncio.Semaphore(cfg["concurrency_request_limit"])
+
+    async def __call__(self, req: Any, out: Any) -> None:
+        preflight = self.cors.preflight(req.method, req.headers)
+        if preflight is not None:
+            out.send(resp.Reply(200, preflight, b""))
+            return
+        route, found = self.routes.match(req.method, req.path)
+        if route is None:
+            reply = resp.method_not_allowed(found) if found else resp.not_found()
+            self._send(req, out, reply)
+            return
+        async with self.slots:
+            try:
+                await asyncio.wait_for(self._handle(route, found, req, out), self.timeout_s)
+            except asyncio.TimeoutError:
+                if not out.started:
+                    self._send(req, out, resp.timeout())
+
+    def _send(self, req: Any, out: Any, reply: resp.Reply) -> None:
+        reply.headers.extend(self.cors.actual(req.headers))
+        out.send(reply)
+
+    def _failure(self, exc: EngineError, what: str) -> resp.Reply:
+        log.warning("%s failed: %s: %s", what, exc.code, exc.message)
+        return resp.error(500, exc.code, exc.message, with_id=True)
+
+    async def _middleware(self, fid: str, route: Route, data: dict) -> resp.Reply | None:
+        """``None`` to continue, else the reply that ends the request."""
+        try:
+            out = await self.invoke(fid, data, namespace=route.namespace, timeout=self.timeout_s)
+        except asyncio.TimeoutError:
+            return resp.error(504, *resp.MIDDLEWARE_TIMEOUT)
+        except EngineError as exc:
+            return self._failure(exc, f"middleware {fid}")
+        if isinstance(out, dict) and out.get("action") == "respond":
+            return resp.from_middleware(out.get("response"))
+        if not (isinstance(out, dict) and out.get("action") == "continue"):
+            log.warning("middleware %s answered neither continue nor respond: continuing", fid)
+        return None
+
+    async def _handle(self, route: Route, segments: list[str], req: Any, out: Any) -> None:
+        hdrs = reqmod.headers(req.raw_headers)
+        mw_input = reqmod.middleware_input(req.method, req.query, hdrs, path_params(route, segments))
+        for entry in self.cfg["middleware"]:
+            reply = await self._middleware(entry["function_id"], route, mw_input)
+            if reply is not None:
+                self._send(req, out, reply)
+                return
+        body_ref, response_ref, io = self.streams.open() if self.streams else (None, None, None)
+        if reqmod.is_json(hdrs.get("content-type")):
+            raw = await req.read()
+            body = reqmod.json_body(raw)
+            if io is not None:
+                await io.feed_body([raw] if raw else [])
+        else:
+            body = None
+            if io is not None:
+                io.stream_body(req.chunks())
+            else:
+                await req.read()
+        request = reqmod.build(route, segments, req.method, req.query, hdrs, body, body_ref, response_ref)
+        if route.condition_function_id:
+            try:
+                verdict = await self.invoke(route.condition_function_id, reqmod.without_channels(request),
+                                            namespace=route.namespace)
+            except EngineError as exc:
+                self._send(req, out, self._failure(exc, f"condition {route.condition_function_id}"))
+                return
+            if verdict is False:
+                self._send(req, out, resp.condition_not_met())
+                return
+        for fid in route.middleware_function_ids:
+            reply = await self._middleware(fid, route, mw_input)
+            if reply is not None:
+                self._send(req, out, reply)
+                return
+        try:
+            result = await self.invoke(route.function_id, request, namespace=route.namespace,
+                                       metadata=route.metadata)
+        except EngineError as exc:
+            self._send(req, out, self._failure(exc, f"handler {route.function_id}"))
+            return
+        if result is not None:
+            self._send(req, out, resp.from_result(result))
+        elif io is not None and await io.response_claimed():
+            await io.stream_response(out, self.cors.actual(req.headers))
+        else:
+            self._send(req, out, resp.from_result({"status_code": 200, "body": {}}))
