@@ -8,8 +8,8 @@ the engine (the broker's ``call``); it raises ``EngineError`` for the callee's f
 and ``asyncio.TimeoutError``. No socket here: requests and replies are the server's
 ``Request`` / ``Responder``, so the pipeline is tested with plain fakes.
 
-Invariants: ``default_timeout`` bounds the whole request until its response starts
-(then 504 with an empty body) and each middleware call (then 504 MIDDLEWARE_TIMEOUT); at
+Invariants: ``default_timeout`` bounds each middleware call (then 504 MIDDLEWARE_TIMEOUT)
+and the handler until its response starts (then 504 with an empty body); at
 most ``concurrency_request_limit`` requests are in the pipeline, the rest wait (no
 503); a function's failure is a 500 envelope with its own code and message and an
 ``error_id``; middleware never sees the body; the condition sees the request without its
@@ -61,11 +61,7 @@ class Pipeline:
             self._send(req, out, reply)
             return
         async with self.slots:
-            try:
-                await asyncio.wait_for(self._handle(route, found, req, out), self.timeout_s)
-            except asyncio.TimeoutError:
-                if not out.started:
-                    self._send(req, out, resp.timeout())
+            await self._handle(route, found, req, out)
 
     def _send(self, req: Any, out: Any, reply: resp.Reply) -> None:
         reply.headers.extend(self.cors.actual(req.headers))
@@ -127,7 +123,10 @@ class Pipeline:
                 return
         try:
             result = await self.invoke(route.function_id, request, namespace=route.namespace,
-                                       metadata=route.metadata)
+                                       metadata=route.metadata, timeout=self.timeout_s)
+        except asyncio.TimeoutError:
+            self._send(req, out, resp.timeout())
+            return
         except EngineError as exc:
             self._send(req, out, self._failure(exc, f"handler {route.function_id}"))
             return
