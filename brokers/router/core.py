@@ -70,6 +70,13 @@ class TriggerType:
     id: str
     provider: Owner
     message: dict
+    replicas: list[Owner] = field(default_factory=list)
+    """Other processes of the same broker serving this type too (``processes: N`` of the
+    HTTP worker): every binding goes to each, and a replica takes over a provider that
+    goes away."""
+
+    def owners(self) -> list[Owner]:
+        return [self.provider, *self.replicas]
 
 
 @dataclass
@@ -169,9 +176,8 @@ class Registry:
             self.functions_changed = True
         for binding in [b for b in self.bindings.values() if b.owner == owner]:
             self._unbind(binding)
-        for key in [k for k, t in self.trigger_types.items() if t.provider == owner]:
-            del self.trigger_types[key]
-            self._rehome_from(key)
+        for key in [k for k, t in self.trigger_types.items() if owner in t.owners()]:
+            self._provider_gone(key, owner)
         for lease, holder in list(self.leases.items()):
             if holder == owner:
                 del self.leases[lease]
@@ -292,6 +298,14 @@ class Registry:
                         "to the engine", tid, owner[1])
             return
         key = (tns, tid)
+        current = self.trigger_types.get(key)
+        if current is not None and self._replica_of(current.provider, owner):
+            if owner != current.provider and owner not in current.replicas:
+                current.replicas.append(owner)
+            for binding in self.bindings.values():
+                if binding.provider == key:
+                    self._deliver(binding, [owner])  # a new or restarted replica learns them all
+            return
         self.trigger_types[key] = TriggerType(tns, tid, owner, msg)
         for binding in list(self.bindings.values()):
             if binding.owner is not None and not self.alive(binding.owner):
@@ -306,7 +320,25 @@ class Registry:
     def unregister_trigger_type(self, owner: Owner, ns: str, msg: dict) -> None:
         key = (msg.get("namespace") or ns, msg.get("id"))
         current = self.trigger_types.get(key)
-        if current is not None and current.provider == owner:
+        if current is not None and owner in current.owners():
+            self._provider_gone(key, owner)
+
+    def _replica_of(self, provider: Owner, owner: Owner) -> bool:
+        """Whether ``owner`` is another process of ``provider``'s broker (both brokers of one
+        worker name), so that both serve the type instead of one replacing the other."""
+        if provider[1] is not None or owner[1] is not None:
+            return False
+        a, b = self.workers.get(provider), self.workers.get(owner)
+        return a is not None and b is not None and a.name == b.name
+
+    def _provider_gone(self, key: Key, owner: Owner) -> None:
+        """``owner`` no longer serves ``key``: a replica takes over, or its bindings park."""
+        current = self.trigger_types[key]
+        if owner in current.replicas:
+            current.replicas.remove(owner)
+        elif current.replicas:
+            current.provider = current.replicas.pop(0)
+        else:
             del self.trigger_types[key]
             self._rehome_from(key)
 
@@ -316,7 +348,7 @@ class Registry:
         if binding is None or binding.provider is None:
             return None
         provider = self.trigger_types.get(binding.provider)
-        if provider is None or provider.provider != owner or not msg.get("error"):
+        if provider is None or owner not in provider.owners() or not msg.get("error"):
             return None
         binding.provider = None
         if binding.owner is not None:
@@ -341,7 +373,7 @@ class Registry:
         if binding.provider is not None:
             self._deliver(binding)
 
-    def _deliver(self, binding: Binding) -> None:
+    def _deliver(self, binding: Binding, to: list[Owner] | None = None) -> None:
         provider = self.trigger_types[binding.provider]
         msg: dict[str, Any] = {"type": "registertrigger", "id": binding.id, "trigger_type": binding.trigger_type,
                                "function_id": binding.function_id, "config": binding.config}
@@ -351,13 +383,15 @@ class Registry:
             msg["namespace"] = binding.target_ns
         if binding.provider[0] != "default":
             msg["trigger_namespace"] = binding.provider[0]
-        self.to_conn(provider.provider, msg)
+        for owner in to or provider.owners():
+            self.to_conn(owner, msg)
 
     def _withdraw(self, binding: Binding) -> None:
         if binding.provider is not None and binding.provider in self.trigger_types:
             provider = self.trigger_types[binding.provider]
-            self.to_conn(provider.provider, {"type": "unregistertrigger", "id": binding.id,
-                                             "trigger_type": binding.trigger_type})
+            for owner in provider.owners():
+                self.to_conn(owner, {"type": "unregistertrigger", "id": binding.id,
+                                     "trigger_type": binding.trigger_type})
         binding.provider = None
 
     def _unbind(self, binding: Binding) -> None:

@@ -275,3 +275,34 @@ def test_built_in_trigger_types_are_refused_to_workers(reg: Reg) -> None:
         assert ("default", ttype) not in reg.trigger_types
     reg.bind(A, "b1", "cron")
     assert reg.bindings["b1"].provider is None and reg.down(P) == []
+
+
+def test_processes_of_one_broker_each_get_every_binding_of_their_type(reg: Reg) -> None:
+    """``processes: 2`` of the HTTP worker: both serve ``http``, so both need every route;
+    the second must not replace the first as the provider."""
+    h0, h1 = ("http-0", None), ("http-1", None)
+    reg.hello("http-0", "e0", "iii-http", 1)
+    reg.hello("http-1", "e1", "iii-http", 1)
+    reg.tt(h0, "http")
+    reg.bind(A, "r1", "http", config={"api_path": "/a"})
+    reg.tt(h1, "http")  # joins: learns the existing binding
+    assert [m["id"] for m in reg.down(h1) if m["type"] == "registertrigger"] == ["r1"]
+    reg.take()
+    reg.bind(A, "r2", "http")
+    assert [m["id"] for m in reg.down(h0)] == ["r2"] and [m["id"] for m in reg.down(h1)] == ["r2"]
+    reg.hello("http-0", "e0-restarted", "iii-http", 2)  # http-0 restarted: http-1 carries on
+    assert reg.trigger_types[("default", "http")].provider == h1
+    assert reg.bindings["r1"].provider == ("default", "http")
+    reg.take()
+    reg.tt(("http-0", None), "http")  # back: it gets every binding again
+    assert sorted(m["id"] for m in reg.down(("http-0", None))) == ["r1", "r2"]
+    reg.take()
+    reg.up(A, "default", {"type": "unregistertrigger", "id": "r1"})
+    assert [m["type"] for m in reg.down(h0)] == [m["type"] for m in reg.down(h1)] == ["unregistertrigger"]
+
+
+def test_a_worker_with_the_same_name_does_not_become_a_replica(reg: Reg) -> None:
+    reg.tt(P, "webhook")
+    reg.tt(Q, "webhook")  # two connections: the later one takes over, as before
+    assert reg.trigger_types[("default", "webhook")].provider == Q
+    assert reg.trigger_types[("default", "webhook")].replicas == []
