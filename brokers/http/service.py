@@ -76,8 +76,8 @@ class HttpBroker(Broker):
 
     async def setup(self) -> None:
         self._listener = listen.listener(self.cfg["host"], self.cfg["port"])  # fail fast
-        self.trigger_type(TRIGGER_TYPE, "HTTP API trigger", on_register=self._bind,
-                          on_unregister=self._unbind, config=HTTP_CONFIG)
+        self.trigger_type(TRIGGER_TYPE, "HTTP API trigger", on_register=self._add_route,
+                          on_unregister=self._remove_route, config=HTTP_CONFIG)
 
     async def started(self) -> None:
         await super().started()
@@ -93,7 +93,7 @@ class HttpBroker(Broker):
     async def stopping(self) -> None:
         await self.server.close(DRAIN_S)
 
-    def _bind(self, binding: dict) -> None:
+    def _add_route(self, binding: dict) -> None:
         route = route_of(binding)
         try:
             replaced = self.table.add(route)
@@ -103,7 +103,7 @@ class HttpBroker(Broker):
             log.info("http route %s %s now goes to %s (was %s)", route.method, route.api_path,
                      route.function_id, replaced.function_id)
 
-    def _unbind(self, binding_id: str) -> None:
+    def _remove_route(self, binding_id: str) -> None:
         self.table.remove(binding_id)
 
 

@@ -334,7 +334,7 @@ class Broker(Process):
             return
         kind = msg.get("type")
         if kind == "registertrigger":
-            self._bind(msg)
+            self._bind_trigger(msg)
         elif kind == "unregistertrigger":
             spec = self.trigger_types.get(msg.get("trigger_type", ""))
             specs = [spec] if spec else list(self.trigger_types.values())
@@ -342,7 +342,7 @@ class Broker(Process):
                 if s.bindings.pop(msg.get("id"), None) is not None:
                     s.on_unregister(msg["id"])
 
-    def _bind(self, msg: dict) -> None:
+    def _bind_trigger(self, msg: dict) -> None:
         """Install a binding now, before the next frame is read: a call that the router
         passes on after it (a worker's publish right after its registertrigger) must find
         it. Only an ``async`` provider callback finishes later, in a task."""
