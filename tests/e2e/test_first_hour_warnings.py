@@ -1,5 +1,5 @@
 """The words a user needs in the first hour (issue 9, item 7), read from the real engine's
-log: a trigger bound to a type nobody provides (``cron``, which this engine lacks; a typo)
+log: a trigger bound to a type nobody provides (``cron``, not enabled in this config; a typo)
 says why it waits, once, and not again when a restarted router gets it replayed; a queued
 job for an unregistered function says so once per (queue, function), again after the
 function came and went, and ``engine::queue::topic_stats`` shows both what it waits for
@@ -54,7 +54,8 @@ def test_bindings_without_a_provider_say_why_and_a_router_restart_stays_quiet(en
         assert "WARNING" in line, line
         assert line.endswith(
             f"trigger '{cron}' (type 'cron', function 'jobs::tick') is waiting: no worker provides "
-            "trigger type 'cron'; it is provided by the iii-cron worker, which this engine does not have yet")
+            "trigger type 'cron'; it is provided by the iii-cron worker, which is not enabled in this "
+            "config (add '- name: iii-cron' under workers:)")
 
         state = bind(w, "state", "users::changed")
         [line] = wait_log(engine, f"trigger '{state}'")
