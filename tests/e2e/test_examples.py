@@ -90,7 +90,13 @@ EXPECTED: dict[str, list[str]] = {
     "discovery.py": [
         r"function catalog::search: 'Find items by prefix' \(worker example-catalog\)",
         r"worker example-catalog: runtime python, functions \['catalog::search'\]",
-        r"trigger types: durable:subscriber, state, subscribe",
+        r"trigger types: cron, durable:subscriber, state, subscribe",
+    ],
+    "cron.py": [
+        r"bound reports::every-second to cron '\* \* \* \* \* \*'",
+        r"tick 1: cron job scheduled at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00, ran at \S+\+00:00",
+        r"tick 2: cron job scheduled at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00, ran at \S+\+00:00",
+        r"unregistered the trigger after 2 ticks; job_id was the trigger's id: True",
     ],
 }
 """Example -> regular expressions that must each match a whole line of its stdout."""
