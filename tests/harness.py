@@ -237,17 +237,19 @@ class Engine:
 def start_engine(*, gateway_processes: int = 1, queues: dict[str, Any] | None = None,
                  extra_workers_yaml: str = "", config_text: str | None = None,
                  timeout: float = 20.0, wait_for: str | None = None,
-                 wait_data: Any = None) -> Engine:
+                 wait_data: Any = None, data_mode: int = 0o700) -> Engine:
     """Write a temp config with a free port and start ``iii-supervisor start`` on it.
 
     ``config_text`` may contain ``{port}``, ``{runtime_dir}`` and ``{data_dir}``, which are
     filled in; otherwise the config is built from the keyword arguments. With ``wait_for``,
     returns once that function answers ``wait_data`` without an error (the engine is stopped
-    if it never does).
+    if it never does). The data dir is made with ``data_mode`` (0700, as the engine wants it:
+    it warns about and tightens a looser one).
     """
     runtime_dir = tempfile.mkdtemp(prefix="iii-", dir="/tmp")
     data_dir = os.path.join(runtime_dir, "data")
-    os.makedirs(data_dir, mode=0o700)  # as the engine wants it (it warns about a looser one)
+    os.mkdir(data_dir)
+    os.chmod(data_dir, data_mode)  # explicit: mkdir's mode is masked by the umask
     port = free_port()
     if config_text is not None:
         # str.replace, not str.format: YAML flow maps use braces too.

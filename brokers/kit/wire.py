@@ -54,10 +54,20 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 
 def _fallback(raw: bytes | str) -> Any:
+    """The stdlib's parse of what orjson refused. A lone surrogate escape (``"\\ud800"``)
+    is refused here too, as serde_json refuses it: the stdlib accepts it, and the string
+    it makes can never be encoded again (the router once failed on such a binding at every
+    replay)."""
     try:
-        return json.loads(raw, parse_int=_int)  # accepts NaN / Infinity; ValueError otherwise
+        value = json.loads(raw, parse_int=_int)  # accepts NaN / Infinity; ValueError otherwise
     except RecursionError:
         raise ValueError("JSON nested too deep to parse") from None
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" in str(exc):
+            raise ValueError("a JSON string holds a lone surrogate (not valid UTF-8)") from None
+    return value
 
 
 def loads(raw: bytes | str) -> Any:

@@ -3,7 +3,7 @@ engine with iii-state, iii-queue and a durable binding: nothing. The data dir, e
 dir and the runtime dir are 0700, every store file and the pid file 0600, and the ipc and
 control sockets carry no group/other bits (the engine runs with umask 077).
 
-The harness makes the data dir with the test's umask (0755 here): the engine tightens it.
+The data dir is made 0755 here, whatever the test's umask: the engine tightens it.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def mode(path: str) -> int:
 @pytest.fixture(scope="module")
 def engine():
     with running_engine(queues={"jobs": {}}, extra_workers_yaml=STATE_WORKER_YAML,
-                        wait_for=QUEUE_READY) as eng:
+                        wait_for=QUEUE_READY, data_mode=0o755) as eng:
         wait_for_function(eng.url, STATE_READY)
         with RawClient.worker(eng.url) as w:
             ok(w.call("state::set", {"scope": "secrets", "key": "token", "value": "s3cret"}))

@@ -32,7 +32,7 @@ finally:
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
     with running_engine(queues=PAYMENT_QUEUES, extra_workers_yaml=STATE_WORKER_YAML
-                        + "- name: iii-pubsub\n", wait_for=QUEUE_READY) as eng:
+                        + "- name: iii-pubsub\n- name: iii-cron\n", wait_for=QUEUE_READY) as eng:
         yield eng
 
 

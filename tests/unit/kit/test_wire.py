@@ -42,3 +42,11 @@ def test_stamp_caller_sets_or_removes_the_engine_key() -> None:
     assert wire.stamp_caller({"a": 1, wire.CALLER_KEY: "forged"}, "W1") == {"a": 1, wire.CALLER_KEY: "W1"}
     assert wire.stamp_caller({"a": 1, wire.CALLER_KEY: "forged"}, None) == {"a": 1}
     assert wire.stamp_caller([1], "W1") == [1]
+
+
+def test_a_lone_surrogate_is_refused_like_serde_json_refuses_it() -> None:
+    # the stdlib would accept it, and orjson could never encode the string again: a
+    # binding holding one broke the router at every replay (found by the fuzz test)
+    with pytest.raises(ValueError, match="lone surrogate"):
+        wire.loads(b'{"config":{"x":"a\\ud800"},"n":NaN}')
+    assert wire.parse(b'{"s":"\\ud83d\\ude00","n":NaN}')[0]["s"] == "\N{GRINNING FACE}"
