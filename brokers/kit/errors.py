@@ -26,6 +26,17 @@ CALLEE_OVERLOADED = "callee_overloaded"
 to the callee (it reads slower than it is called). The call was not delivered, so a retry
 later is safe; void calls in that state are dropped and counted instead."""
 
+# -- HTTP-invoked functions (workers-b §3) ---------------------------------------------------
+URL_VALIDATION_FAILED = "url_validation_failed"
+HTTP_REQUEST_FAILED = "http_request_failed"
+HTTP_RESPONSE_FAILED = "http_response_failed"
+HTTP_ERROR = "http_error"
+SECRET_NOT_FOUND = "secret_not_found"
+TOKEN_NOT_FOUND = "token_not_found"
+API_KEY_NOT_FOUND = "api_key_not_found"
+MODULE_UNAVAILABLE = "module_unavailable"
+"""The reference's code (its admin API) for "HTTP functions module not loaded"."""
+
 # -- registrations ------------------------------------------------------------------------
 INVALID_NAMESPACE = "INVALID_NAMESPACE"
 WORKER_NAMESPACE_CONFLICT = "WORKER_NAMESPACE_CONFLICT"

@@ -62,6 +62,13 @@ class Function:
     id: str
     owner: Owner
     message: dict
+    route: Owner | None = None
+    """Where its calls go when not to its owner: an HTTP-invoked function's are served by
+    the http_functions process, as ``(that node, owner's connection)``."""
+
+    @property
+    def target(self) -> Owner:
+        return self.route or self.owner
 
 
 @dataclass
@@ -97,9 +104,11 @@ class Registry:
     """The engine's registry; methods are the router's reactions to frames."""
 
     def __init__(self, me: str, peers: list[str], send: Callable[[str, dict, bytes], None],
-                 fire: Callable[[Binding, Any], None]) -> None:
+                 fire: Callable[[Binding, Any], None], http_node: str | None = None) -> None:
         self.me = me
         self.peers = [p for p in peers if p != me]
+        self.http_node = http_node
+        """The process serving HTTP-invoked functions; None when the engine has none."""
         self.send = send
         self.fire = fire
         self.workers: dict[Owner, Worker] = {}
@@ -124,7 +133,7 @@ class Registry:
 
     def snapshot(self) -> list:
         ops: list = [["="]]
-        ops.extend(["+", f.ns, f.id, f.owner[0], f.owner[1]] for f in self.functions.values())
+        ops.extend(["+", f.ns, f.id, *f.target] for f in self.functions.values())
         return ops
 
     def to_conn(self, owner: Owner, message: dict) -> None:
@@ -148,6 +157,10 @@ class Registry:
             for peer in self.peers:
                 self.send(peer, frames.reset(node))
         self.epochs[node] = epoch
+        if node == self.http_node:  # (re)started, or answering our HELLO: it gets them all
+            for f in self.functions.values():
+                if f.route is not None:
+                    self._to_http(f, f.message)
         if worker_name is not None:  # a broker: it owns things as (node, None)
             self.workers.setdefault((node, None), Worker(node, None, connected_at_ms=now_ms,
                                                          name=worker_name, meta={"runtime": "engine"}))
@@ -168,11 +181,12 @@ class Registry:
         worker = self.workers.get(owner)
         if worker is None:
             return
-        gone = [key for key, f in self.functions.items() if f.owner == owner]
-        for key in gone:
-            del self.functions[key]
+        gone = [f for f in self.functions.values() if f.owner == owner]
+        for f in gone:
+            del self.functions[(f.ns, f.id)]
+            self._drop_function(f)
         if gone:
-            self.broadcast_routes([["-", ns, fid, owner[0], owner[1]] for ns, fid in gone])
+            self.broadcast_routes([["-", f.ns, f.id, *f.target] for f in gone])
             self.functions_changed = True
         for binding in [b for b in self.bindings.values() if b.owner == owner]:
             self._unbind(binding)
@@ -242,9 +256,19 @@ class Registry:
                                  "namespace": ns, "function_id": fid,
                                  "owner_worker_id": "" if reserved else (current.owner[1] or "")})
             return
-        self.functions[(ns, fid)] = Function(ns, fid, owner, msg)
-        if current is None or current.owner != owner:
-            self.broadcast_routes([["+", ns, fid, owner[0], owner[1]]])
+        route = None
+        if msg.get("invocation") is not None:
+            if self.http_node is None:
+                self._no_http_module(owner, ns, fid)
+                return
+            route = (self.http_node, owner[1])
+        if current is not None:
+            self._drop_function(current)
+        f = self.functions[(ns, fid)] = Function(ns, fid, owner, msg, route)
+        if route is not None:
+            self._to_http(f, msg)
+        if current is None or current.target != f.target:
+            self.broadcast_routes([["+", ns, fid, *f.target]])
         self.functions_changed = True
 
     def unregister_function(self, owner: Owner, ns: str, msg: dict) -> None:
@@ -252,8 +276,31 @@ class Registry:
         current = self.functions.get(key)
         if current is not None and current.owner == owner:
             del self.functions[key]
-            self.broadcast_routes([["-", key[0], key[1], owner[0], owner[1]]])
+            self._drop_function(current)
+            self.broadcast_routes([["-", key[0], key[1], *current.target]])
             self.functions_changed = True
+
+    # ---- HTTP-invoked functions (protocol.md §7) ----------------------------------------
+
+    def _to_http(self, f: Function, msg: dict) -> None:
+        """Hand an HTTP-invoked registration to the process that serves it (which checks
+        its URL and secrets, and answers its worker if it refuses them)."""
+        body = {**msg, "type": "registerfunction", "namespace": f.ns, "owner_node": f.owner[0]}
+        self.send(f.route[0], frames.down(f.route[1]), wire.dumps(body))
+
+    def _drop_function(self, f: Function) -> None:
+        """``f`` is going away or being replaced: its HTTP server forgets it."""
+        if f.route is not None:
+            self.send(f.route[0], frames.down(f.route[1]),
+                      wire.dumps({"type": "unregisterfunction", "id": f.id}))
+
+    def _no_http_module(self, owner: Owner, ns: str, fid: str) -> None:
+        log.error("HTTP-invoked function %s (namespace %s) not registered: HTTP functions module "
+                  "not loaded (add iii-http-functions to the config's workers)", fid, ns)
+        self.to_conn(owner, {"type": "error", "function_id": fid, "namespace": ns, "error": {
+            "code": errors.MODULE_UNAVAILABLE,
+            "message": "HTTP functions module not loaded: the engine's config does not enable "
+                       "iii-http-functions"}})
 
     def register_trigger(self, owner: Owner | None, ns: str, msg: dict) -> Binding | None:
         bid, ttype, fid = msg.get("id"), msg.get("trigger_type"), msg.get("function_id")

@@ -54,13 +54,16 @@ class Router(Broker):
 
     def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
         super().__init__(ctx, bus=bus)
-        self.registry = Registry(self.name, ctx.peers, self.send, self._fire)
+        units = discover()
+        http_node = next((u.name for u in units.values() if "iii-http-functions" in u.worker_names), None)
+        self.registry = Registry(self.name, ctx.peers, self.send, self._fire,
+                                 http_node=http_node if http_node in ctx.peers else None)
         self.registry.on_route_ops = self.routes.apply
         self._acks: dict[str, asyncio.Future] = {}
         self._functions_timer: asyncio.TimerHandle | None = None
         self.settled = False
         self.durable = durable.DurableBindings(durable.store_path(ctx.data_dir))
-        have, enabled = notices.worker_sets(discover().values(), ctx.engine.workers)
+        have, enabled = notices.worker_sets(units.values(), ctx.engine.workers)
         self.notices = notices.ParkedNotices(have, enabled)
         self._notices_timer: asyncio.TimerHandle | None = None
         self._kinds.update({frames.UP: self._on_up, frames.CONN: self._on_conn, frames.META: self._on_meta,

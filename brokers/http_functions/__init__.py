@@ -1,0 +1,1 @@
+"""iii-http-functions: functions the engine serves by calling an HTTP endpoint."""
