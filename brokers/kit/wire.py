@@ -62,6 +62,8 @@ def _fallback(raw: bytes | str) -> Any:
         value = json.loads(raw, parse_int=_int)  # accepts NaN / Infinity; ValueError otherwise
     except RecursionError:
         raise ValueError("JSON nested too deep to parse") from None
+    except OverflowError:  # an integer beyond a double's range: serde_json refuses it too
+        raise ValueError("a JSON number is out of range") from None
     try:
         orjson.dumps(value)
     except orjson.JSONEncodeError as exc:

@@ -50,3 +50,9 @@ def test_a_lone_surrogate_is_refused_like_serde_json_refuses_it() -> None:
     with pytest.raises(ValueError, match="lone surrogate"):
         wire.loads(b'{"config":{"x":"a\\ud800"},"n":NaN}')
     assert wire.parse(b'{"s":"\\ud83d\\ude00","n":NaN}')[0]["s"] == "\N{GRINNING FACE}"
+
+
+def test_an_integer_beyond_a_double_is_refused_not_a_crash() -> None:
+    # float() of it overflowed and the exception ended the worker's connection (fuzz test)
+    with pytest.raises(ValueError, match="out of range"):
+        wire.parse(b'{"n":1' + b"0" * 400 + b',"x":NaN}')
