@@ -68,9 +68,12 @@ class Client:
             await self._session.close()
             self._session = None
 
-    async def check(self, url: str) -> tuple[guard.Target, guard.IPAddress]:
-        """The guard of §3.4 with its one lookup: the target and the address to use."""
+    async def check(self, url: str, connect: bool = True) -> tuple[guard.Target, guard.IPAddress | None]:
+        """The guard of §3.4 with its one lookup: the target and the address to use.
+        ``connect`` False (a registration): look the host up only for the private-IP check."""
         target = guard.parse_target(url, self.security)
+        if not connect and target.ip is None and not self.security.block_private_ips:
+            return target, None
         addrs = None
         if target.ip is None:
             try:

@@ -27,7 +27,7 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from brokers.http_functions.config import Security
-from brokers.kit.errors import URL_VALIDATION_FAILED, EngineError
+from brokers.kit.errors import HTTP_REQUEST_FAILED, URL_VALIDATION_FAILED, EngineError
 
 INVALID_URL = "Invalid URL"
 HTTPS_REQUIRED = "HTTPS is required"
@@ -117,15 +117,19 @@ def parse_target(url: str, security: Security) -> Target:
 
 def pick_address(target: Target, resolved: Iterable[str] | None, security: Security) -> IPAddress:
     """Step 4: the address to connect to. ``resolved``: the addresses the one lookup of
-    ``target.host`` gave (None or empty: the lookup failed); unused for an IP literal.
+    ``target.host`` gave (None or empty: the lookup failed; that is ``DNS lookup failed``
+    only when the check is the private-IP one); unused for an IP literal.
     With ``block_private_ips`` every address must be public (one private address blocks
     the host, as in the reference); the first is the one to connect to."""
     if target.ip is not None:
         addrs = [target.ip]
     else:
         addrs = [a for a in (_literal(r.split("%", 1)[0]) for r in resolved or ()) if a is not None]
-        if not addrs:
+        if not addrs and security.block_private_ips:
             raise refused(DNS_FAILED)
+        if not addrs:  # no check asked for a lookup: the request itself fails, as in the reference
+            raise EngineError(HTTP_REQUEST_FAILED, f"error sending request: dns error: failed to "
+                                                   f"lookup address information for {target.host}")
     if security.block_private_ips and any(is_private(a) for a in addrs):
         raise refused(PRIVATE_IP)
     return addrs[0]

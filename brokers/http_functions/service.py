@@ -100,7 +100,7 @@ class HttpFunctions(Broker):
     async def _check(self, key: Key, entry: Entry) -> None:
         assert entry.spec is not None
         try:
-            await self.client.check(entry.spec.url)
+            await self.client.check(entry.spec.url, connect=False)
         except EngineError as exc:
             if self.entries.get(key) is entry:  # not replaced or dropped meanwhile
                 self._refuse(entry, exc)
