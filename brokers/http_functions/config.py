@@ -62,12 +62,16 @@ SECURITY_FIELDS = {
 }
 
 
-def _security(raw: Any, path: str) -> Security:
-    block = validate(raw, SECURITY_FIELDS, path)
-    return Security(block["url_allowlist"] or ("*",), block["block_private_ips"], block["require_https"])
-
-
-def parse(raw: Any, path: str) -> Security:
-    """Validate the block; the result is its ``Security``."""
+def parse(raw: Any, path: str) -> dict[str, Any]:
+    """Validate the block; the result is plain data (it is handed to the process as its
+    plan): ``{"security": {url_allowlist, block_private_ips, require_https}}``."""
     block = validate(raw, {"security": Field(dict, None)}, path)
-    return _security(block["security"], f"{path}.security")
+    sec = validate(block["security"], SECURITY_FIELDS, f"{path}.security")
+    return {"security": {"url_allowlist": list(sec["url_allowlist"]) or ["*"],
+                         "block_private_ips": sec["block_private_ips"], "require_https": sec["require_https"]}}
+
+
+def security(cfg: dict[str, Any]) -> Security:
+    """The guard's settings of a parsed block."""
+    sec = cfg["security"]
+    return Security(tuple(sec["url_allowlist"]), sec["block_private_ips"], sec["require_https"])

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from brokers.http_functions import core
 from brokers.http_functions.client import Client, shown_url
+from brokers.http_functions.config import security
 from brokers.kit import errors, frames, wire
 from brokers.kit.broker import Broker, BusFactory, run
 from brokers.kit.errors import EngineError
@@ -58,7 +59,7 @@ class HttpFunctions(Broker):
     def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None, client: Client | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
         super().__init__(ctx, bus=bus)
-        self.client = client or Client(ctx.config)
+        self.client = client or Client(security(ctx.config))
         self.environ = os.environ if environ is None else environ
         self.entries: dict[Key, Entry] = {}
 
