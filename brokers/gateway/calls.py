@@ -63,6 +63,12 @@ class CallRelay(GatewayState):
         if kind == "enqueue":
             self._enqueue(conn, msg, fid, ns, inv_id, action)
             return
+        local = self.local_functions.get(fid)
+        if local is not None:
+            result = local(msg.get("data"))
+            if inv_id and kind != "void":
+                self.out.ws(conn.id, wire.result(inv_id, fid, result))
+            return
         route = self.routes.get(ns, fid)
         if route is None:
             if inv_id:

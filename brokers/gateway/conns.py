@@ -11,7 +11,7 @@ to its transport's buffer size whenever it writes to the socket and when the buf
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 from brokers.kit.pending import Pending
 from brokers.kit.routes import RouteTable
@@ -74,6 +74,9 @@ class GatewayState:
     """Sequence number of the last UP sent to the router."""
     up_acked: int
     """The highest UP sequence number the router has applied (ACK)."""
+    local_functions: dict[str, Callable[[Any], Any]]
+    """Built-in functions this process answers itself, ``data -> result`` (the shell's:
+    ``engine::channels::create`` makes the channel here, its home)."""
     send_budget: int = SEND_BUDGET
     """Calls to a connection whose ``queued`` is over this are refused (the shell sets it
     from the config)."""

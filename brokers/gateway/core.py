@@ -43,6 +43,7 @@ class GatewayCore(CallRelay, Registrations):
         self.out = out
         self.routes = RouteTable()
         self.conns: dict[str, Conn] = {}
+        self.local_functions = {}
         self.up_sent = 0
         """Sequence number of the last UP sent to the router."""
         self.up_acked = 0

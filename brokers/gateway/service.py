@@ -39,7 +39,8 @@ from websockets.protocol import State
 
 from brokers.gateway.conns import Conn
 from brokers.gateway.core import GatewayCore
-from brokers.kit import listen
+from brokers.kit import frames, listen
+from brokers.kit.channels import hub as channels, table as channel_table
 from brokers.kit.process import BusFactory, Process, run
 from brokers.kit.units import RunContext
 
@@ -53,6 +54,7 @@ SLICE = 8
 """Messages of one connection handled before the others get a turn: recv() does not
 suspend while messages are queued, so a flooding worker would hold the loop for its whole
 queue (max_queue) at every wake-up."""
+CHANNELS_CREATE = "engine::channels::create"
 SUMMARY_EVERY_S = 1.0
 """At most one 'drained: N calls refused' line per worker per this many seconds."""
 
@@ -70,6 +72,8 @@ class WorkerSocket(ServerConnection):
         self.writable: asyncio.Future[None] | None = None
         """What the read loop waits on while more than twice the budget waits to be sent."""
         self.summary_at = 0.0
+        self.channel: tuple[str, Any, str] | None = None
+        """A channel socket's admission (verdict, end, dir), set before the upgrade."""
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -95,6 +99,8 @@ class Gateway(Process):
         super().__init__(ctx, bus=bus)
         self.cfg = ctx.config
         self.core = GatewayCore(ctx.process, self, self.epoch)
+        self.channels = channels.Hub(ctx.process, ctx.peers, ctx.runtime_dir, self.send)
+        self.core.local_functions[CHANNELS_CREATE] = self._create_channel
         self.sockets: dict[str, WorkerSocket] = {}
         self._dirty: dict[str, WorkerSocket] = {}
         self.grace_s = ctx.engine.registration_namespace_grace_ms / 1000  # env already applied
@@ -109,7 +115,13 @@ class Gateway(Process):
         self._server: Any = None
 
     def on_frame(self, sender: str, header: dict, body: bytes) -> None:
-        self.core.on_frame(sender, header, body)
+        if header.get("k") == frames.CHAN:
+            self.channels.on_notice(sender, header)
+        else:
+            self.core.on_frame(sender, header, body)
+
+    def _create_channel(self, data: Any) -> dict:
+        return self.channels.create(data.get("buffer_size") if isinstance(data, dict) else None)
 
     # ---- Outbox --------------------------------------------------------------------------
 
@@ -128,6 +140,8 @@ class Gateway(Process):
         dirty, self._dirty = self._dirty, {}
         for sock in dirty.values():
             chunks = sock.protocol.data_to_send()
+            if not chunks:  # websockets flushed it while closing (uvloop refuses even an
+                continue    # empty writelines after its half-close)
             if all(chunks):
                 sock.transport.writelines(chunks)
             else:  # an empty chunk means half-close: let websockets handle it
@@ -191,13 +205,25 @@ class Gateway(Process):
 
     # ---- WebSocket side -------------------------------------------------------------------
 
-    @staticmethod
-    def route_request(connection: ServerConnection, request):
-        if request.path.startswith("/ws/channels/"):
-            return connection.respond(HTTPStatus.NOT_FOUND, "channels are not available yet\n")
+    async def route_request(self, connection: WorkerSocket, request):
+        """Channel sockets (§8.2) are admitted before the upgrade: 404 when unknown."""
+        asked = channels.parse_path(request.path)
+        if asked is None:
+            return None
+        verdict, end = await self.channels.admit(*asked)
+        if verdict == channel_table.NOT_FOUND:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Channel not found\n")
+        connection.channel = (verdict, end, asked[2])
         return None
 
     async def handle(self, sock: WorkerSocket) -> None:
+        if sock.channel is not None:
+            verdict, end, direction = sock.channel
+            if verdict == channel_table.TAKEN:  # upgraded, then closed (§8.2)
+                await sock.close(CloseCode.POLICY_VIOLATION, "channel end already taken")
+            else:
+                await self.channels.serve(sock, end, direction)
+            return
         if sock.request.path.split("?", 1)[0].rstrip("/") == "/otel":
             try:
                 async for _ in sock:  # telemetry: read and dropped until observability lands
@@ -262,6 +288,7 @@ class Gateway(Process):
         self._listener = listen.listener(self.cfg["host"], self.cfg["port"])  # fail fast
 
     async def started(self) -> None:
+        self.channels.start()
         self.hello(fresh=True)
         await self._routes_known()
         self._server = await serve(
@@ -280,6 +307,7 @@ class Gateway(Process):
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
+        self.channels.close()
 
 
 def main(ctx: RunContext) -> None:

@@ -36,6 +36,9 @@ Kinds and who sends them:
                                   ``fresh`` marks a node's first HELLO after its start: it
                                   gets its ROUTES even while a restarted router settles
     RESET  router -> every node   node ``node`` restarted: fail calls still waiting on it
+    CHAN   node -> node           a channel ring notice (``op``: "ring" with the segment
+                                  ``name`` and the sender's ``pid``, "wake", "room"; see
+                                  ``brokers.kit.channels.link``)
     ACK    router -> gateway      every UP numbered up to ``s`` is applied and its route
                                   changes are sent. Until then the gateway sends its calls
                                   to other nodes through the router (INV with ``via``), so
@@ -63,6 +66,7 @@ ROUTES = "routes"
 HELLO = "hello"
 RESET = "reset"
 ACK = "ack"
+CHAN = "chan"
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 
@@ -140,6 +144,10 @@ def reset(node: str) -> Header:
 
 def ack(seq: int) -> Header:
     return {"k": ACK, "s": seq}
+
+
+def chan(op: str, **fields: Any) -> Header:
+    return {"k": CHAN, "op": op, **fields}
 
 
 def pack(header: dict[str, Any]) -> bytes:

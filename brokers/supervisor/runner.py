@@ -38,6 +38,7 @@ import time
 import zmq
 
 from brokers.kit import listen
+from brokers.kit.channels import segment
 from brokers.kit.process import tighten
 from brokers.supervisor import rundir
 from brokers.supervisor.arbiter import Action, Arbiter, Event, Kill, Policy, Proc, Spawn
@@ -85,6 +86,7 @@ class Runner:
         self.signals: list[int] = []
         self.runtime_dir = plan.engine.runtime_dir
         self.pidlock = rundir.PidLock(self.runtime_dir)
+        self.shm_tag = segment.engine_tag(self.runtime_dir)
         self.sockets: dict[str, socket.socket] = {}
         """Listening sockets by ``host:port``, bound in ``run`` and inherited by children."""
 
@@ -152,6 +154,7 @@ class Runner:
             code = child.poll()
             if code is not None:
                 del self.children[name]
+                segment.sweep(self.shm_tag, child.pid)  # its channel rings, after a crash too
                 self.act(self.arbiter.exited(name, code, time.monotonic()))
 
     # -- the loop ---------------------------------------------------------------------
@@ -167,6 +170,7 @@ class Runner:
         rundir.prepare(self.runtime_dir)
         self.pidlock.acquire()
         try:
+            segment.sweep(self.shm_tag)  # what a killed engine of this runtime dir left
             tighten(self.plan.engine.data_dir, "data dir")  # made by the stores if missing
             self.sockets = listen.bind_all(a for p in self.plan.processes
                                            for a in p.unit.listens(p.config))
