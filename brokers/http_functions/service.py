@@ -46,6 +46,7 @@ class Entry:
     function_id: str
     namespace: str
     owner: tuple[str | None, str | None]
+    message: dict = field(repr=False)
     spec: core.Invocation | None = None
     auth: core.Auth | None = field(default=None, repr=False)
     refused: EngineError | None = None
@@ -86,8 +87,13 @@ class HttpFunctions(Broker):
             super()._on_down(sender, header, body)
 
     def register(self, key: Key, msg: dict) -> Entry:
-        """Install (or replace) a function and start its check."""
-        entry = Entry(key[1], msg.get("namespace") or "default", (msg.get("owner_node"), key[0]))
+        """Install (or replace) a function and start its check. The same registration again
+        (the router re-sends them all when either process restarts) keeps the entry: its
+        check is not run, nor its refusal sent, twice."""
+        current = self.entries.get(key)
+        if current is not None and current.message == msg:
+            return current
+        entry = Entry(key[1], msg.get("namespace") or "default", (msg.get("owner_node"), key[0]), msg)
         self.entries[key] = entry
         try:
             entry.spec = core.parse_invocation(msg.get("invocation"))

@@ -34,14 +34,14 @@ RUN_BY = {
     # its cron binding waits for a cron worker the engine does not have yet; the test calls
     # math::aggregation itself
     "cron_trigger.py": "test_state_seed_py.py",
+    "state_trigger.py": "test_http_functions_refusals.py",
 }
 """Python block of the page -> the test module (in tests/e2e) that runs it."""
 NOT_YET_RUNNABLE = {
-    "http_invoked.py": "needs iii-http-functions and a reachable HTTPS endpoint; the example "
-                       "also hard-codes ws://localhost:49134",
+    "http_invoked.py": "its endpoint is a public HTTPS host (hooks.provider.example.com) and it "
+                       "hard-codes ws://localhost:49134; the same registration against a local "
+                       "receiver runs in test_http_functions_engine.py",
     "http_trigger.py": "needs the iii-http worker (REST API on 3111)",
-    "state_trigger.py": "its state trigger targets an HTTP-invoked function: needs "
-                        "iii-http-functions and WEBHOOK_URL",
 }
 
 
