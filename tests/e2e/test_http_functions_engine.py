@@ -306,7 +306,7 @@ def test_bound_to_a_state_trigger_and_to_a_queue(worker: Any, receiver: Receiver
     assert req["path"] == "/queued" and json.loads(req["body"])["job"] == 42
 
 
-@pytest.mark.xfail(strict=True, reason="the gateway routes a new function to its own connection until "
+@pytest.mark.xfail(strict=False, reason="a race, lost most of the time: the gateway routes a new function to its own connection until "
                                        "the router's route arrives (gateway/registrations.py "
                                        "_claim_locally), so the SDK answers function_not_invokable; "
                                        "needs the gateway to skip that claim for an invocation")
