@@ -55,6 +55,8 @@ SLICE = 8
 suspend while messages are queued, so a flooding worker would hold the loop for its whole
 queue (max_queue) at every wake-up."""
 CHANNELS_CREATE = "engine::channels::create"
+CHANNEL_WRITE_LIMIT = 256 * 1024
+"""Bytes a channel socket's transport buffers before ``send`` waits (four 64 KiB chunks)."""
 SUMMARY_EVERY_S = 1.0
 """At most one 'drained: N calls refused' line per worker per this many seconds."""
 
@@ -77,7 +79,8 @@ class WorkerSocket(ServerConnection):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self.gateway.over_budget(self)
+        if self.channel is None:  # a channel's reader may stall: back-pressure, not a fault
+            self.gateway.over_budget(self)
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -219,6 +222,8 @@ class Gateway(Process):
     async def handle(self, sock: WorkerSocket) -> None:
         if sock.channel is not None:
             verdict, end, direction = sock.channel
+            # what is acked to the channel's home must be near the reader, not in our buffer
+            sock.transport.set_write_buffer_limits(high=CHANNEL_WRITE_LIMIT)
             if verdict == channel_table.TAKEN:  # upgraded, then closed (§8.2)
                 await sock.close(CloseCode.POLICY_VIOLATION, "channel end already taken")
             else:

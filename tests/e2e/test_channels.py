@@ -194,3 +194,15 @@ def test_kill_9_of_the_process_holding_one_end_closes_the_other(engine: Engine) 
         time.sleep(0.1)
     leftovers = [n for n in os.listdir("/dev/shm") if f"-{rp}-" in n]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("across", [False, True], ids=["one-process", "two-processes"])
+def test_thousands_of_small_messages_never_stall_the_relay(engine: Engine, across: bool) -> None:
+    # writer and reader tasks once shared one wake-up event and cleared it for each other:
+    # the relay hung after a few hundred 1 KiB messages
+    writer, reader, _, _ = pair(engine, across, buffer_size=64)
+    feeder = threading.Thread(target=lambda: ([writer.send(b"m" * 1024) for _ in range(5000)], writer.close()))
+    feeder.start()
+    got, close = read_to_end(reader, timeout=10)
+    feeder.join(10)
+    assert len(got) == 5000 and close is not None and close.code == 1000

@@ -78,7 +78,11 @@ class Home:
         """None: not attached; "local": a socket of ours; a Link: a proxy on that peer."""
         self.writer_done = self.reader_gone = self.end_sent = False
         self.local_writer: Any = None
-        self.changed = asyncio.Event()
+        self.readable = asyncio.Event()
+        """Set when the local reader may have something to do (an item, the end)."""
+        self.writable = asyncio.Event()
+        """Set when the local writer may read again (room, or the reader gone). Two events,
+        each cleared only by its own task: one shared event cleared by both lost wake-ups."""
 
     def room(self) -> int:
         return self.ch.cap - len(self.queue) - self.credit_out - self.unacked
@@ -104,7 +108,8 @@ class Home:
             if n > 0 and (n >= (self.ch.cap + 1) // 2 or self.credit_out == 0):
                 self.credit_out += n
                 self.writer.put(self.chb, CONTROL, _ctl("credit", n=n))
-        self.changed.set()
+        self.readable.set()
+        self.writable.set()
 
     def writer_ended(self) -> None:
         if not self.writer_done:
@@ -122,7 +127,8 @@ class Home:
             self.writer.put(self.chb, CONTROL, _ctl("gone"))
         elif self.local_writer is not None:
             asyncio.ensure_future(self.local_writer.close())
-        self.changed.set()
+        self.readable.set()
+        self.writable.set()
 
     def control(self, msg: dict) -> None:
         op = msg.get("op")
@@ -143,8 +149,8 @@ class Home:
         try:
             while not self.reader_gone:
                 while self.room() <= 0 and not self.reader_gone:
-                    self.changed.clear()
-                    await self.changed.wait()
+                    self.writable.clear()
+                    await self.writable.wait()
                 if self.reader_gone:
                     break
                 msg = await ws.recv()
@@ -167,8 +173,8 @@ class Home:
                     await ws.close()
                     break
                 else:
-                    self.changed.clear()
-                    wait = asyncio.ensure_future(self.changed.wait())
+                    self.readable.clear()  # now, not in the task: a set() before it runs counts
+                    wait = asyncio.ensure_future(self.readable.wait())
                     await asyncio.wait((wait, watch), return_when=asyncio.FIRST_COMPLETED)
                     wait.cancel()
                     if watch.done():
@@ -220,9 +226,11 @@ class Proxy:
             asyncio.ensure_future(self.ws.close(GOING_AWAY, "channel home process gone"))
         self.changed.set()
 
-    async def _wait(self) -> None:
+    def _wait(self) -> asyncio.Future:
+        """A future of the next ``changed``: cleared here, before any await, so that a set()
+        between now and the wait is not lost (one task per proxy waits on it)."""
         self.changed.clear()
-        await self.changed.wait()
+        return asyncio.ensure_future(self.changed.wait())
 
     async def run_writer(self, ws: Any) -> None:
         self.ws = ws
@@ -261,7 +269,7 @@ class Proxy:
                     await ws.close()
                     break
                 else:
-                    wait = asyncio.ensure_future(self._wait())
+                    wait = self._wait()
                     await asyncio.wait((wait, watch), return_when=asyncio.FIRST_COMPLETED)
                     wait.cancel()
                     if watch.done():
