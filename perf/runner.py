@@ -8,6 +8,7 @@ and a JSON file is written.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import time
@@ -22,7 +23,9 @@ from .harness import Harness, Settings
 ENGINE_BENCHES = ("ws_roundtrip", "concurrent_invocation", "payload_sizes", "trigger_fanout",
                   "state_set", "state_get", "queue_enqueue", "queue_end_to_end",
                   "control_plane_churn", "startup", "idle_memory", "cross_gateway", "scaling",
-                  "sdk_overhead", "slow_consumer")
+                  "sdk_overhead", "slow_consumer", "cron_fire_latency", "channel_throughput")
+OWN_ENGINE_BENCHES = {"cron_fire_latency": "cron_bench", "channel_throughput": "channel_bench"}
+"""Rows that start an engine of their own shape (``<module>.bench(harness, emit)``)."""
 BASELINE_BENCHES = ("echo", "relay")
 ALL = BASELINE_BENCHES + ENGINE_BENCHES
 
@@ -86,7 +89,7 @@ def _engine_phase(h: Harness, base: Baselines, wanted_set: set[str], rows: list[
             rows.append({"target": "engine", "bench": name, "variant": "", "status": "n/a",
                          "reason": f"not available: {reason}"})
 
-    single_names = wanted_set - {"startup", "cross_gateway", "scaling"}
+    single_names = wanted_set - {"startup", "cross_gateway", "scaling"} - set(OWN_ENGINE_BENCHES)
     if single_names & set(ENGINE_BENCHES):
         progress("starting the engine (1 gateway process)")
         try:
@@ -107,6 +110,10 @@ def _engine_phase(h: Harness, base: Baselines, wanted_set: set[str], rows: list[
             bench.startup()
         except EngineDown as exc:
             fail_all(str(exc)[:300], {"startup"})
+    for name, module in OWN_ENGINE_BENCHES.items():
+        if name in wanted_set:
+            importlib.import_module(f"perf.{module}").bench(h, rows.append)
+            h.stop_all()
     if wanted_set & {"cross_gateway", "scaling"}:
         progress("starting the engine (2 gateway processes)")
         try:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 import msgpack
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidState
 
 from brokers.kit.channels import segment, table
 from brokers.kit.channels.link import BINARY, CONTROL, TEXT, Link
@@ -47,6 +47,7 @@ PREFIX = "/ws/channels/"
 WATCH_S = 0.25
 ATTACH_WAIT_S = 5.0
 GOING_AWAY = 1001
+BATCH_BYTES = 256 * 1024
 
 Item = tuple[int, Any]
 """``(TEXT or BINARY, str | bytes)``: one frame, relayed as it came."""
@@ -63,6 +64,42 @@ def parse_path(path: str) -> tuple[str, str, str] | None:
         return None
     qs = parse_qs(query)
     return (base[len(PREFIX):].rstrip("/"), (qs.get("key") or [""])[-1], (qs.get("dir") or [""])[-1])
+
+
+async def to_socket(ws: Any, queue: deque[Item], event: asyncio.Event, ended: Callable[[], bool],
+                    written: Callable[[int], None]) -> None:
+    """A reader's loop: write what is queued, as frames of their kind, until ``ended()`` and
+    empty (then close) or the socket is gone. Whatever is queued at a wake-up leaves in one
+    transport write of up to ``BATCH_BYTES`` (the frames stay whole and apart); ``written``
+    is told how many, then the loop waits for the transport to drain. ``event`` is cleared
+    only here (no other task waits on it)."""
+    closed = asyncio.ensure_future(ws.wait_closed())
+    closed.add_done_callback(lambda _: event.set())
+    proto = ws.protocol
+    try:
+        while not closed.done():
+            if queue:
+                n = size = 0
+                while queue and size < BATCH_BYTES:
+                    kind, data = queue.popleft()
+                    if isinstance(data, str):
+                        data = data.encode()
+                    (proto.send_text if kind == TEXT else proto.send_binary)(data)
+                    n += 1
+                    size += len(data)
+                ws.send_data()
+                written(n)
+                await ws.drain()
+            elif ended():
+                await ws.close()
+                return
+            else:
+                event.clear()
+                await event.wait()
+    except (ConnectionClosed, InvalidState):
+        pass
+    finally:
+        closed.cancel()
 
 
 class Home:
@@ -162,27 +199,10 @@ class Home:
             await ws.close()
 
     async def run_reader(self, ws: Any) -> None:
-        watch = asyncio.ensure_future(ws.wait_closed())
         try:
-            while True:
-                if self.queue:
-                    kind, data = self.queue.popleft()
-                    self.pump()
-                    await ws.send(data, text=kind == TEXT)
-                elif self.writer_done:
-                    await ws.close()
-                    break
-                else:
-                    self.readable.clear()  # now, not in the task: a set() before it runs counts
-                    wait = asyncio.ensure_future(self.readable.wait())
-                    await asyncio.wait((wait, watch), return_when=asyncio.FIRST_COMPLETED)
-                    wait.cancel()
-                    if watch.done():
-                        break
-        except ConnectionClosed:
-            pass
+            await to_socket(ws, self.queue, self.readable, lambda: self.writer_done,
+                            lambda n: self.pump())
         finally:
-            watch.cancel()
             self.reader_ended()
 
     def drop(self) -> None:
@@ -200,7 +220,6 @@ class Proxy:
         self.queue: deque[Item] = deque()
         self.ended = False
         """The home said ``end`` (reader) or ``gone`` (writer): close after the queue."""
-        self.acks = 0
         self.ws: Any = None
         self.changed = asyncio.Event()
 
@@ -226,11 +245,9 @@ class Proxy:
             asyncio.ensure_future(self.ws.close(GOING_AWAY, "channel home process gone"))
         self.changed.set()
 
-    def _wait(self) -> asyncio.Future:
-        """A future of the next ``changed``: cleared here, before any await, so that a set()
-        between now and the wait is not lost (one task per proxy waits on it)."""
-        self.changed.clear()
-        return asyncio.ensure_future(self.changed.wait())
+    async def _wait(self) -> None:
+        self.changed.clear()  # one task per proxy waits on it (its writer's or its reader's)
+        await self.changed.wait()
 
     async def run_writer(self, ws: Any) -> None:
         self.ws = ws
@@ -255,29 +272,10 @@ class Proxy:
 
     async def run_reader(self, ws: Any) -> None:
         self.ws = ws
-        watch = asyncio.ensure_future(ws.wait_closed())
         try:
-            while True:
-                if self.queue:
-                    kind, data = self.queue.popleft()
-                    await ws.send(data, text=kind == TEXT)
-                    self.acks += 1
-                    if not self.queue or self.acks >= 16:
-                        self.link.put(self.chb, CONTROL, _ctl("ack", n=self.acks))
-                        self.acks = 0
-                elif self.ended:
-                    await ws.close()
-                    break
-                else:
-                    wait = self._wait()
-                    await asyncio.wait((wait, watch), return_when=asyncio.FIRST_COMPLETED)
-                    wait.cancel()
-                    if watch.done():
-                        break
-        except ConnectionClosed:
-            pass
+            await to_socket(ws, self.queue, self.changed, lambda: self.ended,
+                            lambda n: self.link.put(self.chb, CONTROL, _ctl("ack", n=n)))
         finally:
-            watch.cancel()
             self.link.put(self.chb, CONTROL, _ctl("gone"))
             self.hub.proxy_done(self)
 
