@@ -206,3 +206,22 @@ def test_thousands_of_small_messages_never_stall_the_relay(engine: Engine, acros
     got, close = read_to_end(reader, timeout=10)
     feeder.join(10)
     assert len(got) == 5000 and close is not None and close.code == 1000
+
+
+@pytest.mark.parametrize("buffer_size", [0, -3, 5000, "many", 2.5])
+def test_an_out_of_range_buffer_size_is_clamped_not_refused(engine: Engine, buffer_size: object) -> None:
+    refs = create(engine, buffer_size)
+    assert refs["writer"]["direction"] == "write" and refs["reader"]["direction"] == "read"
+    with connect(url(engine, refs["writer"])) as writer, connect(url(engine, refs["reader"])) as reader:
+        writer.send(b"a")
+        writer.send(b"b")
+        assert [reader.recv(timeout=5), reader.recv(timeout=5)] == [b"a", b"b"]
+
+
+def test_a_writer_that_closes_before_the_reader_comes_still_delivers(engine: Engine) -> None:
+    refs = create(engine, 8)
+    with connect(url(engine, refs["writer"])) as writer:
+        for i in range(5):
+            writer.send(f"early {i}")
+    with connect(url(engine, refs["reader"])) as reader:
+        assert read_to_end(reader)[0] == [f"early {i}" for i in range(5)]
