@@ -94,6 +94,14 @@ class Pipeline:
                 self._send(req, out, reply)
                 return
         body_ref, response_ref, io = self.streams.open() if self.streams else (None, None, None)
+        try:
+            await self._call(route, segments, req, out, hdrs, mw_input, body_ref, response_ref, io)
+        finally:
+            if io is not None:
+                io.close()
+
+    async def _call(self, route: Route, segments: list[str], req: Any, out: Any, hdrs: dict,
+                    mw_input: dict, body_ref: dict | None, response_ref: dict | None, io: Any) -> None:
         if reqmod.is_json(hdrs.get("content-type")):
             raw = await req.read()
             body = reqmod.json_body(raw)
@@ -121,18 +129,52 @@ class Pipeline:
             if reply is not None:
                 self._send(req, out, reply)
                 return
+        call = asyncio.ensure_future(self.invoke(route.function_id, request, namespace=route.namespace,
+                                                 metadata=route.metadata, timeout=self.timeout_s))
+        started = asyncio.ensure_future(io.response_started()) if io is not None else None
         try:
-            result = await self.invoke(route.function_id, request, namespace=route.namespace,
-                                       metadata=route.metadata, timeout=self.timeout_s)
-        except asyncio.TimeoutError:
-            self._send(req, out, resp.timeout())
-            return
-        except EngineError as exc:
-            self._send(req, out, self._failure(exc, f"handler {route.function_id}"))
-            return
-        if result is not None:
-            self._send(req, out, resp.from_result(result))
-        elif io is not None and await io.response_claimed():
+            outcome = await self._first_of(call, started, io, route.function_id)
+        finally:
+            if started is not None and not started.done():
+                started.cancel()
+        if outcome == "stream":
             await io.stream_response(out, self.cors.actual(req.headers))
-        else:
-            self._send(req, out, resp.from_result({"status_code": 200, "body": {}}))
+        elif outcome is not None:
+            self._send(req, out, outcome)
+
+    async def _first_of(self, call: asyncio.Future, started: asyncio.Future | None, io: Any,
+                        function_id: str) -> Any:
+        """Whichever decides first (§2.5): the handler's non-null result, or the response
+        channel's first binary chunk (or close). ``"stream"``, a ``Reply``, or None."""
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        waiting = {call} if started is None else {call, started}
+        done, _ = await asyncio.wait(waiting, timeout=self.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            call.cancel()
+            return resp.timeout()
+        if call not in done:  # the response started while the handler still runs
+            call.add_done_callback(_consume)
+            return "stream"
+        try:
+            result = call.result()
+        except asyncio.TimeoutError:
+            return resp.timeout()
+        except EngineError as exc:
+            return self._failure(exc, f"handler {function_id}")
+        if result is not None:
+            return resp.from_result(result)
+        if started is not None and io.claimed:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(asyncio.shield(started), max(left, 0.0))
+            except asyncio.TimeoutError:
+                return resp.timeout()
+            return "stream"
+        return resp.from_result({"status_code": 200, "body": {}})
+
+
+def _consume(fut: asyncio.Future) -> None:
+    """A handler result nobody waits for any more (the response had started): read its
+    exception, if any, so that asyncio does not log it as never retrieved."""
+    if not fut.cancelled():
+        fut.exception()

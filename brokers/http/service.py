@@ -20,7 +20,9 @@ from typing import Any
 from brokers.http import routes as routemod
 from brokers.http.pipeline import Pipeline
 from brokers.http.server import HttpServer
-from brokers.kit import listen
+from brokers.http.streams import HubStreams
+from brokers.kit import frames, listen
+from brokers.kit.channels.hub import Hub
 from brokers.kit.broker import Broker, BusFactory, run
 from brokers.kit.decode import DecodeError
 from brokers.kit.errors import TRIGGER_REGISTRATION_FAILED, EngineError
@@ -65,7 +67,9 @@ class HttpBroker(Broker):
         super().__init__(ctx, bus=bus)
         self.cfg: dict[str, Any] = ctx.config
         self.table = routemod.RouteTable()
-        self.pipeline = Pipeline(self.table, self.cfg, self._invoke)
+        self.channels = Hub(ctx.process, ctx.peers, ctx.runtime_dir, self.send)
+        self._kinds[frames.CHAN] = lambda sender, header, body: self.channels.on_notice(sender, header)
+        self.pipeline = Pipeline(self.table, self.cfg, self._invoke, HubStreams(self.channels))
         self.server = HttpServer(self.pipeline, self.cfg["max_body_bytes"])
         self._listener = None
 
@@ -81,6 +85,7 @@ class HttpBroker(Broker):
 
     async def started(self) -> None:
         await super().started()
+        self.channels.start()
         try:
             await asyncio.wait_for(self.routes_known.wait(), ROUTES_WAIT_S)
         except asyncio.TimeoutError:
@@ -92,6 +97,7 @@ class HttpBroker(Broker):
 
     async def stopping(self) -> None:
         await self.server.close(DRAIN_S)
+        self.channels.close()
 
     def _add_route(self, binding: dict) -> None:
         route = route_of(binding)

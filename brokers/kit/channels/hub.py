@@ -310,10 +310,23 @@ class Hub:
     # ---- create and admit ----------------------------------------------------------------
 
     def create(self, buffer_size: Any) -> dict:
+        """``engine::channels::create``: a channel homed here, its refs."""
+        home = self.create_home(buffer_size)
+        return table.refs(home.ch.id, home.ch.key)
+
+    def create_home(self, buffer_size: Any) -> Home:
         ch = self.table.create(buffer_size, asyncio.get_running_loop().time())
         home = Home(self, ch)
         self.homes[home.chb] = home
-        return table.refs(ch.id, ch.key)
+        return home
+
+    def release(self, home: Home) -> None:
+        """The holder of this home's local end is done: a channel whose other end never
+        attached is freed now, not by the 5 min sweep (an HTTP request's unread body)."""
+        if len(home.ch.taken) < 2:
+            self.table.free(home.ch.id)
+            home.drop()
+            self.homes.pop(home.chb, None)
 
     async def admit(self, channel_id: str, key: str, direction: str) -> tuple[str, Any]:
         """The verdict on an end that wants to attach here, and what serves it if ``OK``."""
