@@ -14,7 +14,7 @@ most ``concurrency_request_limit`` requests are in the pipeline, the rest wait (
 503); a function's failure is a 500 envelope with its own code and message and an
 ``error_id``; middleware never sees the body; the condition sees the request without its
 channel refs; a handler that returns null and never claims its response channel is
-answered 200 ``{}`` at once (the reference hung until the timeout).
+answered 200 ``{}`` after at most ``CLAIM_GRACE_S`` (the reference hung until the timeout).
 """
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ from brokers.kit.errors import EngineError
 log = logging.getLogger(__name__)
 
 Invoke = Callable[..., Awaitable[Any]]
+CLAIM_GRACE_S = 1.0
+"""How long a null result waits for its response channel to be claimed before the 200 ``{}``
+fallback: the official SDKs connect that socket only when the handler first writes it,
+and the handler's result can overtake the connect (the Node SDK's ``http()`` handlers)."""
 
 
 class Streams(Protocol):
@@ -163,14 +167,21 @@ class Pipeline:
             return self._failure(exc, f"handler {function_id}")
         if result is not None:
             return resp.from_result(result)
-        if started is not None and io.claimed:
-            left = deadline - asyncio.get_running_loop().time()
-            try:
-                await asyncio.wait_for(asyncio.shield(started), max(left, 0.0))
-            except asyncio.TimeoutError:
-                return resp.timeout()
+        if started is None:
+            return resp.from_result({"status_code": 200, "body": {}})
+        # SDKs open the response socket lazily, at the handler's first write: its attach may
+        # still be on its way when the null result arrives
+        loop = asyncio.get_running_loop()
+        await asyncio.wait({started}, timeout=min(CLAIM_GRACE_S, max(deadline - loop.time(), 0.0)))
+        if started.done():
             return "stream"
-        return resp.from_result({"status_code": 200, "body": {}})
+        if not io.claimed:
+            return resp.from_result({"status_code": 200, "body": {}})
+        try:
+            await asyncio.wait_for(asyncio.shield(started), max(deadline - loop.time(), 0.0))
+        except asyncio.TimeoutError:
+            return resp.timeout()
+        return "stream"
 
 
 def _consume(fut: asyncio.Future) -> None:
