@@ -12,6 +12,7 @@ import pytest
 
 from tests.harness import Engine, free_port, running_engine
 from tests.sdkclient import our_worker
+from tests.seedpage import needs_seed_page, seed_worker
 
 
 class Http:
@@ -220,3 +221,13 @@ def test_a_killed_http_process_comes_back_with_its_routes(engine: Engine, worker
         assert time.monotonic() < deadline, "routes did not come back"
         time.sleep(0.05)
     assert out[2] == b'"still here"'
+
+
+@needs_seed_page
+def test_the_seed_page_http_trigger_py_runs_verbatim(engine: Engine, web: Http) -> None:
+    worker = seed_worker("http_trigger.py", engine.url)
+    try:
+        status, hdrs, body = web.until("POST", "/math/multiply", 200, body={"a": 2, "b": 3})
+        assert (status, json.loads(body), hdrs["content-type"]) == (200, {"result": 6}, "application/json")
+    finally:
+        worker.stop()

@@ -35,13 +35,13 @@ RUN_BY = {
     # math::aggregation itself
     "cron_trigger.py": "test_state_seed_py.py",
     "state_trigger.py": "test_http_functions_refusals.py",
+    "http_trigger.py": "test_http_worker.py",
 }
 """Python block of the page -> the test module (in tests/e2e) that runs it."""
 NOT_YET_RUNNABLE = {
     "http_invoked.py": "its endpoint is a public HTTPS host (hooks.provider.example.com) and it "
                        "hard-codes ws://localhost:49134; the same registration against a local "
                        "receiver runs in test_http_functions_engine.py",
-    "http_trigger.py": "needs the iii-http worker (REST API on 3111)",
 }
 
 
