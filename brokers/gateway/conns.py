@@ -77,6 +77,8 @@ class GatewayState:
     local_functions: dict[str, Callable[[Any], Any]]
     """Built-in functions this process answers itself, ``data -> result`` (the shell's:
     ``engine::channels::create`` makes the channel here, its home)."""
+    http_functions_node: str | None = None
+    """The process serving HTTP-invoked functions, if the engine has one (the shell's)."""
     send_budget: int = SEND_BUDGET
     """Calls to a connection whose ``queued`` is over this are refused (the shell sets it
     from the config)."""

@@ -38,7 +38,7 @@ class Registrations(GatewayState):
         elif kind in ("unregisterfunction", "unregistertrigger", "unregistertriggertype"):
             conn.held.pop(("register" + kind[len("unregister"):], key), None)
         if kind == "registerfunction" and isinstance(key, str):
-            self._claim_locally(conn, key)
+            self._claim_locally(conn, key, msg.get("invocation"))
         elif kind == "unregisterfunction":
             self.routes.apply([["-", conn.ns, key, self.node, conn.id]])
         self._up(conn, raw)
@@ -50,14 +50,20 @@ class Registrations(GatewayState):
         c, ns = (conn.id, conn.ns) if conn is not None else (None, None)
         self.out.send(ROUTER, frames.up(c, ns, self.up_sent), raw)
 
-    def _claim_locally(self, conn: Conn, function_id: str) -> None:
+    def _claim_locally(self, conn: Conn, function_id: str, invocation: Any = None) -> None:
         """Route a new function of ours at once, as the reference engine registers
         synchronously: a worker may call its function right after registering it. Only a
-        free id is claimed; the router stays the judge and a rejection withdraws the claim."""
+        free id is claimed; the router stays the judge and a rejection withdraws the claim.
+        An HTTP-invoked function (``invocation``) is served by the HTTP functions process,
+        as the router routes it: claimed there, or not at all when the engine has none."""
         if reserved.function(function_id):
             return  # the router refuses it: never route it here, even for a moment
-        if self.routes.get(conn.ns, function_id) is None:
+        if self.routes.get(conn.ns, function_id) is not None:
+            return
+        if invocation is None:
             self.routes.apply([["+", conn.ns, function_id, self.node, conn.id]])
+        elif self.http_functions_node is not None:
+            self.routes.apply([["+", conn.ns, function_id, self.http_functions_node, conn.id]])
 
     def _register_worker(self, conn: Conn, data: Any, inv_id: Any) -> None:
         if isinstance(data, dict):

@@ -43,6 +43,7 @@ from brokers.kit import frames, listen
 from brokers.kit.channels import hub as channels, table as channel_table
 from brokers.kit.process import BusFactory, Process, run
 from brokers.kit.units import RunContext
+from brokers.supervisor.units import node_serving
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Gateway(Process):
         self.core = GatewayCore(ctx.process, self, self.epoch)
         self.channels = channels.Hub(ctx.process, ctx.peers, ctx.runtime_dir, self.send)
         self.core.local_functions[CHANNELS_CREATE] = self._create_channel
+        self.core.http_functions_node = node_serving("iii-http-functions", ctx.peers)
         self.sockets: dict[str, WorkerSocket] = {}
         self._dirty: dict[str, WorkerSocket] = {}
         self.grace_s = ctx.engine.registration_namespace_grace_ms / 1000  # env already applied

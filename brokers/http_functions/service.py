@@ -115,7 +115,7 @@ class HttpFunctions(Broker):
     def _refuse(self, entry: Entry, exc: EngineError) -> None:
         entry.refused = exc
         url = shown_url(entry.spec.url) if entry.spec is not None else "?"
-        log.error("HTTP-invoked function %s (namespace %s, %s) not registered: %s: %s",
+        log.warning("HTTP-invoked function %s (namespace %s, %s) not registered: %s: %s",
                   entry.function_id, entry.namespace, url, exc.code, exc.message)
         node, conn = entry.owner
         if node is not None and conn is not None:

@@ -295,7 +295,7 @@ class Registry:
                       wire.dumps({"type": "unregisterfunction", "id": f.id}))
 
     def _no_http_module(self, owner: Owner, ns: str, fid: str) -> None:
-        log.error("HTTP-invoked function %s (namespace %s) not registered: HTTP functions module "
+        log.warning("HTTP-invoked function %s (namespace %s) not registered: HTTP functions module "
                   "not loaded (add iii-http-functions to the config's workers)", fid, ns)
         self.to_conn(owner, {"type": "error", "function_id": fid, "namespace": ns, "error": {
             "code": errors.MODULE_UNAVAILABLE,

@@ -24,7 +24,7 @@ from brokers.kit.broker import Broker, BusFactory, Call, run
 from brokers.kit.errors import INVALID_ARGUMENTS, TRIGGER_REGISTRATION_FAILED, UNREGISTER_FAILED, EngineError
 from brokers.kit.inputs import ANY, STR, Field, Input
 from brokers.kit.units import RunContext
-from brokers.supervisor.units import discover
+from brokers.supervisor.units import discover, node_serving
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,14 @@ class Router(Broker):
 
     def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
         super().__init__(ctx, bus=bus)
-        units = discover()
-        http_node = next((u.name for u in units.values() if "iii-http-functions" in u.worker_names), None)
         self.registry = Registry(self.name, ctx.peers, self.send, self._fire,
-                                 http_node=http_node if http_node in ctx.peers else None)
+                                 http_node=node_serving("iii-http-functions", ctx.peers))
         self.registry.on_route_ops = self.routes.apply
         self._acks: dict[str, asyncio.Future] = {}
         self._functions_timer: asyncio.TimerHandle | None = None
         self.settled = False
         self.durable = durable.DurableBindings(durable.store_path(ctx.data_dir))
-        have, enabled = notices.worker_sets(units.values(), ctx.engine.workers)
+        have, enabled = notices.worker_sets(discover().values(), ctx.engine.workers)
         self.notices = notices.ParkedNotices(have, enabled)
         self._notices_timer: asyncio.TimerHandle | None = None
         self._kinds.update({frames.UP: self._on_up, frames.CONN: self._on_conn, frames.META: self._on_meta,

@@ -40,6 +40,13 @@ def discover() -> dict[str, Unit]:
     return found
 
 
+def node_serving(worker_name: str, peers: list[str]) -> str | None:
+    """The process of this engine that serves config worker ``worker_name`` (a unit of one
+    process, named as its unit), or None when the config does not enable it."""
+    name = next((u.name for u in discover().values() if worker_name in u.worker_names), None)
+    return name if name in peers else None
+
+
 def available(env: Mapping[str, str] | None = None) -> dict[str, Unit]:
     """Every unit by name: discovered brokers, then ``III_TEST_UNITS``."""
     env = os.environ if env is None else env

@@ -67,9 +67,8 @@ def test_without_the_module_the_worker_is_told_and_nothing_is_registered() -> No
         assert err["code"] == "module_unavailable" and "HTTP functions module not loaded" in err["message"]
         listed = client.call("engine::functions::list", {})["result"]["functions"]
         assert "ext::nomodule" not in [f["function_id"] for f in listed]
-        # (a call from this gateway still reaches the worker itself, whose SDK answers
-        # function_not_invokable: the gateway's local claim, see the xfail in
-        # test_http_functions_engine.py)
+        # never routed to the registering worker either: callers get function_not_found
+        assert client.call("ext::nomodule", {})["error"]["code"] == "function_not_found"
         assert "HTTP functions module not loaded" in eng.log_tail()
 
 
