@@ -90,7 +90,7 @@ EXPECTED: dict[str, list[str]] = {
     "discovery.py": [
         r"function catalog::search: 'Find items by prefix' \(worker example-catalog\)",
         r"worker example-catalog: runtime python, functions \['catalog::search'\]",
-        r"trigger types: cron, durable:subscriber, state, subscribe",
+        r"trigger types: cron, durable:subscriber, http, state, subscribe",
     ],
     "cron.py": [
         r"bound reports::every-second to cron '\* \* \* \* \* \*'",
@@ -104,7 +104,8 @@ EXPECTED: dict[str, list[str]] = {
 # conf/iii-config.yaml's placeholders that would point a test engine at the reader's own
 # port and directories.
 OWN = {"${III_PORT:49134}": "{port}", "${III_HOST:0.0.0.0}": "127.0.0.1",
-       "${III_RUNTIME_DIR:/tmp/iii-run}": "{runtime_dir}", "${III_DATA_DIR:./data}": "{data_dir}"}
+       "${III_RUNTIME_DIR:/tmp/iii-run}": "{runtime_dir}", "${III_DATA_DIR:./data}": "{data_dir}",
+       "${III_HTTP_HOST:0.0.0.0}": "127.0.0.1"}
 
 
 def default_config_text() -> str:
@@ -113,7 +114,8 @@ def default_config_text() -> str:
     for placeholder, value in OWN.items():
         assert placeholder in text, f"conf/iii-config.yaml no longer has {placeholder}"
         text = text.replace(placeholder, value)
-    return text
+    assert "${III_HTTP_PORT:3111}" in text
+    return text.replace("${III_HTTP_PORT:3111}", str(free_port()))
 
 
 @pytest.fixture(scope="module")
