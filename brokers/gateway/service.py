@@ -144,10 +144,12 @@ class Gateway(Process):
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, {}
         for sock in dirty.values():
+            # empty when websockets flushed the protocol itself meanwhile (its own send_data:
+            # a pong, a close); uvloop refuses even an empty writelines after a half-close
             chunks = sock.protocol.data_to_send()
-            if not chunks:  # websockets flushed it while closing (uvloop refuses even an
-                continue    # empty writelines after its half-close)
-            if all(chunks):
+            if not chunks:
+                pass
+            elif all(chunks):
                 sock.transport.writelines(chunks)
             else:  # an empty chunk means half-close: let websockets handle it
                 for chunk in chunks:

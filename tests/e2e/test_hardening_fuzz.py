@@ -834,7 +834,9 @@ def test_mutated_bindings_survive_a_process_restart(rig: Rig, victim: str, bindi
             fuzzer.client.send_raw(text)
             rig.frames += 1
             rig.bytes += len(text)
-            if frame["type"] == "invokefunction":
+            # a frame with a lone surrogate is undecodable (refused as serde_json refuses it):
+            # dropped, never answered
+            if frame["type"] == "invokefunction" and not any(ff._has_surrogate(x) for x in ff.strings(frame)):
                 invs.append(frame["invocation_id"])
         for inv in invs:
             answer = fuzzer.wait(lambda f, inv=inv: f.get("invocation_id") == inv, ANSWER_WAIT_S)
