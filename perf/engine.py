@@ -35,8 +35,8 @@ def supervisor_cmd() -> list[str]:
     return [found] if found else [sys.executable, "-m", "brokers.supervisor.cli"]
 
 
-def make_config(runtime_dir: str, port: int, processes: int) -> dict:
-    return {
+def make_config(runtime_dir: str, port: int, processes: int, extra_workers: list | None = None) -> dict:
+    cfg = {
         "engine": {"runtime_dir": runtime_dir, "data_dir": os.path.join(runtime_dir, "data")},
         "workers": [
             {"name": "iii-worker-manager", "config": {"port": port, "processes": processes}},
@@ -45,12 +45,14 @@ def make_config(runtime_dir: str, port: int, processes: int) -> dict:
              "config": {"queue_configs": {"bench": {"concurrency": 64, "max_retries": 1}}}},
         ],
     }
+    cfg["workers"] += extra_workers or []
+    return cfg
 
 
 class Engine:
     """One supervisor and everything it spawned."""
 
-    def __init__(self, port: int, processes: int = 1) -> None:
+    def __init__(self, port: int, processes: int = 1, extra_workers: list | None = None) -> None:
         self.port = port
         self.processes = processes
         self.runtime_dir = tempfile.mkdtemp(prefix="iii-", dir="/tmp")
@@ -58,7 +60,7 @@ class Engine:
         self.files_dir = tempfile.mkdtemp(prefix="iii-perf-", dir="/tmp")
         self.config_path = os.path.join(self.files_dir, "bench.yaml")
         with open(self.config_path, "w") as fh:
-            yaml.safe_dump(make_config(self.runtime_dir, port, processes), fh)
+            yaml.safe_dump(make_config(self.runtime_dir, port, processes, extra_workers), fh)
         self.log_path = os.path.join(self.files_dir, "supervisor.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0

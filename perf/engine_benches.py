@@ -28,14 +28,15 @@ class EngineDown(Exception):
 FAILED_STARTS: list[str] = []  # reasons of starts that failed and were retried, for the JSON
 
 
-def start_engine(processes: int, timeout: float = 30.0, attempts: int = 2) -> tuple[Engine, float]:
+def start_engine(processes: int, timeout: float = 30.0, attempts: int = 2,
+                 extra_workers: list | None = None) -> tuple[Engine, float]:
     """Start it and wait for the first successful call; returns (engine, seconds to ready).
 
     A failed start is retried once (the tree under test changes while we run); the failure
     is kept in FAILED_STARTS and reported in the run's JSON, not hidden."""
     for attempt in range(attempts):
         try:
-            return _start_once(processes, timeout)
+            return _start_once(processes, timeout, extra_workers)
         except EngineDown as exc:
             FAILED_STARTS.append(str(exc)[:600])
             if attempt + 1 == attempts:
@@ -43,8 +44,8 @@ def start_engine(processes: int, timeout: float = 30.0, attempts: int = 2) -> tu
     raise AssertionError("unreachable")
 
 
-def _start_once(processes: int, timeout: float) -> tuple[Engine, float]:
-    eng = Engine(free_port(), processes)
+def _start_once(processes: int, timeout: float, extra_workers: list | None = None) -> tuple[Engine, float]:
+    eng = Engine(free_port(), processes, extra_workers)
     eng.start()
     deadline = time.monotonic() + timeout
     while True:  # wait for the port first, so a crashed supervisor fails fast

@@ -23,8 +23,9 @@ from .harness import Harness, Settings
 ENGINE_BENCHES = ("ws_roundtrip", "concurrent_invocation", "payload_sizes", "trigger_fanout",
                   "state_set", "state_get", "queue_enqueue", "queue_end_to_end",
                   "control_plane_churn", "startup", "idle_memory", "cross_gateway", "scaling",
-                  "sdk_overhead", "slow_consumer", "cron_fire_latency", "channel_throughput")
-OWN_ENGINE_BENCHES = {"cron_fire_latency": "cron_bench", "channel_throughput": "channel_bench"}
+                  "sdk_overhead", "slow_consumer", "cron_fire_latency", "channel_throughput", "http")
+OWN_ENGINE_BENCHES = {"cron_fire_latency": "cron_bench", "channel_throughput": "channel_bench",
+                      "http": "http_bench"}
 """Rows that start an engine of their own shape (``<module>.bench(harness, emit)``)."""
 BASELINE_BENCHES = ("echo", "relay")
 ALL = BASELINE_BENCHES + ENGINE_BENCHES

@@ -113,10 +113,12 @@ class Pipeline:
                 await io.feed_body([raw] if raw else [])
         else:
             body = None
-            if io is not None:
-                io.stream_body(req.chunks())
-            else:
+            if io is None:
                 await req.read()
+            elif req.at_end() if hasattr(req, "at_end") else False:
+                io.no_body()
+            else:
+                io.stream_body(req.chunks())
         request = reqmod.build(route, segments, req.method, req.query, hdrs, body, body_ref, response_ref)
         if route.condition_function_id:
             try:
@@ -135,53 +137,82 @@ class Pipeline:
                 return
         call = asyncio.ensure_future(self.invoke(route.function_id, request, namespace=route.namespace,
                                                  metadata=route.metadata, timeout=self.timeout_s))
-        started = asyncio.ensure_future(io.response_started()) if io is not None else None
-        try:
-            outcome = await self._first_of(call, started, io, route.function_id)
-        finally:
-            if started is not None and not started.done():
-                started.cancel()
+        outcome = await self._first_of(call, io, route.function_id)
         if outcome == "stream":
             await io.stream_response(out, self.cors.actual(req.headers))
         elif outcome is not None:
             self._send(req, out, outcome)
 
-    async def _first_of(self, call: asyncio.Future, started: asyncio.Future | None, io: Any,
-                        function_id: str) -> Any:
+    async def _first_of(self, call: asyncio.Future, io: Any, function_id: str) -> Any:
         """Whichever decides first (§2.5): the handler's non-null result, or the response
-        channel's first binary chunk (or close). ``"stream"``, a ``Reply``, or None."""
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
-        waiting = {call} if started is None else {call, started}
-        done, _ = await asyncio.wait(waiting, timeout=self.timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        if not done:
-            call.cancel()
-            return resp.timeout()
-        if call not in done:  # the response started while the handler still runs
-            call.add_done_callback(_consume)
-            return "stream"
-        try:
-            result = call.result()
-        except asyncio.TimeoutError:
-            return resp.timeout()
-        except EngineError as exc:
-            return self._failure(exc, f"handler {function_id}")
-        if result is not None:
-            return resp.from_result(result)
-        if started is None:
-            return resp.from_result({"status_code": 200, "body": {}})
-        # SDKs open the response socket lazily, at the handler's first write: its attach may
-        # still be on its way when the null result arrives
+        channel's first binary chunk (or close). ``"stream"``, a ``Reply``, or None.
+
+        The common case costs no task: until a writer claims the response channel only
+        the call and that claim are raced; reading the channel starts once it is claimed."""
         loop = asyncio.get_running_loop()
-        await asyncio.wait({started}, timeout=min(CLAIM_GRACE_S, max(deadline - loop.time(), 0.0)))
-        if started.done():
-            return "stream"
-        if not io.claimed:
-            return resp.from_result({"status_code": 200, "body": {}})
+        deadline = loop.time() + self.timeout_s
+        started: asyncio.Future | None = None
         try:
-            await asyncio.wait_for(asyncio.shield(started), max(deadline - loop.time(), 0.0))
-        except asyncio.TimeoutError:
-            return resp.timeout()
-        return "stream"
+            if io is not None:
+                claim = io.claim()
+                await _first((call, claim), self.timeout_s)
+                if claim.done() and not call.done():  # claimed while the handler runs
+                    started = asyncio.ensure_future(io.response_started())
+                    await _first((call, started), max(deadline - loop.time(), 0.0))
+            else:
+                await _first((call,), self.timeout_s)
+            if not call.done():
+                if started is not None and started.done():  # the response started first
+                    call.add_done_callback(_consume)
+                    return "stream"
+                call.cancel()
+                return resp.timeout()
+            try:
+                result = call.result()
+            except asyncio.TimeoutError:
+                return resp.timeout()
+            except EngineError as exc:
+                return self._failure(exc, f"handler {function_id}")
+            if result is not None:
+                return resp.from_result(result)
+            if io is None:
+                return resp.from_result({"status_code": 200, "body": {}})
+            if started is None:
+                # SDKs open the response socket lazily, at the handler's first write: its
+                # attach may still be on its way when the null result arrives
+                claim = io.claim()
+                await _first((claim,), min(CLAIM_GRACE_S, max(deadline - loop.time(), 0.0)))
+                if not claim.done():
+                    return resp.from_result({"status_code": 200, "body": {}})
+                started = asyncio.ensure_future(io.response_started())
+            await _first((started,), max(deadline - loop.time(), 0.0))
+            return "stream" if started.done() else resp.timeout()
+        finally:
+            if started is not None and not started.done():
+                started.cancel()
+
+
+async def _first(futures: tuple[asyncio.Future, ...], timeout: float) -> None:
+    """Until one of ``futures`` is done or ``timeout`` passed: ``asyncio.wait`` without its
+    per-call task and sets (this runs for every HTTP request)."""
+    if any(f.done() for f in futures):
+        return
+    loop = asyncio.get_running_loop()
+    either = loop.create_future()
+
+    def wake(_: Any = None) -> None:
+        if not either.done():
+            either.set_result(None)
+
+    for f in futures:
+        f.add_done_callback(wake)
+    timer = loop.call_later(timeout, wake)
+    try:
+        await either
+    finally:
+        timer.cancel()
+        for f in futures:
+            f.remove_done_callback(wake)
 
 
 def _consume(fut: asyncio.Future) -> None:

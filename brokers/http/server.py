@@ -86,6 +86,10 @@ class Request:
             self._wake.clear()
             await self._wake.wait()
 
+    def at_end(self) -> bool:
+        """Whether the whole body has arrived and nothing of it is left to read."""
+        return self._done and not self._chunks
+
     async def read(self) -> bytes:
         return b"".join([c async for c in self.chunks()])
 

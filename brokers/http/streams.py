@@ -63,6 +63,10 @@ class RequestIO:
             self.body.close()
         self._feeder = asyncio.ensure_future(feed())
 
+    def no_body(self) -> None:
+        """A request without a body: its channel is closed at once (no task)."""
+        self.body.close()
+
     def stream_body(self, chunks: AsyncIterator[bytes]) -> None:
         """Write the body as it arrives from the socket, then close."""
         async def feed() -> None:
@@ -79,6 +83,9 @@ class RequestIO:
     @property
     def claimed(self) -> bool:
         return self.response.claimed
+
+    def claim(self) -> asyncio.Future:
+        return self.response.claim()
 
     async def response_started(self) -> bool:
         """Read control messages until the first binary chunk or the channel's close."""

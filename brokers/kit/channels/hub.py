@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import uuid
 from collections import deque
 from typing import Any, Callable
 from urllib.parse import parse_qs
@@ -107,7 +106,7 @@ class Home:
 
     def __init__(self, hub: Hub, ch: table.Channel) -> None:
         self.hub, self.ch = hub, ch
-        self.chb = uuid.UUID(ch.id).bytes
+        self.chb = table.id_bytes(ch.id)
         self.queue: deque[Item] = deque()
         self.credit_out = self.unacked = 0
         self.writer: Link | str | None = None
@@ -115,6 +114,8 @@ class Home:
         """None: not attached; "local": a socket of ours; a Link: a proxy on that peer."""
         self.writer_done = self.reader_gone = self.end_sent = False
         self.local_writer: Any = None
+        self.on_writer: asyncio.Future | None = None
+        """Set once a writer attaches (the HTTP worker waits for a response's claim)."""
         self.readable = asyncio.Event()
         """Set when the local reader may have something to do (an item, the end)."""
         self.writable = asyncio.Event()
@@ -123,6 +124,16 @@ class Home:
 
     def room(self) -> int:
         return self.ch.cap - len(self.queue) - self.credit_out - self.unacked
+
+    def attached(self, direction: str, end: Link | str) -> None:
+        """An end attached (a socket here, or a proxy on ``end``'s peer)."""
+        if direction == "write":
+            self.writer = end
+            if self.on_writer is not None and not self.on_writer.done():
+                self.on_writer.set_result(None)
+        else:
+            self.reader = end
+        self.pump()
 
     def push(self, item: Item) -> None:
         if self.reader_gone:
@@ -331,7 +342,7 @@ class Hub:
     async def admit(self, channel_id: str, key: str, direction: str) -> tuple[str, Any]:
         """The verdict on an end that wants to attach here, and what serves it if ``OK``."""
         try:
-            chb = uuid.UUID(channel_id).bytes
+            chb = table.id_bytes(channel_id)
         except ValueError:
             return table.NOT_FOUND, None
         if direction not in table.DIRECTIONS:
@@ -340,7 +351,7 @@ class Hub:
         if home is not None:
             verdict, _ = self.table.take(channel_id, key, direction)
             if verdict == table.OK:
-                setattr(home, "writer" if direction == "write" else "reader", "local")
+                home.attached(direction, "local")
             return verdict, home
         peer = table.home_of(channel_id, self.peers)
         if peer is None:
@@ -437,8 +448,7 @@ class Hub:
             verdict, _ = self.table.take(home.ch.id, str(msg.get("key")), str(direction))
         link.put(chb, CONTROL, _ctl("verdict", q=msg.get("q"), v=verdict))
         if verdict == table.OK:
-            setattr(home, "writer" if direction == "write" else "reader", link)
-            home.pump()
+            home.attached(direction, link)
 
     def _lost(self, peer: str) -> None:
         """Peer ``peer`` died or restarted: close every end that went through it."""
@@ -470,6 +480,6 @@ class Hub:
         while True:
             await asyncio.sleep(table.SWEEP_EVERY_S)
             for ch in self.table.sweep(asyncio.get_running_loop().time()):
-                home = self.homes.pop(uuid.UUID(ch.id).bytes, None)
+                home = self.homes.pop(table.id_bytes(ch.id), None)
                 if home is not None:
                     home.drop()

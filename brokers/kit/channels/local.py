@@ -10,6 +10,8 @@ Invariant: one task at a time uses an end (each waits on its own event of the ``
 """
 from __future__ import annotations
 
+import asyncio
+
 from brokers.kit.channels.hub import BINARY, Home, Item
 
 MAX_FRAME = 64 * 1024
@@ -55,6 +57,15 @@ class LocalReader:
     def claimed(self) -> bool:
         """Whether a writer attached to the other end (on any process)."""
         return self.home.writer is not None
+
+    def claim(self) -> asyncio.Future:
+        """A future done once a writer attached (at once if one has)."""
+        h = self.home
+        if h.on_writer is None:
+            h.on_writer = asyncio.get_running_loop().create_future()
+            if h.writer is not None:
+                h.on_writer.set_result(None)
+        return h.on_writer
 
     async def get(self) -> Item | None:
         """The next frame, None once the writer closed and all was read."""
