@@ -1,0 +1,1 @@
+"""The stream worker (``iii-stream``): ``stream::*``, stream triggers and the subscriber socket."""

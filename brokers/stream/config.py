@@ -1,0 +1,73 @@
+"""The ``iii-stream`` config block (workers-a §1.6), in iii's shape, plus ours.
+
+    port: 3112                       host: 0.0.0.0
+    auth_function: <function id>     (called on each subscriber upgrade, §3.6)
+    adapter: {name: kv, config: {store_method, file_path, save_interval_ms, channel_size}}
+
+As for ``iii-state`` (whose store this is): with no ``store_method`` the store is LMDB under
+``<data_dir>/stream`` (iii defaults to in-memory), every acknowledged write is on disk, so
+``save_interval_ms`` paces nothing; ``store_method: in_memory`` keeps nothing. iii's
+``channel_size`` (1..1048576) bounded a broadcast channel shared by every subscriber, past
+which slow ones missed events; here it is accepted and unused: each connection has its own
+bound instead.
+
+Ours: ``max_send_queue_bytes`` (default 4 MiB): bytes of pushes waiting to be sent to one
+subscriber; past it that subscriber alone is closed with 1008 "subscriber too slow" and
+nobody misses an event. ``close_timeout_ms`` (default 10000): how long a closed
+subscriber has to read what was queued before it and the close frame, then it is cut.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from brokers.kit.config import resolve_path
+from brokers.kit.schema import ConfigError, Field, port, positive, validate
+from brokers.state.config import KV_FIELDS
+
+DEFAULT_DIR = "stream"
+
+
+def _channel_size(value: Any) -> str | None:
+    return None if 1 <= value <= 1_048_576 else "must be 1..1048576"
+
+
+def _adapter(raw: Any, path: str) -> dict[str, Any]:
+    block = validate(raw, {"name": Field(str), "config": Field(dict, None)}, path)
+    if block["name"] != "kv":
+        raise ConfigError(f"{path}.name: adapter {block['name']!r} is not supported (only kv)")
+    fields = {**KV_FIELDS, "channel_size": Field(int, None, check=_channel_size)}
+    return {"name": "kv", **validate(block["config"], fields, f"{path}.config")}
+
+
+FIELDS = {
+    "port": Field(int, 3112, check=port),
+    "host": Field(str, "0.0.0.0"),
+    "auth_function": Field(str, None),
+    "adapter": Field(dict, None, parse=_adapter),
+    "max_send_queue_bytes": Field(int, 4 * 1024 * 1024, check=positive),
+    "close_timeout_ms": Field(int, 10_000, check=positive),
+}
+
+
+def parse(raw: Any, path: str) -> dict[str, Any]:
+    """Validate the block; ``store`` is ``lmdb`` or ``memory``, ``path`` the LMDB directory
+    (``file_path`` made absolute) or None for the default under the data dir."""
+    cfg = validate(raw, FIELDS, path)
+    adapter = cfg.pop("adapter") or {"name": "kv", "store_method": None, "file_path": None}
+    memory = adapter.get("store_method") == "in_memory"
+    cfg["store"] = "memory" if memory else "lmdb"
+    cfg["path"] = None if memory or not adapter.get("file_path") else resolve_path(adapter["file_path"])
+    return cfg
+
+
+def store_path(cfg: dict[str, Any], data_dir: str) -> str | None:
+    """The LMDB directory for ``cfg``, or None for the in-memory store."""
+    if cfg["store"] != "lmdb":
+        return None
+    return cfg["path"] or os.path.join(data_dir, DEFAULT_DIR)
+
+
+def stores(cfg: dict[str, Any], data_dir: str) -> dict[str, str]:
+    """What ``status`` shows: the stream store's place (``in memory`` for in_memory)."""
+    return {"stream": store_path(cfg, data_dir) or "in memory"}
