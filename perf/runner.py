@@ -27,6 +27,7 @@ ENGINE_BENCHES = ("ws_roundtrip", "concurrent_invocation", "payload_sizes", "tri
 OWN_ENGINE_BENCHES = {"cron_fire_latency": "cron_bench", "channel_throughput": "channel_bench",
                       "http": "http_bench"}
 """Rows that start an engine of their own shape (``<module>.bench(harness, emit)``)."""
+ENGINE_BENCHES, OWN_ENGINE_BENCHES = ENGINE_BENCHES + ("stream_fanout",), {**OWN_ENGINE_BENCHES, "stream_fanout": "stream_bench"}
 BASELINE_BENCHES = ("echo", "relay")
 ALL = BASELINE_BENCHES + ENGINE_BENCHES
 
