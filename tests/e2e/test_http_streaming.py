@@ -19,6 +19,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.harness import Engine, free_port, running_engine
+from tests import webclient
 from tests.wsclient import RawClient
 
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
@@ -74,17 +75,9 @@ class Route:
         self.worker.close()
 
 
-def request(eng: Engine, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-            within: float = 5.0) -> http.client.HTTPResponse:
-    deadline = time.monotonic() + within
-    while True:
-        conn = http.client.HTTPConnection("127.0.0.1", eng.http_port, timeout=15)  # type: ignore[attr-defined]
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        if r.status != 404 or time.monotonic() > deadline:
-            return r
-        r.read()
-        time.sleep(0.05)
+def request(eng: Engine, method: str, path: str, body: bytes | None = None,
+            headers: dict | None = None) -> http.client.HTTPResponse:
+    return webclient.request(eng.http_port, method, path, body, headers, timeout=15)  # type: ignore[attr-defined]
 
 
 def test_every_request_carries_both_channel_refs_and_a_streamed_response(engine: Engine) -> None:

@@ -8,7 +8,6 @@ down, and server-sent events arriving one by one.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import time
@@ -18,6 +17,7 @@ from typing import Iterator
 
 import pytest
 
+from tests import webclient
 from tests.harness import Engine, WorkerProcess, free_port, running_engine
 from tests.seedpage import needs_seed_page, seed_block
 
@@ -43,15 +43,7 @@ def engine() -> Iterator[Engine]:
 
 
 def call(eng: Engine, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    deadline = time.monotonic() + 5
-    while True:
-        conn = http.client.HTTPConnection("127.0.0.1", eng.http_port, timeout=30)  # type: ignore[attr-defined]
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        if r.status != 404 or time.monotonic() > deadline:
-            return r
-        r.read()
-        time.sleep(0.05)
+    return webclient.request(eng.http_port, method, path, body, headers)  # type: ignore[attr-defined]
 
 
 @needs_seed_page
