@@ -57,10 +57,12 @@ class RequestIO:
     async def feed_body(self, chunks: list[bytes]) -> None:
         """Write an already-read body (a JSON request's) and close; never waits for the reader."""
         async def feed() -> None:
-            for chunk in chunks:
-                if not await self.body.write_bytes(chunk):
-                    break
-            self.body.close()
+            try:
+                for chunk in chunks:
+                    if not await self.body.write_bytes(chunk):
+                        break
+            finally:  # cancelled with its request too: the reader sees the end, never a hang
+                self.body.close()
         self._feeder = asyncio.ensure_future(feed())
 
     def no_body(self) -> None:
