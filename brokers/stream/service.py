@@ -27,7 +27,7 @@ import time
 from collections import deque
 from typing import Any, Sequence
 
-from brokers.kit.broker import Broker, BusFactory, Call, run
+from brokers.kit.broker import NO_TRACE, Broker, BusFactory, Call, Trace, run
 from brokers.kit.commit import GroupCommitter
 from brokers.kit.errors import EngineError
 from brokers.kit.ops import MISSING
@@ -59,7 +59,7 @@ class StreamBroker(Broker):
         super().__init__(ctx, bus=bus)
         self.cfg: dict[str, Any] = ctx.config
         self.store: Store | None = None
-        self.committer: GroupCommitter[Write, Outcome] | None = None
+        self.committer: GroupCommitter[tuple[Write, Trace], Outcome] | None = None
         self.socket = SubscriberServer(self, self.cfg)
         self.by_stream: dict[str, dict[str, tuple[core.TriggerConfig, dict]]] = {}
         self.joins: dict[str, dict] = {}
@@ -82,9 +82,9 @@ class StreamBroker(Broker):
         else:
             log.info("iii-stream store at %s", path)
         thread = "stream-writer" if isinstance(self.store, LmdbStore) else None
-        self.committer = GroupCommitter(self.store.apply_batch, name="stream", thread=thread,
+        self.committer = GroupCommitter(self._apply, name="stream", thread=thread,
                                         settle=core.write_result, committed=self._committed,
-                                        failed=lambda w, exc: _failure(w, exc))
+                                        failed=lambda item, exc: _failure(item[0], exc))
         handlers = {core.SET: self._write, core.DELETE: self._write, core.UPDATE: self._write,
                     core.GET: self._get, core.LIST: self._list, core.LIST_GROUPS: self._list_groups,
                     core.LIST_ALL: self._list_all, core.SEND: self._send}
@@ -137,7 +137,7 @@ class StreamBroker(Broker):
         old = MISSING if out.get("old_value") is None else out["old_value"]
         event = core.event_of(fn, args["stream_name"], args["group_id"], item, old, new, self.now_ms())
         if event is not None:
-            self.emit(event)
+            self.emit(event, call.trace)
         return out
 
     # ------------------------------------------------------------ functions
@@ -148,7 +148,7 @@ class StreamBroker(Broker):
         provider = self._provider(fn, args["stream_name"])
         if provider is not None:
             return self._delegated_write(fn, provider, call, args)
-        return self.committer.submit(core.decode_write(fn, call.data))
+        return self.committer.submit((core.decode_write(fn, call.data), call.trace))
 
     def _get(self, call: Call) -> Any:
         args = core.INPUTS[core.GET].parse(call.data)
@@ -178,7 +178,7 @@ class StreamBroker(Broker):
 
     def _send(self, call: Call) -> Any:
         args = core.INPUTS[core.SEND].parse(call.data)
-        self.emit(core.send_event(args, self.now_ms()))
+        self.emit(core.send_event(args, self.now_ms()), call.trace)
         return None
 
     # ------------------------------------------------------------ the subscriber socket's reads
@@ -203,18 +203,23 @@ class StreamBroker(Broker):
 
     # ------------------------------------------------------------ events
 
-    def _committed(self, batch: list[Write], outcomes: Sequence[Outcome]) -> None:
+    def _apply(self, batch: list[tuple[Write, Trace]]) -> list[Outcome]:
+        """One batch in one transaction (on the writer thread); nothing stored if it raises."""
+        return self.store.apply_batch([write for write, _ in batch])
+
+    def _committed(self, batch: list[tuple[Write, Trace]], outcomes: Sequence[Outcome]) -> None:
         now = self.now_ms()
-        for outcome in outcomes:
+        for (_, trace), outcome in zip(batch, outcomes):
             event = core.outcome_event(outcome, now)
             if event is not None:
-                self.emit(event)
+                self.emit(event, trace)
 
-    def emit(self, message: dict[str, Any]) -> None:
-        """Triggers first, then subscribers (§3.1); neither makes the writer wait."""
+    def emit(self, message: dict[str, Any], trace: Trace = NO_TRACE) -> None:
+        """Triggers first, then subscribers (§3.1); neither makes the writer wait. Trigger
+        calls carry the writer's ``traceparent``/``baggage`` (protocol §9.1)."""
         for cfg, binding in self.by_stream.get(message["streamName"], {}).values():
             if cfg.matches(message):
-                self._enqueue(binding, cfg, message)
+                self._enqueue(binding, cfg, (message, trace))
         self.socket.push(message)
 
     def _on_bind(self, binding: dict) -> None:
@@ -227,27 +232,29 @@ class StreamBroker(Broker):
             if bound.pop(trigger_id, None) is not None and not bound:
                 del self.by_stream[stream]
 
-    def _enqueue(self, binding: dict, cfg: core.TriggerConfig, message: dict) -> None:
+    def _enqueue(self, binding: dict, cfg: core.TriggerConfig, event: tuple[dict, Trace]) -> None:
         queue = self._queues.get(binding["id"])
         if queue is not None:
-            queue.append(message)  # its task is running and delivers in order
+            queue.append(event)  # its task is running and delivers in order
             return
-        self._queues[binding["id"]] = deque([message])
+        self._queues[binding["id"]] = deque([event])
         asyncio.ensure_future(self._deliver(binding, cfg))
 
     async def _deliver(self, binding: dict, cfg: core.TriggerConfig) -> None:
         queue = self._queues[binding["id"]]
         try:
             while queue:
-                await self._fire(binding, cfg, queue.popleft())
+                await self._fire(binding, cfg, *queue.popleft())
         finally:
             del self._queues[binding["id"]]
 
-    async def _fire(self, binding: dict, cfg: core.TriggerConfig, message: dict) -> None:
+    async def _fire(self, binding: dict, cfg: core.TriggerConfig, message: dict, trace: Trace) -> None:
         namespace = binding.get("namespace") or "default"
+        traceparent, baggage = trace
         if cfg.condition_function_id:
             try:
                 verdict = await self.call(cfg.condition_function_id, message, namespace=namespace,
+                                          traceparent=traceparent, baggage=baggage,
                                           timeout=core.CALL_TIMEOUT_S)
             except Exception as exc:  # an erroring condition skips the handler (§0)
                 log.error("stream trigger %s: condition %s failed: %s", binding["id"],
@@ -257,7 +264,8 @@ class StreamBroker(Broker):
                 return
         try:
             await self.call(binding["function_id"], message, namespace=namespace,
-                            metadata=binding.get("metadata"), timeout=core.CALL_TIMEOUT_S)
+                            metadata=binding.get("metadata"), traceparent=traceparent,
+                            baggage=baggage, timeout=core.CALL_TIMEOUT_S)
         except Exception as exc:  # logged only; never reaches the writer
             log.warning("stream trigger %s: handler %s failed: %s", binding["id"],
                         binding["function_id"], exc or "timed out")
