@@ -195,4 +195,5 @@ def test_acknowledged_writes_survive_kill_9_of_the_stream_process() -> None:
                    for item in expected}
         lost = {k: v for k, v in expected.items() if got[k] != v}
         assert not lost, f"{len(lost)} of {len(expected)} acknowledged writes lost"
+        print(f"{len(expected)} acknowledged writes across 4 kill -9s, none lost")
         assert len(stored) >= len(expected)
