@@ -28,6 +28,8 @@ from typing import Any, Callable
 
 from websockets.asyncio.client import connect
 
+from sdk.channel_refs import resolve_refs
+from sdk.channels import channel_end
 from sdk.codec import MAX_MESSAGE_BYTES
 from sdk.core import Core
 from sdk.events import Completion, Fatal, Invoke, ProviderCall
@@ -64,6 +66,8 @@ class Shell:
         self._timer_at: float | None = None
         self._main: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[str], None]] = []
+        # channel refs in a handler's input become live ends on this loop (protocol.md §8)
+        self._channel_end = functools.partial(channel_end, url, headers, self.loop)
         self.thread: threading.Thread | None = None
         if loop is not None:  # the caller's loop, and we are on its thread now
             self._loop_ident = threading.get_ident()
@@ -245,11 +249,12 @@ class Shell:
     # -- running handlers ------------------------------------------------------------------
     def _invoke(self, ev: Invoke) -> None:
         spec: HandlerSpec = ev.handler
+        data = resolve_refs(ev.data, self._channel_end)
         if spec.is_async:
-            task = self.loop.create_task(spec.call(ev.data, ev.metadata))
+            task = self.loop.create_task(spec.call(data, ev.metadata))
             task.add_done_callback(functools.partial(self._task_done, ev))
         else:
-            self.pool.submit(spec.call, (ev.data, ev.metadata), functools.partial(self._handler_done, ev))
+            self.pool.submit(spec.call, (data, ev.metadata), functools.partial(self._handler_done, ev))
 
     def _handler_done(self, ev: Invoke, value: Any, exc: BaseException | None) -> None:
         """Pool thread: hand the outcome to the loop (batched; the drain flushes)."""

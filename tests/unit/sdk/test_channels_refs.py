@@ -1,5 +1,5 @@
 """The pure parts of channels (``sdk.channel_refs``): the ref, finding and resolving refs in
-payloads, the channel URL, cutting a write into frames; and the public modules' names."""
+payloads, the channel URL, cutting a write into frames."""
 from __future__ import annotations
 
 import json
