@@ -157,20 +157,22 @@ def test_server_sent_events_reach_the_client_one_by_one(engine: Engine) -> None:
 
 
 def test_the_first_binary_chunk_decides_before_the_handler_returns(engine: Engine) -> None:
+    release = threading.Event()
+
     def handle(route: Route, req: dict) -> dict:
         out = route.channel(req["response"])
         out.send(b"streamed first")
         out.close()
-        time.sleep(1.0)
+        release.wait(10)  # the handler is still running when the client has its answer
         return {"status_code": 418, "body": {"ignored": True}}  # too late: the response started
 
     route = Route(engine, "GET", handle)
     try:
-        t0 = time.monotonic()
         r = request(engine, "GET", route.path)
         assert (r.status, r.read()) == (200, b"streamed first")
-        assert time.monotonic() - t0 < 0.9
+        assert not release.is_set()
     finally:
+        release.set()
         route.close()
 
 
