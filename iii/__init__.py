@@ -2,7 +2,9 @@
 
 Importing ``iii`` loads no zmq, lmdb, msgpack or engine module: the names resolve on first
 attribute access through the module ``__getattr__`` below (PEP 562). ``iii.iii_types`` is
-the public module of the wire types (``sdk.types``). The engine lives in ``brokers``.
+the public module of the wire types (``sdk.types``); ``iii.channels`` and ``iii.helpers``
+(channels, ``create_channel``) are submodules, loaded only when imported. The engine lives
+in ``brokers``.
 """
 from __future__ import annotations
 

@@ -118,11 +118,11 @@ def _extract(data: Any, prefix: str, refs: list[tuple[str, StreamChannelRef]]) -
 def resolve_refs(data: Any, make: Callable[[StreamChannelRef], Any]) -> Any:
     """``data`` with every ref replaced by ``make(ref)``; the same object if it holds none."""
     if isinstance(data, dict):
-        if is_channel_ref(data):
+        if "access_key" in data and is_channel_ref(data):
             return make(StreamChannelRef.from_wire(data))
-        out: dict[Any, Any] | None = None
+        out: Any = None
         for key, value in data.items():
-            if isinstance(value, (dict, list, tuple)):
+            if isinstance(value, _CONTAINERS):
                 new = resolve_refs(value, make)
                 if new is not value:
                     if out is None:
@@ -130,11 +130,21 @@ def resolve_refs(data: Any, make: Callable[[StreamChannelRef], Any]) -> Any:
                     out[key] = new
         return data if out is None else out
     if isinstance(data, (list, tuple)):
-        items = [resolve_refs(v, make) if isinstance(v, (dict, list, tuple)) else v for v in data]
-        if all(a is b for a, b in zip(items, data)):
+        out = None
+        for i, value in enumerate(data):
+            if isinstance(value, _CONTAINERS):
+                new = resolve_refs(value, make)
+                if new is not value:
+                    if out is None:
+                        out = list(data)
+                    out[i] = new
+        if out is None:
             return data
-        return items if isinstance(data, list) else tuple(items)
+        return out if isinstance(data, list) else tuple(out)
     return data
+
+
+_CONTAINERS = (dict, list, tuple)
 
 
 def build_channel_url(engine_ws_base: str, channel_id: str, access_key: str, direction: str) -> str:

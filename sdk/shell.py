@@ -4,7 +4,8 @@ Owns the WebSocket (``sdk.transport.SdkConnection``: websockets 17, 64 MiB messa
 compression), the reconnect loop, the deadline timer and the running of handlers: ``async
 def`` handlers on the loop, sync ones in a thread pool (so a sync handler may block in
 ``iii.trigger`` while the loop keeps reading); which is which, and how a handler is called,
-is ``sdk.handlers``'s decision.
+is ``sdk.handlers``'s decision. Channel refs in a handler's input become live
+``sdk.channels`` ends bound to this loop before the handler runs (protocol.md §8).
 
 With ``InitOptions(run_on_running_loop=True)`` the shell runs on the caller's running loop
 instead (no thread of its own): ``trigger_async`` there starts the call directly, with no
