@@ -8,6 +8,8 @@ import asyncio
 import json
 
 import orjson
+import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.asyncio.client import connect
 
 from brokers.kit import frames, wire
@@ -96,3 +98,29 @@ async def test_a_subscriber_gets_sync_then_the_push() -> None:
             assert msg["event"] == {"type": "event", "event": {"type": "t", "data": [1]}}
         await asyncio.sleep(0.05)
         assert broker.socket.subs.by_conn == {}
+
+
+async def test_one_message_larger_than_the_bound_passes_and_the_next_one_behind_it_closes() -> None:
+    hub = LocalHub()
+    gw = hub.peer("gw")
+    hub.peer(frames.ROUTER)
+    cfg = {**CONFIG, "max_send_queue_bytes": 1024, "close_timeout_ms": 5000}
+    async with running(StreamBroker, context(UNIT, cfg, peers=("gw",)), hub) as broker:
+        port = broker._listener.getsockname()[1]
+        big = "x" * 8_000_000  # more than the kernel's buffers on loopback take
+        await invoke(gw, "stream", "stream::set", {**AT, "data": big})
+        async with connect(f"ws://127.0.0.1:{port}/", compression=None, max_size=None, max_queue=1) as ws:
+            await ws.send(json.dumps({"type": "join", "data": {"subscriptionId": "s", "streamName": "chat",
+                                                               "groupId": "room"}}))
+            ws.transport.pause_reading()  # a reader that stalls: the sync is written all the same
+            await asyncio.sleep(0.2)
+            for _ in range(3):  # each finds far more than the bound waiting: the first closes
+                await invoke(gw, "stream", "stream::send", {"stream_name": "chat", "group_id": "room",
+                                                            "type": "t", "data": 1})
+            ws.transport.resume_reading()
+            assert json.loads(await ws.recv())["event"] == {"type": "sync", "data": [big]}
+            with pytest.raises(ConnectionClosed) as exc:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert (exc.value.rcvd.code, exc.value.rcvd.reason) == (1008, "subscriber too slow")
+        assert broker.socket.closed_slow == 1
