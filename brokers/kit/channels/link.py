@@ -53,6 +53,8 @@ class Link:
         self.backlog: deque[tuple[bytes, int, int, memoryview]] = deque()
         self._parts: dict[bytes, list[bytes]] = {}
         self.announced = False
+        self.closed = False
+        """After ``close`` (the peer died): what ends still send is dropped."""
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -63,6 +65,8 @@ class Link:
 
     def put(self, channel: bytes, kind: int, data: bytes) -> None:
         """Queue one whole message for the peer (split into records of ``max_record``)."""
+        if self.closed:
+            return
         self.announce()
         mv = memoryview(data)
         step = self.out.max_record
@@ -82,6 +86,8 @@ class Link:
             self._send(self.peer, frames.chan("wake"))
 
     def _stalled(self) -> None:
+        if self.closed:
+            return
         while self.backlog:
             channel, kind, flags, part = self.backlog[0]
             if self.out.put(channel, kind, part, flags):
@@ -105,14 +111,20 @@ class Link:
             self._stalled()
 
     def _attach(self, name: str) -> None:
+        if self.closed:
+            return
         self._close_in()
-        self.in_seg = segment.attach(name)
+        try:
+            self.in_seg = segment.attach(name)
+        except (OSError, ValueError) as exc:  # the peer died before we could map it
+            log.warning("channels: cannot map the ring %r of %s: %s", name, self.peer, exc)
+            return
         self.inp = ring.RingReader(self.in_seg.map)
         self.drain()
 
     def drain(self) -> None:
         """Read every waiting record, then go idle (a ``wake`` notice brings us back)."""
-        inp = self.inp
+        inp = None if self.closed else self.inp
         if inp is None:
             return
         while True:
@@ -145,6 +157,9 @@ class Link:
         self._parts.clear()
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self._close_in()
         self.backlog.clear()
         self.out.release()
