@@ -24,7 +24,8 @@ from typing import Any, AsyncIterator
 
 import orjson
 
-from brokers.kit.channels.hub import BINARY, Hub
+from brokers.kit.channels.ends import BINARY
+from brokers.kit.channels.hub import Hub
 from brokers.kit.channels.local import LocalReader, LocalWriter
 from brokers.kit.channels.table import refs
 

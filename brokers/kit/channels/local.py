@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from brokers.kit.channels.hub import BINARY, Home, Item
+from brokers.kit.channels.ends import BINARY, Home, Item
 
 MAX_FRAME = 64 * 1024
 """Body bytes per binary frame written here (what the SDK writers send, and what an older
