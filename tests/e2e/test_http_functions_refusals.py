@@ -17,7 +17,7 @@ from tests.harness import STATE_WORKER_YAML, Engine, running_engine
 from tests.seedpage import needs_seed_page, seed_worker
 from tests.wsclient import RawClient
 
-from test_http_functions_engine import LOCAL_SECURITY, Receiver
+from tests.receiver import LOCAL_SECURITY, Receiver
 
 STRICT = "- name: iii-http-functions\n  config: {}\n"
 
