@@ -114,8 +114,10 @@ def default_config_text() -> str:
     for placeholder, value in OWN.items():
         assert placeholder in text, f"conf/iii-config.yaml no longer has {placeholder}"
         text = text.replace(placeholder, value)
-    assert "${III_HTTP_PORT:3111}" in text
-    return text.replace("${III_HTTP_PORT:3111}", str(free_port()))
+    for port in ("${III_HTTP_PORT:3111}", "${III_STREAM_PORT:3112}"):  # no fixed port in a test
+        assert port in text, f"conf/iii-config.yaml no longer has {port}"
+        text = text.replace(port, str(free_port()))
+    return text.replace("${III_STREAM_HOST:0.0.0.0}", "127.0.0.1")
 
 
 @pytest.fixture(scope="module")
