@@ -16,7 +16,7 @@ the engine was started in (as in iii); without ``file_path`` the store is ``<dat
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from brokers.kit.config import resolve_path
 from brokers.kit.schema import ConfigError, Field, positive, validate
@@ -40,16 +40,31 @@ KV_FIELDS = {
 }
 
 
-def _adapter(raw: Any, path: str) -> dict[str, Any]:
-    block = validate(raw, {"name": Field(str), "config": Field(dict, None)}, path)
-    if block["name"] != "kv":
-        raise ConfigError(f"{path}.name: adapter {block['name']!r} is not supported (only kv)")
-    kv = validate(block["config"], KV_FIELDS, f"{path}.config")
-    return {"name": "kv", **kv}
+def kv_adapter(extra: Mapping[str, Field] | None = None) -> Callable[[Any, str], dict[str, Any]]:
+    """The parser of a ``kv`` adapter block (shared with iii-stream, whose store this is),
+    with ``extra`` config keys beside ``KV_FIELDS``."""
+    fields = {**KV_FIELDS, **(extra or {})}
+
+    def parse_adapter(raw: Any, path: str) -> dict[str, Any]:
+        block = validate(raw, {"name": Field(str), "config": Field(dict, None)}, path)
+        if block["name"] != "kv":
+            raise ConfigError(f"{path}.name: adapter {block['name']!r} is not supported (only kv)")
+        return {"name": "kv", **validate(block["config"], fields, f"{path}.config")}
+    return parse_adapter
+
+
+def kv_store(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with its adapter block read into ``store`` (``lmdb`` or ``memory``) and ``path``
+    (``file_path`` made absolute, or None for the default under the data dir)."""
+    adapter = cfg.pop("adapter") or {}
+    memory = adapter.get("store_method") == "in_memory"
+    cfg["store"] = "memory" if memory else "lmdb"
+    cfg["path"] = None if memory or not adapter.get("file_path") else resolve_path(adapter["file_path"])
+    return cfg
 
 
 FIELDS = {
-    "adapter": Field(dict, None, parse=_adapter),
+    "adapter": Field(dict, None, parse=kv_adapter()),
     "triggers_enabled": Field(bool, True),
     "max_value_bytes": Field(int, None, check=positive),
     "save_interval_ms": Field(int, None, check=_interval),
@@ -59,20 +74,15 @@ FIELDS = {
 def parse(raw: Any, path: str) -> dict[str, Any]:
     """Validate the block; ``store`` is ``lmdb`` or ``memory``, ``path`` the LMDB directory:
     ``file_path`` made absolute, or None for the default under the data dir (``store_path``)."""
-    cfg = validate(raw, FIELDS, path)
-    adapter = cfg.pop("adapter") or {"name": "kv", "store_method": None, "file_path": None,
-                                     "save_interval_ms": None}
-    memory = adapter["store_method"] == "in_memory"
-    cfg["store"] = "memory" if memory else "lmdb"
-    cfg["path"] = None if memory or not adapter["file_path"] else resolve_path(adapter["file_path"])
-    return cfg
+    return kv_store(validate(raw, FIELDS, path))
 
 
-def store_path(cfg: dict[str, Any], data_dir: str) -> str | None:
-    """The LMDB directory for ``cfg``, or None for the in-memory store."""
+def store_path(cfg: dict[str, Any], data_dir: str, default_dir: str = DEFAULT_DIR) -> str | None:
+    """The LMDB directory for ``cfg`` (``<data_dir>/<default_dir>`` unless ``file_path``),
+    or None for the in-memory store."""
     if cfg["store"] != "lmdb":
         return None
-    return cfg["path"] or os.path.join(data_dir, DEFAULT_DIR)
+    return cfg["path"] or os.path.join(data_dir, default_dir)
 
 
 def stores(cfg: dict[str, Any], data_dir: str) -> dict[str, str]:

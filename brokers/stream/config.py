@@ -18,12 +18,11 @@ subscriber has to read what was queued before it and the close frame, then it is
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from brokers.kit.config import resolve_path
-from brokers.kit.schema import ConfigError, Field, port, positive, validate
-from brokers.state.config import KV_FIELDS
+from brokers.kit.schema import Field, port, positive, validate
+from brokers.state import config as state_config
+from brokers.state.config import kv_adapter, kv_store
 
 DEFAULT_DIR = "stream"
 
@@ -32,19 +31,11 @@ def _channel_size(value: Any) -> str | None:
     return None if 1 <= value <= 1_048_576 else "must be 1..1048576"
 
 
-def _adapter(raw: Any, path: str) -> dict[str, Any]:
-    block = validate(raw, {"name": Field(str), "config": Field(dict, None)}, path)
-    if block["name"] != "kv":
-        raise ConfigError(f"{path}.name: adapter {block['name']!r} is not supported (only kv)")
-    fields = {**KV_FIELDS, "channel_size": Field(int, None, check=_channel_size)}
-    return {"name": "kv", **validate(block["config"], fields, f"{path}.config")}
-
-
 FIELDS = {
     "port": Field(int, 3112, check=port),
     "host": Field(str, "0.0.0.0"),
     "auth_function": Field(str, None),
-    "adapter": Field(dict, None, parse=_adapter),
+    "adapter": Field(dict, None, parse=kv_adapter({"channel_size": Field(int, None, check=_channel_size)})),
     "max_send_queue_bytes": Field(int, 4 * 1024 * 1024, check=positive),
     "close_timeout_ms": Field(int, 10_000, check=positive),
 }
@@ -53,19 +44,12 @@ FIELDS = {
 def parse(raw: Any, path: str) -> dict[str, Any]:
     """Validate the block; ``store`` is ``lmdb`` or ``memory``, ``path`` the LMDB directory
     (``file_path`` made absolute) or None for the default under the data dir."""
-    cfg = validate(raw, FIELDS, path)
-    adapter = cfg.pop("adapter") or {"name": "kv", "store_method": None, "file_path": None}
-    memory = adapter.get("store_method") == "in_memory"
-    cfg["store"] = "memory" if memory else "lmdb"
-    cfg["path"] = None if memory or not adapter.get("file_path") else resolve_path(adapter["file_path"])
-    return cfg
+    return kv_store(validate(raw, FIELDS, path))
 
 
 def store_path(cfg: dict[str, Any], data_dir: str) -> str | None:
     """The LMDB directory for ``cfg``, or None for the in-memory store."""
-    if cfg["store"] != "lmdb":
-        return None
-    return cfg["path"] or os.path.join(data_dir, DEFAULT_DIR)
+    return state_config.store_path(cfg, data_dir, DEFAULT_DIR)
 
 
 def stores(cfg: dict[str, Any], data_dir: str) -> dict[str, str]:
