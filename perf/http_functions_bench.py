@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import yaml
@@ -166,6 +166,29 @@ def run(seconds: float, runs: int) -> list[dict[str, Any]]:
                      "x_ws": round(med["http-fn"] / med["ws"], 2), "x_direct": round(med["http-fn"] / med["direct"], 2),
                      "runs": {k: [round(x) for x in v[inflight]] for k, v in figures.items()}})
     return rows
+
+
+def bench(h: Any, emit: Callable[[dict[str, Any]], None]) -> None:
+    """The rows of ``python -m perf run``: per in-flight count, the WebSocket function (the
+    baseline), the direct request, and the HTTP-invoked function against the baseline."""
+    from .benches import attach
+
+    try:
+        rows = run(h.settings.seconds, h.settings.runs)
+    except (RuntimeError, OSError) as exc:
+        emit({"target": "engine", "bench": "http_function_call", "variant": "", "status": "error",
+              "reason": f"{type(exc).__name__}: {exc}"})
+        return
+    for r in rows:
+        made = {}
+        for target, key in (("ws-function", "ws"), ("direct-aiohttp", "direct"), ("engine", "http-fn")):
+            made[key] = {"target": target, "bench": "http_function_call", "variant": r["variant"], "status": "ok",
+                         "unit": "calls/s", "runs": [{"throughput": x} for x in r["runs"][key]], "noisy": False,
+                         "metrics": {"throughput": r["calls_per_s"][key]}, "raw": {"throughput": r["calls_per_s"][key]}}
+        emit(made["ws"])
+        emit(made["direct"])
+        made["http-fn"]["note"] = f"{r['x_direct']:.2f}x the same request made directly"
+        emit(attach(made["http-fn"], made["ws"]))
 
 
 def main() -> None:
