@@ -240,6 +240,28 @@ def strings(value: Any) -> Iterable[str]:
         yield value
 
 
+def numbers(value: Any) -> Iterable[int | float]:
+    """Every number in ``value`` (keys are strings)."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from numbers(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from numbers(item)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
+
+
+DOUBLE_MAX = 1.7976931348623157e308
+
+
+def undecodable(frame: Any) -> bool:
+    """What the engine refuses to parse, as serde_json does: a lone surrogate escape, or an
+    integer beyond a double's range (wire.py); such a frame is dropped, never answered."""
+    return (any(_has_surrogate(s) for s in strings(frame))
+            or any(isinstance(n, int) and abs(n) > DOUBLE_MAX for n in numbers(frame)))
+
+
 def _is_str(value: Any) -> bool:
     return isinstance(value, (str, Big))
 
@@ -312,7 +334,7 @@ def must_answer(frame: Any, fuzz_functions: set[str], fuzz_types: set[str]) -> s
         return None
     if not all(_opt_str(eff.get(k)) for k in ("traceparent", "baggage")):
         return None
-    if depth(frame) > 100 or any(_has_surrogate(s) for s in strings(frame)):
+    if depth(frame) > 100 or undecodable(frame):
         return None
     data = eff.get("data")
     if fid == REGISTER_TRIGGER_FN and isinstance(data, dict) and _among(
