@@ -51,6 +51,7 @@ from hypothesis import strategies as st
 from hypothesis.internal.conjecture import engine as hypothesis_engine
 
 from tests import fuzzframes as ff
+from tests import fuzzstrategies as fs
 from tests.fuzzpeers import ANSWER_WAIT_S, MAX_EXAMPLES, SHRINK_SECONDS, Peer, call, delivered
 from tests.fuzzrig import Rig
 from tests.wsclient import RawClient
@@ -90,14 +91,14 @@ FUZZ_SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=T
 
 
 @FUZZ_SETTINGS
-@given(batch=ff.batches)
+@given(batch=fs.batches)
 def test_fuzzed_frames_leave_the_engine_and_other_workers_intact(rig: Rig, batch: list) -> None:
     rig.run(batch)
 
 
 # ---- bindings with hostile values across a restart --------------------------------------------
 
-hostile = st.one_of(ff.wrong_values, ff.json_values)
+hostile = st.one_of(fs.wrong_values, fs.json_values)
 
 
 @st.composite
@@ -109,8 +110,8 @@ def hostile_bindings(draw: st.DrawFn) -> dict:
     fields = {"trigger_type": ttype, "function_id": draw(st.sampled_from(["fz::a", ff.BY_ON_STATE, ff.BY_ON_PUB])),
               "config": draw(st.one_of(st.just(config), hostile)), "metadata": draw(hostile)}
     if draw(st.booleans()):
-        return {"type": "registertrigger", "id": draw(ff.uuids), **fields}
-    return {"type": "invokefunction", "function_id": ff.REGISTER_TRIGGER_FN, "invocation_id": draw(ff.uuids),
+        return {"type": "registertrigger", "id": draw(fs.uuids), **fields}
+    return {"type": "invokefunction", "function_id": ff.REGISTER_TRIGGER_FN, "invocation_id": draw(fs.uuids),
             "data": fields}
 
 
