@@ -115,7 +115,7 @@ class Pipeline:
             body = None
             if io is None:
                 await req.read()
-            elif req.at_end() if hasattr(req, "at_end") else False:
+            elif req.at_end():
                 io.no_body()
             else:
                 io.stream_body(req.chunks())

@@ -57,14 +57,10 @@ class RequestIO:
 
     async def feed_body(self, chunks: list[bytes]) -> None:
         """Write an already-read body (a JSON request's) and close; never waits for the reader."""
-        async def feed() -> None:
-            try:
-                for chunk in chunks:
-                    if not await self.body.write_bytes(chunk):
-                        break
-            finally:  # cancelled with its request too: the reader sees the end, never a hang
-                self.body.close()
-        self._feeder = asyncio.ensure_future(feed())
+        async def listed() -> AsyncIterator[bytes]:
+            for chunk in chunks:
+                yield chunk
+        self.stream_body(listed())
 
     def no_body(self) -> None:
         """A request without a body: its channel is closed at once (no task)."""
