@@ -152,12 +152,9 @@ class Hub:
     def link(self, peer: str) -> Link:
         link = self.links.get(peer)
         if link is None:
-            link = self.links[peer] = Link(peer, self.tag, self._send_notice,
+            link = self.links[peer] = Link(peer, self.tag, self._send,
                                            lambda chb, kind, data, p=peer: self._deliver(p, chb, kind, data))
         return link
-
-    def _send_notice(self, peer: str, header: dict) -> None:
-        self._send(peer, header)
 
     # ---- the bus and the links -----------------------------------------------------------
 
