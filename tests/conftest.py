@@ -6,6 +6,7 @@ when a test fails, the tail of every live engine's supervisor log is attached to
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,6 +18,11 @@ import pytest
 _REPO = str(Path(__file__).resolve().parent.parent)
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
+
+# Every engine the tests start runs an observability process; its Prometheus port (9464 by
+# default) would be shared by engines running side by side: off, unless a test's config
+# names a port (tests/e2e/test_observability_*).
+os.environ.setdefault("III_PROMETHEUS_PORT", "0")
 
 from tests import harness  # noqa: E402
 from tests.harness import Engine, running_engine, start_engine  # noqa: E402

@@ -30,7 +30,7 @@ from typing import Any
 from brokers.gateway.conns import ENQUEUE_FN, REGISTER_FN, SMALL_PEER_LIMIT, Conn, GatewayState
 from brokers.kit import frames, wire
 from brokers.kit.errors import (CALLEE_OVERLOADED, ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE,
-                                PAYLOAD_TOO_LARGE, SERIALIZATION_ERROR)
+                                INVOCATION_STOPPED, PAYLOAD_TOO_LARGE, SERIALIZATION_ERROR, UNKNOWN)
 from brokers.kit.frames import ROUTER
 from brokers.kit.routes import not_found_message
 
@@ -81,13 +81,24 @@ class CallRelay(GatewayState):
         void = kind == "void" or not inv_id
         if void:
             inv_id = str(uuid.uuid4())
+        rec, traceparent, baggage = self.telemetry.begin(fid, msg.get("traceparent"), msg.get("baggage"))
         try:
-            body = wire.invoke(inv_id, fid, data, msg.get("metadata"), msg.get("traceparent"),
-                               msg.get("baggage"))
+            body = wire.invoke(inv_id, fid, data, msg.get("metadata"), traceparent, baggage)
         except TypeError as exc:  # nested deeper than can be encoded again (wire docstring)
             self._unrelayable(conn, None if void else inv_id, fid, exc)
             return
-        self._send_call(conn, None if void else conn.id, route, inv_id, fid, body)
+        if rec is None:
+            self._send_call(conn, None if void else conn.id, route, inv_id, fid, body)
+            return
+        if rec[0] is not None:
+            rec[7].update({"iii.worker.id": route[1] or route[0], "iii.caller.worker_id": conn.id,
+                           "iii.invocation.id": inv_id, "iii.call.mode": "void" if void else "sync"})
+        if void:
+            self._send_call(conn, None, route, inv_id, fid, body)
+            self.telemetry.finish(rec, void=True)
+        else:
+            conn.spans[inv_id] = rec  # before the send: a callee that is gone answers at once
+            self._send_call(conn, conn.id, route, inv_id, fid, body)
 
     def _unrelayable(self, conn: Conn, inv_id: str | None, fid: str, exc: Exception) -> None:
         """A payload the engine parsed but cannot encode again: the caller is told, never
@@ -117,7 +128,7 @@ class CallRelay(GatewayState):
         if node == self.node:
             callee = self.conns.get(target)
             if callee is None:
-                self._answer(rnode, reply_conn, inv_id, wire.stopped(inv_id, fid))
+                self._answer(rnode, reply_conn, inv_id, wire.stopped(inv_id, fid), INVOCATION_STOPPED)
             else:
                 self._to_callee(callee, rnode, reply_conn, inv_id, fid, body)
             return
@@ -159,28 +170,41 @@ class CallRelay(GatewayState):
         rnode, rconn, _, caller_id = entry
         if rnode is None:
             return  # void: the engine discards the reply
+        err = msg.get("error")
+        code = None if err is None else str(err.get("code", UNKNOWN) if isinstance(err, dict) else UNKNOWN)
         if caller_id is None:
-            self._answer(rnode, rconn, inv_id, raw if isinstance(raw, bytes) else raw.encode())
+            self._answer(rnode, rconn, inv_id, raw if isinstance(raw, bytes) else raw.encode(), code)
         else:  # the callee knew this call by a fresh id: the caller gets its own back
             msg["invocation_id"] = caller_id
-            self._answer(rnode, rconn, caller_id, wire.dumps(msg))
+            self._answer(rnode, rconn, caller_id, wire.dumps(msg), code)
 
-    def _answer(self, rnode: str | None, rconn: str | None, inv_id: str, body: bytes) -> None:
+    def _answer(self, rnode: str | None, rconn: str | None, inv_id: str, body: bytes,
+                error: str | None = None) -> None:
+        """Relay a result to its caller; ``error``: its code when it is a failure."""
         if rnode is None:
             return
         if rnode == self.node:
-            caller = self.conns.get(rconn) if rconn else None
-            if caller is not None and caller.outgoing.pop(inv_id) is not None:
-                self.out.ws(rconn, body)
+            self._relayed(rconn, inv_id, body, error)
             return
-        self.out.send(rnode, frames.res(inv_id, rconn), body)
+        self.out.send(rnode, frames.res(inv_id, rconn, error), body)
+
+    def _relayed(self, rconn: str | None, inv_id: str, body: bytes, error: str | None) -> None:
+        """A result for a caller of this process: written to it if it still waits, and
+        the engine's span of the call closed."""
+        caller = self.conns.get(rconn) if rconn else None
+        if caller is not None and caller.outgoing.pop(inv_id) is not None:
+            if caller.spans:
+                rec = caller.spans.pop(inv_id, None)
+                if rec is not None:
+                    self.telemetry.finish(rec, error is not None, description=error)
+            self.out.ws(rconn, body)
 
     def _deliver(self, header: dict, body: bytes) -> None:
         target = header.get("to")
         callee = self.conns.get(target) if target else None
         rnode, rconn, inv_id = header.get("rn"), header.get("rc"), header["id"]
         if callee is None:
-            self._answer(rnode, rconn, inv_id, wire.stopped(inv_id, header.get("fn", "")))
+            self._answer(rnode, rconn, inv_id, wire.stopped(inv_id, header.get("fn", "")), INVOCATION_STOPPED)
             return
         self._to_callee(callee, rnode, rconn, inv_id, header.get("fn", ""), body)
 
@@ -189,7 +213,7 @@ class CallRelay(GatewayState):
         if callee.small_only and len(body) > SMALL_PEER_LIMIT:
             self._answer(rnode, rconn, inv_id, wire.error(
                 inv_id, fid, PAYLOAD_TOO_LARGE, "payload over 1 MiB for a worker that did not declare "
-                "large-messages.v1"))
+                "large-messages.v1"), PAYLOAD_TOO_LARGE)
             return
         if callee.queued > self.send_budget:
             self._refuse(callee, rnode, rconn, inv_id, fid)
@@ -219,18 +243,21 @@ class CallRelay(GatewayState):
         callee.refused += 1
         self._answer(rnode, rconn, inv_id, wire.error(
             inv_id, fid, CALLEE_OVERLOADED, f"worker {callee.id} is not keeping up: {callee.queued} bytes "
-            f"wait to be sent to it (budget {self.send_budget}); the call was not delivered"))
+            f"wait to be sent to it (budget {self.send_budget}); the call was not delivered"), CALLEE_OVERLOADED)
 
     def _stop_delivered(self, conn: Conn) -> None:
         """``conn`` is gone: every caller waiting on a call delivered to it is stopped (§4.6)."""
         for inv_id, (rnode, rconn, fid, caller_id) in conn.delivered.items():
             own = caller_id or inv_id
-            self._answer(rnode, rconn, own, wire.stopped(own, fid))
+            self._answer(rnode, rconn, own, wire.stopped(own, fid), INVOCATION_STOPPED)
 
     def _reset(self, node: str) -> None:
         """``node`` restarted: calls waiting on it will never be answered (§4.6)."""
         for conn in self.conns.values():
             for inv_id, fid in conn.outgoing.stopped(node):
+                rec = conn.spans.pop(inv_id, None) if conn.spans else None
+                if rec is not None:
+                    self.telemetry.finish(rec, True, description=INVOCATION_STOPPED)
                 self.out.ws(conn.id, wire.stopped(inv_id, fid))
             for inv_id, entry in list(conn.delivered.items()):
                 if entry[0] == node:  # kept, as void: the id stays taken while the callee works on it

@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 
 from brokers.kit.pending import Pending
 from brokers.kit.routes import RouteTable
+from brokers.kit.telemetry import Recorder
 
 ENQUEUE_FN = "engine::queue::enqueue"
 REGISTER_FN = "engine::workers::register"
@@ -34,7 +35,7 @@ class Conn:
     """One worker connection and what it registered (kept for router resync)."""
 
     __slots__ = ("id", "token", "ip", "ns", "buffer", "held", "meta", "delivered", "outgoing", "small_only",
-                 "queued", "refused", "dropped")
+                 "queued", "refused", "dropped", "spans")
 
     def __init__(self, conn_id: str, token: str, ip: str | None) -> None:
         self.id = conn_id
@@ -60,6 +61,9 @@ class Conn:
         self.dropped = 0
         """Sync calls refused and void calls dropped since it was last under its budget (the
         shell logs them and resets both once it drains)."""
+        self.spans: dict[str, list] = {}
+        """The engine's open span records of this worker's sync calls, by invocation id
+        (``brokers.kit.telemetry``); closed when the answer is relayed to it."""
 
 
 class GatewayState:
@@ -79,6 +83,8 @@ class GatewayState:
     ``engine::channels::create`` makes the channel here, its home)."""
     http_functions_node: str | None = None
     """The process serving HTTP-invoked functions, if the engine has one (the shell's)."""
+    telemetry: Recorder
+    """This process's engine spans and call counters (the shell's ``Process.telemetry``)."""
     send_budget: int = SEND_BUDGET
     """Calls to a connection whose ``queued`` is over this are refused (the shell sets it
     from the config)."""

@@ -22,6 +22,7 @@ from brokers.kit import frames, wire
 from brokers.kit.decode import DecodeError
 from brokers.kit.frames import ROUTER
 from brokers.kit.routes import RouteTable
+from brokers.kit.telemetry import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ DROPS_EVERY = 1000
 class GatewayCore(CallRelay, Registrations):
     """All connections of one gateway process and its copy of the routes."""
 
-    def __init__(self, node: str, out: Outbox, epoch: str = "") -> None:
+    def __init__(self, node: str, out: Outbox, epoch: str = "", telemetry: Recorder | None = None) -> None:
         self.node = node
+        self.telemetry = telemetry if telemetry is not None else Recorder(on=False)
         self.epoch = epoch
         self.out = out
         self.routes = RouteTable()
@@ -52,6 +54,8 @@ class GatewayCore(CallRelay, Registrations):
         """Whether a route table came from the router (the shell listens only then)."""
         self.drops: dict[str, int] = {}
         """Frames dropped per connection (for the log's rate limit)."""
+        self.opened = self.gone = 0
+        """Worker connections opened and closed since this process started (Prometheus)."""
 
     # ---- connection lifecycle -----------------------------------------------------------
 
@@ -59,6 +63,7 @@ class GatewayCore(CallRelay, Registrations):
         """A worker connected (the shell picked ``conn_id`` and can already write to it)."""
         conn = Conn(conn_id, str(uuid.uuid4()), ip)
         self.conns[conn.id] = conn
+        self.opened += 1
         self.out.send(ROUTER, frames.conn_open(conn.id, conn.token, ip))
         self.out.ws(conn.id, wire.dumps({"type": "workerregistered", "worker_id": conn.id,
                                          "reattach_token": conn.token}))
@@ -71,6 +76,7 @@ class GatewayCore(CallRelay, Registrations):
         conn = self.conns.pop(conn_id, None)
         if conn is None:
             return
+        self.gone += 1
         self._stop_delivered(conn)
         self.routes.apply([["-", conn.ns, key, self.node, conn.id]
                            for kind, key in conn.held if kind == "registerfunction"])
@@ -98,7 +104,8 @@ class GatewayCore(CallRelay, Registrations):
         if conn is None:
             return
         if isinstance(raw, bytes) and raw[:4] in TELEMETRY_PREFIXES:
-            return  # telemetry on the worker socket (§9.3): accepted and dropped for now
+            self.telemetry.blob(raw)  # telemetry on the worker socket (§9.3): to observability
+            return
         if not raw or raw.isspace():
             return  # empty / whitespace-only frames are ignored (§1.3), silently
         try:
@@ -142,10 +149,7 @@ class GatewayCore(CallRelay, Registrations):
         if kind == frames.INV:
             self._deliver(header, body)
         elif kind == frames.RES:
-            rconn = header.get("to")
-            caller = self.conns.get(rconn) if rconn else None
-            if caller is not None and caller.outgoing.pop(header["id"]) is not None:
-                self.out.ws(rconn, body)
+            self._relayed(header.get("to"), header["id"], body, header.get("e"))
         elif kind == frames.ROUTES:
             self.routes.apply(header["ops"])
             self.synced = True

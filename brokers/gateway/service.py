@@ -38,7 +38,7 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from brokers.gateway.conns import Conn
-from brokers.gateway.core import GatewayCore
+from brokers.gateway.core import TELEMETRY_PREFIXES, GatewayCore
 from brokers.kit import frames, listen
 from brokers.kit.channels import hub as channels, table as channel_table
 from brokers.kit.process import BusFactory, Process, run
@@ -102,7 +102,7 @@ class Gateway(Process):
     def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
         super().__init__(ctx, bus=bus)
         self.cfg = ctx.config
-        self.core = GatewayCore(ctx.process, self, self.epoch)
+        self.core = GatewayCore(ctx.process, self, self.epoch, self.telemetry)
         self.channels = channels.Hub(ctx.process, ctx.peers, ctx.runtime_dir, self.send)
         self.core.local_functions[CHANNELS_CREATE] = self._create_channel
         self.core.http_functions_node = node_serving("iii-http-functions", ctx.peers)
@@ -234,9 +234,11 @@ class Gateway(Process):
                 await self.channels.serve(sock, end, direction)
             return
         if sock.request.path.split("?", 1)[0].rstrip("/") == "/otel":
-            try:
-                async for _ in sock:  # telemetry: read and dropped until observability lands
-                    pass
+            blob = self.telemetry.blob
+            try:  # telemetry (§9.2): binary frames to observability, text frames dropped
+                async for data in sock:
+                    if isinstance(data, bytes) and data[:4] in TELEMETRY_PREFIXES:
+                        blob(data)
             except ConnectionClosed:  # a worker leaving, cleanly or not, is no error
                 pass
             return
@@ -311,6 +313,12 @@ class Gateway(Process):
             process_request=self.route_request,
             backlog=listen.BACKLOG)  # asyncio would re-listen the shared socket at 100
         log.info("%s listening on %s:%s", self.name, self.cfg["host"], self.cfg["port"])
+
+    def telemetry_figures(self) -> dict[str, Any]:
+        core = self.core
+        return {"ready": self._server is not None,
+                "gauges": {"worker_connections": [[{}, len(core.conns)]]},
+                "counters": {"worker_spawns_total": [[{}, core.opened]], "worker_deaths_total": [[{}, core.gone]]}}
 
     async def stopping(self) -> None:
         if self._server is not None:

@@ -310,6 +310,8 @@ class Broker(Process):
             body = wire.result(header["id"], header["fn"], value)
         except TypeError as exc:
             body = wire.error(header["id"], header["fn"], errors.SERIALIZATION_ERROR, str(exc))
+            self.send(node, frames.res(header["id"], header.get("rc"), errors.SERIALIZATION_ERROR), body)
+            return
         self.send(node, frames.res(header["id"], header.get("rc")), body)
 
     def _reply_error(self, header: dict, exc: BaseException) -> None:
@@ -323,7 +325,7 @@ class Broker(Process):
                 log.warning("void call of %s failed: %s %s", header["fn"], exc.code, exc.message)
             return
         body = wire.error(header["id"], header["fn"], exc.code, exc.message, exc.stacktrace)
-        self.send(node, frames.res(header["id"], header.get("rc")), body)
+        self.send(node, frames.res(header["id"], header.get("rc"), exc.code), body)
 
     # ---- trigger bindings from the router -----------------------------------------------
 

@@ -17,6 +17,7 @@ Header keys (short on purpose, they are on every call):
     ns   the connection's namespace
     s    sequence number of a gateway's UP, echoed by the router's ACK
     via  on an INV sent to the router: the node to pass it on to (see ACK)
+    e    on a RES: the error code when the result is a failure (for the caller's span)
 
 Kinds and who sends them:
 
@@ -85,9 +86,13 @@ def inv(inv_id: str, fn: str, to: str | None, rn: str | None, rc: str | None,
     return h
 
 
-def res(inv_id: str, to: str | None) -> Header:
-    """Deliver an invocationresult to connection ``to`` of the receiving node."""
-    return {"k": RES, "id": inv_id, "to": to}
+def res(inv_id: str, to: str | None, error: str | None = None) -> Header:
+    """Deliver an invocationresult to connection ``to`` of the receiving node; ``error``:
+    its error code, when it is a failure (the caller's gateway closes its span with it)."""
+    h = {"k": RES, "id": inv_id, "to": to}
+    if error is not None:
+        h["e"] = error
+    return h
 
 
 def up(conn: str | None, ns: str, seq: int | None = None) -> Header:

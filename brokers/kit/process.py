@@ -39,6 +39,8 @@ from typing import Any, Callable, Protocol
 from brokers.kit import frames
 from brokers.kit.bus import Bus, FrameHandler
 from brokers.kit.frames import ROUTER
+from brokers.kit.sink import Link
+from brokers.kit.telemetry import Recorder
 from brokers.kit.units import RunContext
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,12 @@ class Process:
         self.epoch = f"{os.getpid()}-{time.time_ns()}"
         self.bus: BusLike = (bus or Bus)(self.name, ctx.runtime_dir, self.on_frame)
         self._stop = asyncio.Event()
+        tracing = ctx.engine.shared.get("observability")
+        self.telemetry = Recorder(tracing, on=tracing is not None and bus is None)
+        """Engine spans and call counters of this process (off without an observability
+        process, and on a test's stub bus)."""
+        self.link = Link(self.name, ctx.unit.name, ctx.runtime_dir, self.telemetry, self.telemetry_figures,
+                         (tracing or {}).get("service_name", "iii"))
 
     # ---- hooks ----------------------------------------------------------------------
 
@@ -85,6 +93,10 @@ class Process:
 
     async def teardown(self) -> None:
         """After the bus closed: flush and close stores."""
+
+    def telemetry_figures(self) -> dict[str, Any]:
+        """This process's own gauges and counters for Prometheus (``sink.Gauges``)."""
+        return {}
 
     # ---- life -----------------------------------------------------------------------
 
@@ -106,10 +118,12 @@ class Process:
                 pass
         await self.setup()
         self.bus.start()
+        self.link.start()
         await self.started()
         log.info("%s ready", self.name)
         await self._stop.wait()
         await self.stopping()
+        self.link.close()
         self.bus.close()
         await self.teardown()
 

@@ -46,6 +46,10 @@ class Unit:
     stores: Callable[[Any, str], dict[str, str]] = lambda cfg, data_dir: {}
     """Where its durable data lives (``{name: path}``), given its config and the data dir;
     shown by ``status`` and logged at start."""
+    shares: Callable[[Any], dict[str, Any]] | None = None
+    """What of its validated config every process of the engine runs with (plain data,
+    no secrets), as ``EngineSettings.shared[<unit name>]``: the observability unit's
+    sampling settings, which every process that routes calls applies."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ class EngineSettings:
     log_format: str = "text"
     workers: tuple[WorkerRef, ...] = ()
     """The config's worker entries, in file order (the router's warnings name them)."""
+    shared: dict[str, Any] = field(default_factory=dict)
+    """Unit name -> what that unit shares with every process (``Unit.shares``); a unit that
+    is not planned shares nothing."""
 
 
 @dataclass

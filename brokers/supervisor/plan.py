@@ -25,7 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 import orjson
@@ -114,6 +114,11 @@ class Plan:
              log_format: str | None = None) -> Plan:
         """The plan of a validated config; ``ConfigError`` if a part cannot be handed over."""
         settings = cfg.settings(log_level, log_format)
+        shared = {}
+        for p in planned:
+            if p.unit.shares is not None and p.unit.name not in shared:
+                shared[p.unit.name] = p.unit.shares(p.config)
+        settings = replace(settings, shared=shared)
         engine = {f.name: getattr(settings, f.name) for f in fields(settings)}
         engine["workers"] = [
             {"name": w.name, "path": w.path, "unit": None if w.unit is None else w.unit.name}

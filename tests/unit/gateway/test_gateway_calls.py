@@ -198,14 +198,14 @@ def test_callee_disconnect_stops_a_remote_callers_call(core, rec) -> None:
     rec.take()
     core.closed("B")
     frames_ = rec.bus_frames()
-    assert frames_[0][:2] == ("gw2", {"k": "res", "id": "r1", "to": "X"})
+    assert frames_[0][:2] == ("gw2", {"k": "res", "id": "r1", "to": "X", "e": "invocation_stopped"})
     assert orjson.loads(frames_[0][2])["error"] == STOPPED
 
 
 def test_call_to_a_gone_callee_is_stopped_at_once(core, rec) -> None:
     core.on_frame("gw2", {"k": "inv", "id": "r1", "fn": "svc::f", "to": "ghost", "rn": "gw2", "rc": "X"}, b"{}")
     (node, header, body), = rec.bus_frames()
-    assert (node, header) == ("gw2", {"k": "res", "id": "r1", "to": "X"})
+    assert (node, header) == ("gw2", {"k": "res", "id": "r1", "to": "X", "e": "invocation_stopped"})
     assert orjson.loads(body) == {"type": "invocationresult", "invocation_id": "r1", "function_id": "svc::f",
                                   "error": STOPPED}
     rec.take()

@@ -56,7 +56,7 @@ def test_a_call_from_another_process_to_a_full_callee_is_refused_over_the_bus(co
     body = b'{"type":"invokefunction","invocation_id":"r1","function_id":"math::add","data":1}'
     core.on_frame("gw2", {"k": "inv", "id": "r1", "fn": "math::add", "to": "B", "rn": "gw2", "rc": "X"}, body)
     (node, header, res), = rec.bus_frames()
-    assert (node, header) == ("gw2", {"k": "res", "id": "r1", "to": "X"})
+    assert (node, header) == ("gw2", {"k": "res", "id": "r1", "to": "X", "e": "callee_overloaded"})
     assert orjson.loads(res)["error"]["code"] == CALLEE_OVERLOADED
     assert len(rec.take()) == 1
     core.on_frame("router", {"k": "inv", "id": "t1", "fn": "math::add", "to": "B", "rn": None, "rc": None}, body)
