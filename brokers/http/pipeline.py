@@ -3,8 +3,10 @@
     preflight (CORS) -> route (404 / 405) -> global middleware by priority -> body ->
     condition (422 CONDITION_NOT_MET) -> route middleware -> handler -> response
 
-``invoke(function_id, data, namespace, metadata, timeout)`` calls a function anywhere in
-the engine (the broker's ``call``); it raises ``EngineError`` for the callee's failure
+``invoke(function_id, data, namespace, metadata, timeout, traceparent, baggage)`` calls a
+function anywhere in the engine (the broker's ``call``), in the trace of the request's
+server span (``HTTP`` ``"<METHOD> <api_path>"``, §2.9, parented on the request's
+``traceparent`` header); it raises ``EngineError`` for the callee's failure
 and ``asyncio.TimeoutError``. No socket here: requests and replies are the server's
 ``Request`` / ``Responder``, so the pipeline is tested with plain fakes.
 
@@ -27,6 +29,7 @@ from brokers.http import response as resp
 from brokers.http.cors import Cors
 from brokers.http.routes import Route, RouteTable, path_params
 from brokers.kit.errors import EngineError
+from brokers.kit.telemetry import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,9 @@ class Streams(Protocol):
 
 class Pipeline:
     def __init__(self, routes: RouteTable, cfg: dict[str, Any], invoke: Invoke,
-                 streams: Any = None) -> None:
+                 streams: Any = None, telemetry: Recorder | None = None) -> None:
         self.routes = routes
+        self.telemetry = telemetry if telemetry is not None else Recorder(on=False)
         self.cfg = cfg
         self.invoke = invoke
         self.streams = streams
@@ -75,10 +79,11 @@ class Pipeline:
         log.warning("%s failed: %s: %s", what, exc.code, exc.message)
         return resp.error(500, exc.code, exc.message, with_id=True)
 
-    async def _middleware(self, fid: str, route: Route, data: dict) -> resp.Reply | None:
+    async def _middleware(self, fid: str, route: Route, data: dict, trace: tuple) -> resp.Reply | None:
         """``None`` to continue, else the reply that ends the request."""
         try:
-            out = await self.invoke(fid, data, namespace=route.namespace, timeout=self.timeout_s)
+            out = await self.invoke(fid, data, namespace=route.namespace, timeout=self.timeout_s,
+                                    traceparent=trace[0], baggage=trace[1])
         except asyncio.TimeoutError:
             return resp.error(504, *resp.MIDDLEWARE_TIMEOUT)
         except EngineError as exc:
@@ -91,21 +96,36 @@ class Pipeline:
 
     async def _handle(self, route: Route, segments: list[str], req: Any, out: Any) -> None:
         hdrs = reqmod.headers(req.raw_headers)
+        span, traceparent = self.telemetry.span(f"{req.method} {route.api_path}", hdrs.get("traceparent"),
+                                                reqmod.span_attributes(route, req.method, req.query, hdrs, req.path))
+        trace = (traceparent, hdrs.get("baggage"))
+        try:
+            await self._serve(route, segments, req, out, hdrs, trace)
+        finally:
+            if span is not None:
+                status = getattr(out, "status", 0)
+                if span[0] is not None:
+                    span[7]["http.response.status_code"] = status
+                self.telemetry.finish(span, status >= 400 or not status, description=None)
+
+    async def _serve(self, route: Route, segments: list[str], req: Any, out: Any, hdrs: dict,
+                     trace: tuple) -> None:
         mw_input = reqmod.middleware_input(req.method, req.query, hdrs, path_params(route, segments))
         for entry in self.cfg["middleware"]:
-            reply = await self._middleware(entry["function_id"], route, mw_input)
+            reply = await self._middleware(entry["function_id"], route, mw_input, trace)
             if reply is not None:
                 self._send(req, out, reply)
                 return
         body_ref, response_ref, io = self.streams.open() if self.streams else (None, None, None)
         try:
-            await self._call(route, segments, req, out, hdrs, mw_input, body_ref, response_ref, io)
+            await self._call(route, segments, req, out, hdrs, mw_input, body_ref, response_ref, io, trace)
         finally:
             if io is not None:
                 io.close()
 
     async def _call(self, route: Route, segments: list[str], req: Any, out: Any, hdrs: dict,
-                    mw_input: dict, body_ref: dict | None, response_ref: dict | None, io: Any) -> None:
+                    mw_input: dict, body_ref: dict | None, response_ref: dict | None, io: Any,
+                    trace: tuple) -> None:
         if reqmod.is_json(hdrs.get("content-type")):
             raw = await req.read()
             body = reqmod.json_body(raw)
@@ -123,7 +143,7 @@ class Pipeline:
         if route.condition_function_id:
             try:
                 verdict = await self.invoke(route.condition_function_id, reqmod.without_channels(request),
-                                            namespace=route.namespace)
+                                            namespace=route.namespace, traceparent=trace[0], baggage=trace[1])
             except EngineError as exc:
                 self._send(req, out, self._failure(exc, f"condition {route.condition_function_id}"))
                 return
@@ -131,12 +151,13 @@ class Pipeline:
                 self._send(req, out, resp.condition_not_met())
                 return
         for fid in route.middleware_function_ids:
-            reply = await self._middleware(fid, route, mw_input)
+            reply = await self._middleware(fid, route, mw_input, trace)
             if reply is not None:
                 self._send(req, out, reply)
                 return
         call = asyncio.ensure_future(self.invoke(route.function_id, request, namespace=route.namespace,
-                                                 metadata=route.metadata, timeout=self.timeout_s))
+                                                 metadata=route.metadata, timeout=self.timeout_s,
+                                                 traceparent=trace[0], baggage=trace[1]))
         outcome = await self._first_of(call, io, route.function_id)
         if outcome == "stream":
             await io.stream_response(out, self.cors.actual(req.headers))

@@ -91,3 +91,23 @@ def middleware_input(method: str, query: bytes | str | None, hdrs: dict[str, str
 def without_channels(request: dict[str, Any]) -> dict[str, Any]:
     """What a route's condition function receives: the request minus its channel refs."""
     return {k: v for k, v in request.items() if k not in ("request_body", "response")}
+
+
+def span_attributes(route: Route, method: str, query: bytes | str | None, hdrs: dict[str, str],
+                    path: str | None = None) -> dict[str, Any]:
+    """The server span's attributes (workers-b §2.9), before the response's status code."""
+    q = query.decode("latin-1") if isinstance(query, bytes) else (query or "")
+    scheme = hdrs.get("x-forwarded-proto") or "http"
+    host = hdrs.get("host", "")
+    url_path = path if path is not None else route.api_path
+    attrs: dict[str, Any] = {
+        "http.request.method": method, "http.route": route.api_path, "url.path": url_path, "url.query": q,
+        "url.scheme": scheme, "url.full": f"{scheme}://{host}{url_path}{'?' + q if q else ''}",
+        "server.address": host, "user_agent.original": hdrs.get("user-agent", ""),
+        "iii.function.kind": "internal" if route.function_id.startswith("engine::") else "user",
+        "function_id": route.function_id}
+    if "content-type" in hdrs:
+        attrs["http.request.header.content_type"] = hdrs["content-type"]
+    if "content-length" in hdrs:
+        attrs["http.request.body.size"] = hdrs["content-length"]
+    return attrs

@@ -103,6 +103,8 @@ class Responder:
         self.started = False
         self._chunked = False
         self.finished = False
+        self.status = 0
+        """The response's status code once it started (the request's server span)."""
 
     def _head(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> bytes:
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
@@ -122,6 +124,7 @@ class Responder:
         if self.started:
             return
         self.started = self.finished = True
+        self.status = reply.status
         body = b"" if self._request.method == "HEAD" else reply.body
         self._conn.write(self._head(reply.status, reply.headers, len(reply.body)) + body)
 
@@ -129,6 +132,7 @@ class Responder:
         """Begin a streamed response (chunked)."""
         if not self.started:
             self.started = True
+            self.status = status
             self._conn.write(self._head(status, headers, None))
 
     async def write(self, chunk: bytes) -> None:

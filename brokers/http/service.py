@@ -69,14 +69,15 @@ class HttpBroker(Broker):
         self.table = routemod.RouteTable()
         self.channels = Hub(ctx.process, ctx.peers, ctx.runtime_dir, self.send)
         self._kinds[frames.CHAN] = lambda sender, header, body: self.channels.on_notice(sender, header)
-        self.pipeline = Pipeline(self.table, self.cfg, self._invoke, HubStreams(self.channels))
+        self.pipeline = Pipeline(self.table, self.cfg, self._invoke, HubStreams(self.channels), self.telemetry)
         self.server = HttpServer(self.pipeline, self.cfg["max_body_bytes"])
         self._listener = None
 
     async def _invoke(self, function_id: str, data: Any, *, namespace: str = "default",
-                      metadata: Any = None, timeout: float | None = None) -> Any:
+                      metadata: Any = None, timeout: float | None = None, traceparent: str | None = None,
+                      baggage: str | None = None) -> Any:
         return await self.call(function_id, data, namespace=namespace, metadata=metadata,
-                               timeout=timeout)
+                               timeout=timeout, traceparent=traceparent, baggage=baggage)
 
     async def setup(self) -> None:
         self._listener = listen.listener(self.cfg["host"], self.cfg["port"])  # fail fast

@@ -100,6 +100,8 @@ class Broker(Process):
         self.functions: dict[str, FunctionSpec] = {}
         self.trigger_types: dict[str, TriggerTypeSpec] = {}
         self._pending: Pending[asyncio.Future] = Pending()
+        self.served: dict[str, int] = {}
+        """Calls served per function id since this process started (Prometheus)."""
         self.routes_known = asyncio.Event()
         """Set by the first route table: before it, every function looks missing (a
         restarted broker must not fire a trigger into that gap)."""
@@ -175,15 +177,26 @@ class Broker(Process):
         Costs no task, so a broker delivering many calls adds a callback per call.
         ``traceparent``/``baggage`` go on the ``invokefunction`` as given (protocol §9.1:
         a call made on behalf of a traced caller, such as a queue delivery, carries its
-        context; we create no spans of our own)."""
+        context). The call gets its engine span, as a gateway's calls do
+        (``brokers.kit.telemetry``): the callee sees it as its parent."""
         node, conn = self._route(function_id, namespace)
         inv_id = str(uuid.uuid4())
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending.add(inv_id, node, fut)
         header = frames.inv(inv_id, function_id, conn, self.name, None)
+        rec, traceparent, baggage = self.telemetry.begin(function_id, traceparent, baggage)
+        if rec is not None and rec[0] is not None:
+            rec[7].update({"iii.worker.id": conn or node, "iii.caller.worker_id": self.name,
+                           "iii.invocation.id": inv_id, "iii.call.mode": "sync"})
         self.send(node, header, wire.invoke(inv_id, function_id, data, metadata, traceparent, baggage))
-        # _on_res pops its entry; a call stopped by RESET or cancelled is dropped here.
-        fut.add_done_callback(lambda f: self._pending.pop(inv_id))
+
+        def done(f: asyncio.Future) -> None:
+            self._pending.pop(inv_id)  # _on_res popped it; a call stopped by RESET or cancelled is dropped here
+            if rec is not None:
+                exc = None if f.cancelled() else f.exception()
+                self.telemetry.finish(rec, f.cancelled() or exc is not None,
+                                      description=exc.code if isinstance(exc, EngineError) else None)
+        fut.add_done_callback(done)
         return fut
 
     async def call(self, function_id: str, data: Any, *, namespace: str = "default",
@@ -207,7 +220,13 @@ class Broker(Process):
         node, conn = self._route(function_id, namespace)
         inv_id = str(uuid.uuid4())
         header = frames.inv(inv_id, function_id, conn, None, None)
+        rec, traceparent, baggage = self.telemetry.begin(function_id, traceparent, baggage)
         self.send(node, header, wire.invoke(inv_id, function_id, data, metadata, traceparent, baggage))
+        if rec is not None:
+            if rec[0] is not None:
+                rec[7].update({"iii.worker.id": conn or node, "iii.caller.worker_id": self.name,
+                               "iii.invocation.id": inv_id, "iii.call.mode": "void"})
+            self.telemetry.finish(rec, void=True)
 
     # ---- frames -------------------------------------------------------------------------
 
@@ -255,9 +274,16 @@ class Broker(Process):
         else:
             fut.set_result(msg.get("result"))
 
+    def telemetry_figures(self) -> dict[str, Any]:
+        """``<unit>_operations_total{op=<function id>}``: the calls this process served."""
+        return {"counters": {f"{self.ctx.unit.name}_operations_total":
+                             [[{"op": fid}, n] for fid, n in self.served.items()]}}
+
     def _on_inv(self, sender: str, header: dict, body: bytes) -> None:
         function_id = header["fn"]
         spec = self.functions.get(function_id)
+        if spec is not None:
+            self.served[function_id] = self.served.get(function_id, 0) + 1
         if spec is None:
             self._reply_error(header, EngineError(errors.FUNCTION_NOT_FOUND,
                                                   f"Function {function_id} not found in namespace default."))

@@ -42,8 +42,8 @@ _ODD = frozenset("13579bdf")
 
 SpanRecord = list
 """``[trace_id, span_id, parent_span_id|None, name, start_ns, end_ns, status, attributes,
-status_description|None, function_id]``; unsampled calls carry ``trace_id`` None and are
-counted only. The sink sends records as they are; the store reads the first nine fields."""
+status_description|None, function_id|None]``; unsampled calls carry ``trace_id`` None and
+are counted only; a span that is not a call (``span``) has no function id and is not counted. The sink sends records as they are; the store reads the first nine fields."""
 
 
 def function_kind(function_id: str) -> str | None:
@@ -127,19 +127,24 @@ class Recorder:
                ) -> None:
         """Close the call of ``rec``: count it and keep its span if sampled. A void call
         ends when it is handed on (nobody learns how it went): status unset, no duration."""
-        calls = self.calls.get(rec[9])
-        if calls is None:
-            calls = self.calls[rec[9]] = [0, 0, [0] * (len(DURATION_BOUNDS) + 1), 0.0]
-        calls[0] += 1
+        fid = rec[9]
+        calls = None
+        if fid is not None:
+            calls = self.calls.get(fid)
+            if calls is None:
+                calls = self.calls[fid] = [0, 0, [0] * (len(DURATION_BOUNDS) + 1), 0.0]
+            calls[0] += 1
         if void:
             rec[5] = rec[4]
         else:
             end = rec[5] = time_ns()
-            seconds = (end - rec[4]) / 1e9
-            calls[2][bisect_left(DURATION_BOUNDS, seconds)] += 1
-            calls[3] += seconds
+            if calls is not None:
+                seconds = (end - rec[4]) / 1e9
+                calls[2][bisect_left(DURATION_BOUNDS, seconds)] += 1
+                calls[3] += seconds
+                if error:
+                    calls[1] += 1
             if error:
-                calls[1] += 1
                 rec[6] = ERROR
                 rec[8] = description
             else:
@@ -150,11 +155,11 @@ class Recorder:
             else:
                 self.dropped += 1
 
-    def span(self, name: str, traceparent: Any, attributes: dict[str, Any]) -> tuple[SpanRecord | None, str | None]:
+    def span(self, name: str, traceparent: Any, attributes: dict[str, Any]) -> tuple[SpanRecord | None, Any]:
         """Open a span that is not a call (an HTTP request): ``(record, traceparent of
-        the span)``; finish it with ``finish``; counted under its ``name``."""
+        the span)``; finish it with ``finish``; not counted as a call (its calls are)."""
         if not self.on:
-            return None, None
+            return None, traceparent
         now = time_ns()
         parent = parse_traceparent(traceparent) if traceparent is not None else None
         if parent is not None and self.sampler.parent_based:
@@ -162,10 +167,10 @@ class Recorder:
         else:
             sampled = self.sampler.root(name, random(), now / 1e9)
         if not sampled:
-            return [None, None, None, None, now, 0, UNSET, None, None, name], None
+            return [None, None, None, None, now, 0, UNSET, None, None, None], traceparent
         trace = parent[0] if parent is not None else "%032x" % getrandbits(128)
         span = "%016x" % getrandbits(64)
-        return ([trace, span, parent[1] if parent is not None else None, name, now, 0, UNSET, attributes, None, name],
+        return ([trace, span, parent[1] if parent is not None else None, name, now, 0, UNSET, attributes, None, None],
                 f"00-{trace}-{span}-01")
 
     # ---- SDK telemetry ----------------------------------------------------------------

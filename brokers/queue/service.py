@@ -112,6 +112,14 @@ class QueueBroker(Broker):
         self._closing = False
         self.missing = missing.MissingFunctions()
 
+    def telemetry_figures(self) -> dict[str, Any]:
+        """Depth (live jobs) and DLQ size per lane: a named queue, or a topic's subscriber."""
+        figures = super().telemetry_figures()
+        lanes = self.core.lanes.values()
+        figures["gauges"] = {"queue_depth": [[{"queue": lane.name}, len(lane.jobs)] for lane in lanes],
+                             "queue_dlq_size": [[{"queue": lane.name}, len(lane.dlq)] for lane in lanes]}
+        return figures
+
     # -- lifecycle -----------------------------------------------------------------
     def _open_store(self) -> Store:
         path = store_path(self.ctx.config, self.ctx.data_dir)

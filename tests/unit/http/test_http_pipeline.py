@@ -52,7 +52,7 @@ async def run(p: Pipeline, req: Req) -> tuple[int, Any]:
 async def test_order_of_steps_and_what_each_sees() -> None:
     seen: list[tuple[str, Any, dict]] = []
 
-    async def invoke(fid, data, *, namespace="default", metadata=None, timeout=None):
+    async def invoke(fid, data, *, namespace="default", metadata=None, timeout=None, traceparent=None, baggage=None):
         seen.append((fid, namespace, data))
         if fid == "orders::create":
             assert metadata == {"m": 1}
