@@ -99,7 +99,7 @@ def _logger(obs: Observability, level: str) -> Callable[[Call], None]:
         ratio = obs.cfg["logs_sampling_ratio"]
         if ratio < 1.0 and random.random() >= ratio:
             return None
-        obs.store_log(entry)
+        obs.store_log(entry, console=obs.cfg["logs_console_output"])
         return None
     return log_call
 
