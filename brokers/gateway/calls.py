@@ -90,9 +90,7 @@ class CallRelay(GatewayState):
         if rec is None:
             self._send_call(conn, None if void else conn.id, route, inv_id, fid, body)
             return
-        if rec[0] is not None:
-            rec[7].update({"iii.worker.id": route[1] or route[0], "iii.caller.worker_id": conn.id,
-                           "iii.invocation.id": inv_id, "iii.call.mode": "void" if void else "sync"})
+        rec[10:] = route[1] or route[0], conn.id, inv_id, "void" if void else "sync"
         if void:
             self._send_call(conn, None, route, inv_id, fid, body)
             self.telemetry.finish(rec, void=True)

@@ -185,9 +185,8 @@ class Broker(Process):
         self._pending.add(inv_id, node, fut)
         header = frames.inv(inv_id, function_id, conn, self.name, None)
         rec, traceparent, baggage = self.telemetry.begin(function_id, traceparent, baggage)
-        if rec is not None and rec[0] is not None:
-            rec[7].update({"iii.worker.id": conn or node, "iii.caller.worker_id": self.name,
-                           "iii.invocation.id": inv_id, "iii.call.mode": "sync"})
+        if rec is not None:
+            rec[10:] = conn or node, self.name, inv_id, "sync"
         self.send(node, header, wire.invoke(inv_id, function_id, data, metadata, traceparent, baggage))
 
         def done(f: asyncio.Future) -> None:
@@ -223,9 +222,7 @@ class Broker(Process):
         rec, traceparent, baggage = self.telemetry.begin(function_id, traceparent, baggage)
         self.send(node, header, wire.invoke(inv_id, function_id, data, metadata, traceparent, baggage))
         if rec is not None:
-            if rec[0] is not None:
-                rec[7].update({"iii.worker.id": conn or node, "iii.caller.worker_id": self.name,
-                               "iii.invocation.id": inv_id, "iii.call.mode": "void"})
+            rec[10:] = conn or node, self.name, inv_id, "void"
             self.telemetry.finish(rec, void=True)
 
     # ---- frames -------------------------------------------------------------------------

@@ -38,6 +38,11 @@ class Sampler:
         self._at = 0.0
         self._cache: dict[tuple[str, str | None], float] = {}
 
+    @property
+    def always(self) -> bool:
+        """Every root is kept: no draw needed (the default, ratio 1.0 and no rules)."""
+        return self.default >= 1.0 and not self.rules and self.rate is None
+
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None) -> Sampler:
         """The sampler of the observability config's ``sampling_ratio`` and ``sampling``."""

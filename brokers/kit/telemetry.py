@@ -19,6 +19,8 @@ between two takes, what comes is dropped and counted in ``dropped``, never queue
 """
 from __future__ import annotations
 
+import os
+import re
 from bisect import bisect_left
 from random import getrandbits, random
 from time import time, time_ns
@@ -39,10 +41,17 @@ BUILTIN_PREFIXES = ("engine::", "state::", "stream::", "configuration::", "iii::
 BUILTIN_IDS = frozenset({"publish", "motia_step_get"})
 UNSET, OK, ERROR = 0, 1, 2
 _ODD = frozenset("13579bdf")
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}\Z").match
+POOL_BYTES = 6144
+"""Random bytes drawn at once for span and trace ids (256 calls' worth)."""
+CALL_FIELDS = ("iii.worker.id", "iii.caller.worker_id", "iii.invocation.id", "iii.call.mode")
+"""What a call's record carries at 10..13, which the store turns into attributes (with
+``function_id`` and ``iii.function.kind``) and the name ``call <function_id>``."""
 
 SpanRecord = list
-"""``[trace_id, span_id, parent_span_id|None, name, start_ns, end_ns, status, attributes,
-status_description|None, function_id|None]``; unsampled calls carry ``trace_id`` None and
+"""``[trace_id, span_id, parent_span_id|None, name|None, start_ns, end_ns, status,
+attributes|None, status_description|None, function_id|None, *CALL_FIELDS]``; a call's name
+and attributes are None (the store derives them from its function id and ``CALL_FIELDS``); unsampled calls carry ``trace_id`` None and
 are counted only; a span that is not a call (``span``) has no function id and is not counted. The sink sends records as they are; the store reads the first nine fields."""
 
 
@@ -58,16 +67,9 @@ def function_kind(function_id: str) -> str | None:
 
 def parse_traceparent(value: Any) -> tuple[str, str, bool] | None:
     """``(trace_id, parent span id, sampled)`` of a W3C ``traceparent``; None if it is not one."""
-    if value.__class__ is not str or len(value) != 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+    if value.__class__ is not str or _TRACEPARENT(value) is None:
         return None
-    trace, span = value[3:35], value[36:52]
-    if trace == "0" * 32 or span == "0" * 16:
-        return None
-    try:
-        int(trace, 16), int(span, 16)
-    except ValueError:
-        return None
-    return trace, span, value[54] in _ODD
+    return value[3:35], value[36:52], value[54] in _ODD
 
 
 def with_function_id(baggage: Any, function_id: str) -> str:
@@ -83,7 +85,8 @@ def with_function_id(baggage: Any, function_id: str) -> str:
 class Recorder:
     """One process's engine spans, call counters and pending SDK telemetry."""
 
-    __slots__ = ("on", "sampler", "spans", "calls", "blobs", "blob_bytes", "dropped", "_kinds")
+    __slots__ = ("on", "sampler", "spans", "calls", "blobs", "blob_bytes", "dropped", "_kinds", "_always", "_pool",
+                 "_at")
 
     def __init__(self, settings: Mapping[str, Any] | None = None, on: bool = True) -> None:
         self.on = on and bool(settings is None or settings.get("enabled", True))
@@ -95,6 +98,9 @@ class Recorder:
         self.blob_bytes = 0
         self.dropped = 0
         self._kinds: dict[str, str | None] = {}
+        self._always = self.sampler.always
+        self._pool = ""
+        self._at = 0
 
     # ---- calls ------------------------------------------------------------------------
 
@@ -102,26 +108,33 @@ class Recorder:
               ) -> tuple[SpanRecord | None, Any, Any]:
         """Open a call of ``function_id``: ``(record, traceparent, baggage)`` for the
         callee; record None when the call is not observed (observability off, or an
-        observability function)."""
+        observability function). The hot path of every routed call: ids come from a pool
+        of random hex, the attributes are filled in by the store (``CALL_FIELDS``)."""
         kinds = self._kinds
         kind = kinds[function_id] if function_id in kinds else kinds.setdefault(function_id, function_kind(function_id))
         if kind is None or not self.on:
             return None, traceparent, baggage
         now = time_ns()
+        parent = None
         if traceparent is not None or baggage is not None:
             baggage = with_function_id(baggage, function_id)
-        parent = parse_traceparent(traceparent) if traceparent is not None else None
-        if parent is not None and self.sampler.parent_based:
-            sampled = parent[2]
-        else:
-            sampled = self.sampler.root("call " + function_id, random(), now / 1e9)
-        if not sampled:
-            return [None, None, None, None, now, 0, UNSET, None, None, function_id], traceparent, baggage
-        trace = parent[0] if parent is not None else "%032x" % getrandbits(128)
-        span = "%016x" % getrandbits(64)
-        rec = [trace, span, parent[1] if parent is not None else None, "call " + function_id, now, 0, UNSET,
-               {"function_id": function_id, "iii.function.kind": kind}, None, function_id]
-        return rec, f"00-{trace}-{span}-01", baggage
+            if traceparent.__class__ is str and _TRACEPARENT(traceparent) is not None:
+                parent = traceparent[36:52]
+                if self.sampler.parent_based and traceparent[54] not in _ODD:
+                    return [None, None, None, None, now, 0, UNSET, None, None, function_id, None, None, None,
+                            None], traceparent, baggage
+        if (parent is None or not self.sampler.parent_based) and not self._always and not self.sampler.root("call " + function_id, random(), now / 1e9):
+            return [None, None, None, None, now, 0, UNSET, None, None, function_id, None, None, None,
+                    None], traceparent, baggage
+        pool, at = self._pool, self._at
+        if at + 48 > len(pool):
+            pool = self._pool = os.urandom(POOL_BYTES).hex()
+            at = 0
+        self._at = at + 48
+        trace = traceparent[3:35] if parent is not None else pool[at:at + 32]
+        span = pool[at + 32:at + 48]
+        return ([trace, span, parent, None, now, 0, UNSET, None, None, function_id, None, None, None, None],
+                "00-" + trace + "-" + span + "-01", baggage)
 
     def finish(self, rec: SpanRecord, error: bool = False, void: bool = False, description: str | None = None
                ) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ _EXPORTING = ("otlp", "both")
 _STATUS = {"ok": 1, "error": 2}
 _RESOURCE_CACHE_MAX = 256
 _WARN_EVERY_S = 10.0
+GRACE_S = 5.0
 
 
 class _RateLimit(logging.Filter):
@@ -70,6 +72,7 @@ class Exporter:
         self.failed = 0              # items that could not be converted (skipped)
         self._span_proc: Any = None
         self._log_proc: Any = None
+        self._exporters: list[Any] = []
         self._resources: dict[tuple, Any] = {}
         try:
             import opentelemetry.sdk.trace as sdk_trace
@@ -101,9 +104,12 @@ class Exporter:
         if not self.available or self._span_proc is not None or self._log_proc is not None:
             return
         span_exporter, span_proc, log_exporter, log_proc = self._make
-        logging.getLogger("opentelemetry.sdk._shared_internal").addFilter(_RateLimit(_WARN_EVERY_S))
+        sdk_log = logging.getLogger("opentelemetry.sdk._shared_internal")
+        if not any(isinstance(f, _RateLimit) for f in sdk_log.filters):
+            sdk_log.addFilter(_RateLimit(_WARN_EVERY_S))
         if self.export_spans:
-            self._span_proc = span_proc(span_exporter(endpoint=f"{self.endpoint}/v1/traces"))
+            self._exporters.append(span_exporter(endpoint=f"{self.endpoint}/v1/traces"))
+            self._span_proc = span_proc(self._exporters[-1])
         if self.export_logs:
             batch = int(self.cfg.get("logs_batch_size") or 100)
             log_proc_kw = {"schedule_delay_millis": int(self.cfg.get("logs_flush_interval_ms") or 5000),
@@ -111,23 +117,45 @@ class Exporter:
             queue = log_proc._default_max_queue_size()
             if queue < batch:
                 log_proc_kw["max_queue_size"] = batch
-            self._log_proc = log_proc(log_exporter(endpoint=f"{self.endpoint}/v1/logs"), **log_proc_kw)
+            self._exporters.append(log_exporter(endpoint=f"{self.endpoint}/v1/logs"))
+            self._log_proc = log_proc(self._exporters[-1], **log_proc_kw)
         log.info("OTLP export to %s (spans: %s, logs: %s)", self.endpoint, self.export_spans, self.export_logs)
 
-    def shutdown(self) -> None:
-        """Flush what is queued and stop the processors' threads (blocking: call off the loop)."""
-        procs, self._span_proc, self._log_proc = (self._span_proc, self._log_proc), None, None
-        for proc in procs:
-            if proc is not None:
-                try:
-                    proc.shutdown()
-                except Exception:
-                    log.exception("OTLP exporter shutdown failed")
+    def shutdown(self, grace_s: float = GRACE_S) -> None:
+        """Flush what is queued and stop the processors' threads (blocking: call off the loop).
 
-    async def close(self) -> None:
+        Both processors flush at once; after ``grace_s`` (a slow or dead collector) the
+        exporters are shut down, which aborts their retries, and what is left is dropped.
+        """
+        procs = [p for p in (self._span_proc, self._log_proc) if p is not None]
+        self._span_proc = self._log_proc = None
+        if not procs:
+            return
+        threads = [threading.Thread(target=self._stop, args=(p,), name="otlp-shutdown", daemon=True) for p in procs]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + grace_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
+            log.warning("OTLP collector at %s did not take the last batches within %.0f s: dropping them",
+                        self.endpoint, grace_s)
+            for exporter in self._exporters:
+                self._stop(exporter)
+            for thread in threads:
+                thread.join(2.0)
+
+    @staticmethod
+    def _stop(part: Any) -> None:
+        try:
+            part.shutdown()
+        except Exception:
+            log.exception("OTLP exporter shutdown failed")
+
+    async def close(self, grace_s: float = GRACE_S) -> None:
         """``shutdown()`` on a thread, so the loop keeps running while the last batch goes out."""
         if self._span_proc is not None or self._log_proc is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.shutdown)
+            await asyncio.get_running_loop().run_in_executor(None, self.shutdown, grace_s)
 
     def force_flush(self, timeout_ms: int = 5000) -> bool:
         """Export what is queued now (blocking; tests and shutdown paths only)."""

@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from brokers.kit.telemetry import CALL_FIELDS, function_kind
+
 from brokers.observability.otlpvalue import (
     dicts, get, kv_dict, kv_pairs, lst, nonzero_id, hex_id, any_value, stringify, to_float, to_int, to_uint,
 )
@@ -249,12 +251,24 @@ def metrics_from_otlp(doc: dict, now_ns: int = 0) -> list[dict]:
     return out
 
 
+def call_attributes(rec: list) -> dict[str, Any]:
+    """The attributes of a call's record (``brokers.kit.telemetry.CALL_FIELDS``)."""
+    fid = rec[9]
+    attrs: dict[str, Any] = {"function_id": fid, "iii.function.kind": function_kind(fid) or "internal"}
+    for key, value in zip(CALL_FIELDS, rec[10:]):
+        if value is not None:
+            attrs[key] = value
+    return attrs
+
+
 def span_from_record(rec: list, service_name: str) -> dict | None:
     """An engine span record (obs-contract) → StoredSpan; None when the record is malformed."""
     if not isinstance(rec, (list, tuple)) or len(rec) < 8:
         return None
     trace_id, span_id, parent, name, start, end, status = rec[:7]
     attrs = rec[7] if isinstance(rec[7], dict) else {}
+    if name is None and len(rec) >= 10 + len(CALL_FIELDS) and isinstance(rec[9], str):
+        name, attrs = "call " + rec[9], call_attributes(rec)
     description = rec[8] if len(rec) > 8 and isinstance(rec[8], str) and rec[8] else None
     start_ns, end_ns = to_uint(start), to_uint(end)
     if (not isinstance(trace_id, str) or not trace_id or not isinstance(span_id, str) or not span_id

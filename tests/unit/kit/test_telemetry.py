@@ -39,7 +39,7 @@ def test_kinds_and_observability_functions_untraced() -> None:
 def test_a_call_is_a_child_of_its_caller_and_the_parent_of_its_callee() -> None:
     rec = Recorder({})
     span, tp, bg = rec.begin("math::add", f"00-{TRACE}-{PARENT}-01", None)
-    assert span[0] == TRACE and span[2] == PARENT and span[3] == "call math::add"
+    assert span[0] == TRACE and span[2] == PARENT and span[9] == "math::add"
     assert tp == f"00-{TRACE}-{span[1]}-01" and span[1] != PARENT
     assert bg == "iii.function.id=math::add"
     rec.finish(span, error=True, description="boom")
@@ -92,6 +92,29 @@ def test_sampling_rules_first_match_and_rate_limit() -> None:
     assert Sampler.from_settings({"sampling_ratio": 0.2, "sampling": {"default": 0.7}}).default == 0.7
 
 
+def test_a_call_record_becomes_a_stored_span_with_its_attributes() -> None:
+    from brokers.observability.otlp import span_from_record
+    rec = Recorder({})
+    span, _, _ = rec.begin("math::add", f"00-{TRACE}-{PARENT}-01")
+    span[10:] = "worker-b", "worker-a", "inv-1", "sync"
+    rec.finish(span)
+    stored = span_from_record(span, "iii")
+    assert stored["name"] == "call math::add" and stored["parent_span_id"] == PARENT and stored["status"] == "ok"
+    assert dict(stored["attributes"]) == {"function_id": "math::add", "iii.function.kind": "user",
+                                          "iii.worker.id": "worker-b", "iii.caller.worker_id": "worker-a",
+                                          "iii.invocation.id": "inv-1", "iii.call.mode": "sync"}
+
+
+def test_ids_are_fresh_per_call() -> None:
+    rec = Recorder({})
+    ids = set()
+    for _ in range(1000):  # past one pool of random bytes
+        span, _, _ = rec.begin("math::add")
+        ids.add(span[1])
+        assert len(span[0]) == 32 and len(span[1]) == 16 and int(span[0], 16) and int(span[1], 16) >= 0
+    assert len(ids) == 1000
+
+
 def test_sdk_frames_are_bounded() -> None:
     rec = Recorder({})
     big = b"LOGS" + b"x" * (MAX_BLOB_BYTES // 2)
@@ -120,7 +143,7 @@ async def test_link_delivers_to_the_sink_and_counts_what_it_cannot_send() -> Non
             if any(b["spans"] for b in got) and any(b["stats"] for b in got):
                 break
         batch = next(b for b in got if b["spans"])
-        assert batch["p"] == "gateway" and batch["spans"][0][3] == "call math::add"
+        assert batch["p"] == "gateway" and batch["spans"][0][9] == "math::add"
         stats = next(b["stats"] for b in got if b["stats"])
         assert stats["gauges"] == {"g": [[{}, 3]]} and stats["ready"] is False and stats["rss"] > 0
         assert stats["calls"]["math::add"][0] >= 2 and stats["dropped"] >= 1
