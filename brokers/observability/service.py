@@ -27,7 +27,7 @@ from brokers.kit.broker import Broker, run
 from brokers.kit.config import ENGINE_VERSION
 from brokers.kit.sink import Sink
 from brokers.kit.units import RunContext
-from brokers.observability import api, otlp, prom
+from brokers.observability import api, export, otlp, prom
 from brokers.observability.alerting import Alerting
 from brokers.observability.logs import LogStore, level_matches
 from brokers.observability.metrics import MetricStore, engine_metrics
@@ -62,6 +62,8 @@ class Observability(Broker):
         self.coalescer = TraceCoalescer()
         self.received = {"spans": 0, "logs": 0, "metrics": 0, "undecodable": 0}
         self.sink = Sink(ctx.runtime_dir, self.ingest)
+        self.exporter = export.Exporter(cfg) if export.wanted(cfg) else None
+        """OTLP export (``exporter`` / ``logs_exporter``: otlp or both), with the OpenTelemetry SDK."""
         self.web: MetricsServer | None = None
         self._timers: list[asyncio.TimerHandle] = []
 
@@ -79,6 +81,8 @@ class Observability(Broker):
 
     async def started(self) -> None:
         self.sink.start()
+        if self.exporter is not None:
+            self.exporter.start()
         await super().started()
         if self.web is not None:
             await self.web.start()
@@ -103,6 +107,8 @@ class Observability(Broker):
             await self.web.close()
         self.sink.close()
         await self.alerting.close()
+        if self.exporter is not None:
+            await self.exporter.close()
 
     # ---- ingest -------------------------------------------------------------------------
 
@@ -137,6 +143,8 @@ class Observability(Broker):
         if stored:
             self.received["spans"] += len(stored)
             self.spans.add(stored)
+            if self.exporter is not None:
+                self.exporter.spans(stored)
             if self.trigger_types["trace"].bindings:
                 self.coalescer.offer(stored, time.monotonic())
 
@@ -144,6 +152,8 @@ class Observability(Broker):
         """Keep a log and fire the ``log`` triggers whose level matches (§4.4)."""
         entry = self.logs.add(entry)
         self.received["logs"] += 1
+        if self.exporter is not None:
+            self.exporter.logs([entry])
         if console:
             sdk_log.log(_CONSOLE.get(entry.get("severity_number"), logging.INFO), "[%s] %s",
                         entry.get("service_name"), entry.get("body"))

@@ -1,10 +1,12 @@
 """W3C trace context through the brokers in a real engine (protocol §9.1, workers-b §1.4/§1.5).
 
-A job keeps the ``traceparent``/``baggage`` of the Enqueue (or of the durable publish) that
-made it, and every delivery of it (first attempt, retry, condition call) carries them
-unchanged; a job made without them is delivered without them. Pub/sub ``publish`` passes the
-publisher's context to its subscribers the same way. No spans are created, so the values are
-the caller's own.
+A job keeps the trace of the Enqueue (or of the durable publish) that made it, and every
+delivery of it (first attempt, retry, condition call) runs in that trace with the producer's
+baggage; pub/sub ``publish`` passes the publisher's context to its subscribers the same way.
+The engine's spans sit between (issue 16): a delivery's ``traceparent`` keeps the trace id
+and names the engine's span as its parent, and ``baggage`` carries ``iii.function.id`` of
+the function called. A job made without context is in the trace the engine started for
+the call that made it (every routed call has its span).
 """
 from __future__ import annotations
 
@@ -34,8 +36,18 @@ def worker(engine):
         yield w
 
 
+TRACE = TP[3:35]
+
+
 def trace(frame: dict) -> tuple:
-    return frame.get("traceparent"), frame.get("baggage")
+    """(trace id, the baggage without the engine's ``iii.function.id``) of a delivery."""
+    tp, bg = frame.get("traceparent"), frame.get("baggage")
+    assert tp is not None and tp[36:52] != TP[36:52], "the engine's span is the parent"
+    if bg is not None:
+        fn = [e for e in bg.split(",") if e.startswith("iii.function.id=")]
+        assert fn == [f"iii.function.id={frame['function_id']}"]
+        bg = ",".join(e for e in bg.split(",") if not e.startswith("iii.function.id=")) or None
+    return tp[3:35], bg
 
 
 def wait_subscribers(w: RawClient, topic: str, count: int) -> None:
@@ -54,22 +66,23 @@ def test_enqueued_job_carries_its_trace_context_on_every_attempt(worker) -> None
     ok(worker.call(fn, {"n": 1}, action={"type": "enqueue", "queue": "traced"},
                    traceparent=TP, baggage=BG))
     first = worker.next_call(fn)
-    assert first["data"] == {"n": 1} and trace(first) == (TP, BG)
+    assert first["data"] == {"n": 1} and trace(first) == (TRACE, "tenant=acme")
     assert "metadata" not in first  # workers-b §1.4: a queue delivery carries no metadata
     worker.send({"type": "invocationresult", "invocation_id": first["invocation_id"],
                  "function_id": fn, "error": {"code": "boom", "message": "forced"}})
     retry = worker.next_call(fn)
-    assert retry["invocation_id"] != first["invocation_id"] and trace(retry) == (TP, BG)
+    assert retry["invocation_id"] != first["invocation_id"] and trace(retry) == (TRACE, "tenant=acme")
     worker.answer(retry, None)
 
 
-def test_enqueued_job_without_trace_context_is_delivered_without_it(worker) -> None:
+def test_enqueued_job_without_trace_context_is_in_the_trace_of_its_enqueue(worker) -> None:
     fn = fid("plain")
     worker.register_function(fn)
     ok(worker.call(fn, {"n": 2}, action={"type": "enqueue", "queue": "traced"}))
     inv = worker.next_call(fn)
     assert inv["data"] == {"n": 2}
-    assert "traceparent" not in inv and "baggage" not in inv
+    trace_id, baggage = trace(inv)
+    assert trace_id != TRACE and baggage is None
     worker.answer(inv, None)
 
 
@@ -89,15 +102,15 @@ def test_durable_publish_passes_the_publishers_context_to_each_subscriber(worker
         inv = worker.next_call(a, b, cond)
         seen[inv["function_id"]] = trace(inv)
         worker.answer(inv, True if inv["function_id"] == cond else None)
-    assert seen == {a: (TP, BG), b: (TP, BG), cond: (TP, BG)}
-    # A publish without context makes jobs without it.
+    assert seen == {a: (TRACE, "tenant=acme"), b: (TRACE, "tenant=acme"), cond: (TRACE, "tenant=acme")}
+    # A publish without context: its jobs are in the trace the engine started for it.
     ok(worker.call("iii::durable::publish", {"topic": topic, "data": {"k": 2}}))
     got = []
     for _ in range(3):
         inv = worker.next_call(a, b, cond)
         got.append(trace(inv))
         worker.answer(inv, True if inv["function_id"] == cond else None)
-    assert got == [(None, None)] * 3
+    assert len({t for t, _ in got}) == 1 and got[0][0] != TRACE and all(b is None for _, b in got)
 
 
 def test_pubsub_publish_passes_the_publishers_context(worker) -> None:
@@ -114,10 +127,10 @@ def test_pubsub_publish_passes_the_publishers_context(worker) -> None:
     for _ in range(2):
         inv = worker.next_call(a, b)
         got[inv["function_id"]] = trace(inv)
-    assert got == {a: (TP, BG), b: (TP, BG)}
+    assert got == {a: (TRACE, "tenant=acme"), b: (TRACE, "tenant=acme")}
     ok(worker.call("publish", {"topic": topic, "data": {"n": 2}}, traceparent=TP))
     got = {}
     for _ in range(2):
         inv = worker.next_call(a, b)
         got[inv["function_id"]] = trace(inv)
-    assert got == {a: (TP, None), b: (TP, None)}
+    assert got == {a: (TRACE, None), b: (TRACE, None)}

@@ -127,7 +127,8 @@ def test_triggers_filters_order_and_condition(client, engine):
 
 
 def test_trigger_calls_carry_the_writes_trace_context(client, engine):
-    """protocol §9.1: the condition and the handler run in the trace of the write."""
+    """protocol §9.1: the condition and the handler run in the trace of the write, as
+    children of the engine's spans (issue 16), with the write's baggage."""
     scope = f"tr-{uuid.uuid4().hex[:6]}"
     handler, cond = bind_with_condition(client, scope)
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -135,13 +136,20 @@ def test_trigger_calls_carry_the_writes_trace_context(client, engine):
         ok(writer.call("state::set", {"scope": scope, "key": "k", "value": 1},
                        traceparent=traceparent, baggage="tenant=a"))
         ok(writer.call("state::set", {"scope": scope, "key": "k", "value": 2}))
-    for expected in ({"traceparent": traceparent, "baggage": "tenant=a"}, {}):
+    traces = []
+    for baggage in ("tenant=a", None):
         calls = []
         for fn in (cond, handler):
             inv = client.recv_until(lambda f, fn=fn: f.get("type") == "invokefunction" and f["function_id"] == fn)
             client.answer(inv, True if fn == cond else None)
-            calls.append({k: inv[k] for k in ("traceparent", "baggage") if k in inv})
-        assert calls == [expected, expected]
+            calls.append((inv["traceparent"][3:35], inv.get("baggage")))
+            assert inv["traceparent"][36:52] != traceparent[36:52]  # the engine's span is the parent
+        traces.append(calls[0][0])
+        # the engine's trace context reached the state process, so iii.function.id is set (§9.1)
+        expect = (lambda fn: f"{baggage},iii.function.id={fn}") if baggage else (lambda fn: f"iii.function.id={fn}")
+        assert calls == [(calls[0][0], expect(cond)), (calls[0][0], expect(handler))]
+    # the first write's trace is the writer's; the second's is the one the engine started for it
+    assert traces[0] == traceparent[3:35] and traces[1] != traces[0]
 
 
 def test_acknowledged_writes_survive_kill_9(engine):
