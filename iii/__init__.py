@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "TriggerTypeRef": "sdk.worker",
     "Logger": "sdk.logger",
     "InitOptions": "sdk.options",
+    "OtelConfig": "sdk.options",
     "ReconnectionConfig": "sdk.options",
     "DEFAULT_ENGINE_URL": "sdk.options",
     "InvocationError": "sdk.errors",
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     )
     from sdk.errors import InvocationError, RegistrationRejectedError  # noqa: F401
     from sdk.logger import Logger  # noqa: F401
-    from sdk.options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig  # noqa: F401
+    from sdk.options import DEFAULT_ENGINE_URL, InitOptions, OtelConfig, ReconnectionConfig  # noqa: F401
     from sdk.worker import III, FunctionRef, TriggerRef, TriggerTypeRef, register_worker  # noqa: F401
 
 

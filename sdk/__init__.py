@@ -6,9 +6,12 @@ decides how it is called, and what its failure becomes on the wire), ``transport
 WebSocket connection: direct frame delivery, batched writes), ``waiters`` (cross-thread
 mailboxes and call waiters), ``pool`` (threads for ``def`` handlers), ``worker`` (public
 ``III`` API), ``logger``, ``options``, ``codec``, ``errors``, ``types`` (the wire types,
-public as ``iii.iii_types``). Importing this package loads websockets but no engine module
-(zmq, lmdb, msgpack, ``brokers``); nothing here imports ``iii`` (``iii`` is the public face
-in front of this package, never the other way round).
+public as ``iii.iii_types``); telemetry (protocol.md §9): ``tracecontext`` (traceparent,
+the handler's span, the current-span contextvar), ``otlp`` (hand-written OTLP JSON),
+``workermetrics`` (the worker gauges), ``telemetry`` (the ``/otel`` socket). No
+OpenTelemetry package is needed or imported. Importing this package loads websockets but
+no engine module (zmq, lmdb, msgpack, ``brokers``); nothing here imports ``iii`` (``iii``
+is the public face in front of this package, never the other way round).
 """
 from __future__ import annotations
 
@@ -18,12 +21,12 @@ from sdk.types import (
 )
 from sdk.errors import InvocationError, RegistrationRejectedError
 from sdk.logger import Logger
-from sdk.options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig
+from sdk.options import DEFAULT_ENGINE_URL, InitOptions, OtelConfig, ReconnectionConfig
 from sdk.worker import III, FunctionRef, TriggerRef, TriggerTypeRef, register_worker
 
 __all__ = [
     "DEFAULT_ENGINE_URL", "FunctionRef", "HttpAuthApiKey", "HttpAuthBearer", "HttpAuthHmac",
-    "HttpInvocationConfig", "III", "InitOptions", "InvocationError", "Logger",
+    "HttpInvocationConfig", "III", "InitOptions", "InvocationError", "Logger", "OtelConfig",
     "ReconnectionConfig", "RegistrationRejectedError", "TriggerAction", "TriggerActionEnqueue",
     "TriggerActionVoid", "TriggerConfig", "TriggerRef", "TriggerTypeRef", "register_worker",
 ]

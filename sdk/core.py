@@ -233,6 +233,8 @@ class Core:
         metadata: Any = None,
         namespace: str | None = None,
         timeout_ms: int | None = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
     ) -> str | None:
         """Send (or queue) one ``invokefunction``; returns the invocation id, None for void.
 
@@ -257,6 +259,10 @@ class Core:
             msg["action"] = action
         if ns is not None:
             msg["namespace"] = ns
+        if traceparent is not None:
+            msg["traceparent"] = traceparent
+        if baggage is not None:
+            msg["baggage"] = baggage
         msg["type"] = "invokefunction"
         text = encode(msg, invocation_id=invocation_id, function_id=function_id)
         if invocation_id is not None:

@@ -3,10 +3,19 @@
 Every line is written locally: through Python ``logging`` (logger ``iii``) when the
 application has configured logging (the root logger or ``iii`` has a handler), else as a
 readable line on stderr (``2026-12-01 10:44:17 INFO math: Math add completed {"a": 2}``),
-at ``info`` and above unless ``$III_LOG_LEVEL`` says otherwise. It also goes to the engine
-(a void call of ``engine::log::<level>`` with ``{"message", "data"}``) when the current
-worker is connected and the engine was seen to have that function (probed once per
-connection by ``III.engine_log_functions``).
+at ``info`` and above unless ``$III_LOG_LEVEL`` says otherwise.
+
+It also goes to the engine, as the official SDKs do, as an OpenTelemetry log record on the
+worker's telemetry socket (``sdk.telemetry``: a ``b"LOGS"`` frame, ``sdk.otlp.log_record``:
+severity 5/9/13/17, the message as body, ``data``'s keys as attributes, the trace and span
+ids of the current span, i.e. of the handler's ``execute`` span inside a handler; resource
+``service.name`` = the Logger's ``service_name``, else the worker's; the worker is the one
+running the current handler, else the ``worker`` given, else the process's most recent
+one). With telemetry
+disabled (``OTEL_ENABLED=false`` or ``InitOptions(otel={"enabled": False})``) it falls
+back to what it did before: a void call of ``engine::log::<level>`` with ``{"message",
+"data", "trace_id"?, "span_id"?}`` when the current worker is connected and the engine was
+seen to have that function (probed once per connection by ``III.engine_log_functions``).
 
 Invariants: a log call never blocks and never raises.
 """
@@ -18,6 +27,8 @@ import os
 import sys
 import time
 from typing import Any
+
+from sdk.tracecontext import Span, current_span
 
 _py_log = logging.getLogger("iii")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
@@ -32,9 +43,13 @@ def _stderr_threshold() -> int:
 class Logger:
     """``Logger().info("message", {"structured": "data"})``; also ``warn``, ``error``, ``debug``."""
 
-    def __init__(self, service_name: str | None = None, worker: Any = None) -> None:
+    def __init__(self, service_name: str | None = None, worker: Any = None, *,
+                 trace_id: str | None = None, span_id: str | None = None) -> None:
+        """``trace_id`` / ``span_id`` (hex) override the current span's (as the official SDK)."""
         self.service_name = service_name
         self._worker = worker
+        self._trace_id = trace_id
+        self._span_id = span_id
 
     def debug(self, message: str, data: Any = None) -> None:
         self._log("debug", message, data)
@@ -71,13 +86,34 @@ class Logger:
                              f"{message}{suffix}\n")
             sys.stderr.flush()
 
+    def _span(self) -> Any:
+        span = current_span()
+        if self._trace_id is None and self._span_id is None:
+            return span
+        trace_id = self._trace_id or (span.trace_id if span is not None else None)
+        if not trace_id:
+            return span
+        span_id = self._span_id or (span.span_id if span is not None else "0" * 16)
+        return Span(trace_id, span_id, None, "", start_ns=0)
+
     def _to_engine(self, level: str, message: str, data: Any) -> bool:
         worker = self._worker
+        sink = getattr(current_span(), "sink", None)
+        if worker is None and sink is not None:  # in a handler: its own worker's telemetry
+            sink.add_log(level, message, data, self._span(), self.service_name)
+            return True
         if worker is None:
             from sdk.worker import current_worker
 
             worker = current_worker()
-        if worker is None or worker.get_connection_state() != "connected":
+        if worker is None:
+            return False
+        span = self._span()
+        telemetry = worker.shell.telemetry
+        if telemetry is not None:
+            telemetry.add_log(level, message, data, span, self.service_name)
+            return True
+        if worker.get_connection_state() != "connected":
             return False
         function_id = f"engine::log::{level}"
         available = worker.engine_log_functions()
@@ -88,6 +124,8 @@ class Logger:
             payload["data"] = data
         if self.service_name:
             payload["service_name"] = self.service_name
+        if span is not None:
+            payload["trace_id"], payload["span_id"] = span.trace_id, span.span_id
         worker.shell.post_call({"function_id": function_id, "payload": payload,
                                 "action": {"type": "void"}}, _Discard())
         return True

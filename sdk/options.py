@@ -7,6 +7,7 @@ nothing here touches a socket or reads a clock.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 
 DEFAULT_ENGINE_URL = "ws://127.0.0.1:49134"
@@ -22,6 +23,37 @@ class ReconnectionConfig:
     backoff_multiplier: float = 2.0
     jitter_factor: float = 0.3
     max_retries: int = -1  # -1: retry forever
+
+
+@dataclass
+class OtelConfig:
+    """Telemetry options (a subset of the official SDK's ``OtelConfig``; None = env/default).
+
+    ``enabled``: else ``OTEL_ENABLED`` (``false|0|no|off`` disables), else on.
+    ``service_name``: else ``OTEL_SERVICE_NAME``, else the worker's name.
+    ``metrics_export_interval_ms``: else ``OTEL_METRIC_EXPORT_INTERVAL``, else 60000.
+    ``spans_flush_interval_ms`` / ``logs_flush_interval_ms``: the batching delay (else the
+    ``OTEL_SPANS_FLUSH_INTERVAL_MS`` / ``OTEL_LOGS_FLUSH_INTERVAL_MS`` env, else 100); both
+    kinds share one batch, the smaller of the two wins.
+    """
+
+    enabled: bool | None = None
+    service_name: str | None = None
+    metrics_enabled: bool = True
+    metrics_export_interval_ms: int | None = None
+    spans_flush_interval_ms: int | None = None
+    logs_flush_interval_ms: int | None = None
+
+
+@dataclass
+class TelemetryConfig:
+    """What ``sdk.telemetry`` runs with (resolved by ``resolve_telemetry``)."""
+
+    service_name: str
+    resource_attributes: dict[str, object]
+    metrics_enabled: bool = True
+    metrics_interval_s: float = 60.0
+    flush_interval_s: float = 0.1
 
 
 @dataclass
@@ -47,6 +79,9 @@ class InitOptions:
     # come from other threads (sync ``def`` handlers run in the pool, so they still may);
     # use ``shutdown_async`` on the loop.
     run_on_running_loop: bool = False
+    # Telemetry (spans, logs, worker metrics on <url>/otel); an OtelConfig, a dict of its
+    # fields, or None (environment and defaults).
+    otel: OtelConfig | dict[str, object] | None = None
 
 
 def resolve_address(address: str | None) -> str:
@@ -80,6 +115,45 @@ def resolve_namespace(options: InitOptions) -> str | None:
     return env if env and env.strip() else None
 
 
+_OFF = ("false", "0", "no", "off")
+
+
+def _env_int(name: str) -> int | None:
+    try:
+        value = int(os.environ.get(name, ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def resolve_telemetry(options: InitOptions, worker_name: str) -> TelemetryConfig | None:
+    """The telemetry configuration, or None when telemetry is disabled (option, then env)."""
+    raw = options.otel
+    cfg = OtelConfig(**raw) if isinstance(raw, dict) else (raw or OtelConfig())
+    enabled = cfg.enabled
+    if enabled is None:
+        enabled = os.environ.get("OTEL_ENABLED", "").strip().lower() not in _OFF
+    if not enabled:
+        return None
+    metrics_ms = cfg.metrics_export_interval_ms
+    if metrics_ms is None:
+        metrics_ms = _env_int("OTEL_METRIC_EXPORT_INTERVAL")
+    given = [v for v in (cfg.spans_flush_interval_ms, cfg.logs_flush_interval_ms) if v is not None]
+    env = [v for v in (_env_int("OTEL_SPANS_FLUSH_INTERVAL_MS"), _env_int("OTEL_LOGS_FLUSH_INTERVAL_MS"))
+           if v is not None]
+    flush_ms = min(given or env or [100])
+    service = cfg.service_name or os.environ.get("OTEL_SERVICE_NAME") or worker_name
+    resource: dict[str, object] = {"service.version": SDK_VERSION, "service.instance.id": _INSTANCE_ID,
+                                   "telemetry.sdk.name": "iii-py", "telemetry.sdk.language": "python",
+                                   "iii.worker.name": worker_name}
+    if options.namespace or os.environ.get("III_NAMESPACE"):
+        resource["service.namespace"] = options.namespace or os.environ.get("III_NAMESPACE", "")
+    return TelemetryConfig(service_name=service, resource_attributes=resource,
+                           metrics_enabled=cfg.metrics_enabled,
+                           metrics_interval_s=(60_000 if metrics_ms is None else metrics_ms) / 1000.0,
+                           flush_interval_s=flush_ms / 1000.0)
+
+
 def backoff_delay_ms(config: ReconnectionConfig, attempt: int, rand: float) -> float:
     """Delay before reconnect number ``attempt`` (0-based); ``rand`` is uniform in [0, 1)."""
     capped = min(config.initial_delay_ms * (config.backoff_multiplier ** attempt), config.max_delay_ms)
@@ -88,6 +162,7 @@ def backoff_delay_ms(config: ReconnectionConfig, attempt: int, rand: float) -> f
 
 
 SDK_VERSION = "0.1.0"
+_INSTANCE_ID = str(uuid.uuid4())  # service.instance.id of this process's telemetry
 # We accept 64 MiB inbound; we implement neither observe.v1 nor local-dispatch.v1, so we do
 # not declare them (the official 0.25 SDK declares all three).
 SDK_FEATURES = ("large-messages.v1",)

@@ -7,6 +7,11 @@ def`` handlers on the loop, sync ones in a thread pool (so a sync handler may bl
 is ``sdk.handlers``'s decision. Channel refs in a handler's input become live
 ``sdk.channels`` ends bound to this loop before the handler runs (protocol.md §8).
 
+Each handler runs inside its span (``sdk.tracecontext``: the ``execute <function_id>``
+child of the call's ``traceparent``, current for the handler's thread or task only), which
+``sdk.telemetry`` reports when the handler ends (status error when it raised); that
+module's ``/otel`` socket runs on this loop too, unless telemetry is disabled.
+
 With ``InitOptions(run_on_running_loop=True)`` the shell runs on the caller's running loop
 instead (no thread of its own): ``trigger_async`` there starts the call directly, with no
 thread hop either way.
@@ -25,6 +30,7 @@ import functools
 import logging
 import random
 import threading
+import time
 from typing import Any, Callable
 
 from websockets.asyncio.client import connect
@@ -36,6 +42,8 @@ from sdk.core import Core
 from sdk.events import Completion, Fatal, Invoke, ProviderCall
 from sdk.handlers import HandlerSpec, handler_error_body, is_async, provider_error_body, provider_method
 from sdk.pool import HandlerPool
+from sdk.telemetry import Telemetry
+from sdk.tracecontext import Span, child_span, parse_traceparent, run_coro_in, run_in
 from sdk.transport import SdkConnection
 from sdk.waiters import Mailbox, settle
 
@@ -51,8 +59,9 @@ def _settle(c: Completion) -> None:
 class Shell:
     def __init__(self, core: Core, url: str, headers: dict[str, str], *, daemon: bool = False,
                  handler_threads: int = 64, use_uvloop: bool = True,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """``loop``: run on this (running, current-thread) loop instead of an own thread."""
+                 loop: asyncio.AbstractEventLoop | None = None, telemetry: Any = None) -> None:
+        """``loop``: run on this (running, current-thread) loop instead of an own thread;
+        ``telemetry``: a ``TelemetryConfig`` (the /otel socket runs on this loop) or None."""
         self.core = core
         self.url = url
         self.headers = headers
@@ -69,10 +78,15 @@ class Shell:
         self._listeners: list[Callable[[str], None]] = []
         # channel refs in a handler's input become live ends on this loop (protocol.md §8)
         self._channel_end = functools.partial(channel_end, url, headers, self.loop)
+        self.telemetry: Telemetry | None = None
+        if telemetry is not None:
+            self.telemetry = Telemetry(self.loop, url, headers, telemetry, lambda: self.core.worker_id)
         self.thread: threading.Thread | None = None
         if loop is not None:  # the caller's loop, and we are on its thread now
             self._loop_ident = threading.get_ident()
             self._main = loop.create_task(self._connection_loop())
+            if self.telemetry is not None:
+                self.telemetry.start()
         else:
             self.thread = threading.Thread(target=self._run, name="iii-sdk-loop", daemon=daemon)
             self.thread.start()
@@ -82,6 +96,8 @@ class Shell:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self._main = self.loop.create_task(self._connection_loop())
+        if self.telemetry is not None:
+            self.telemetry.start()
         self.loop.run_forever()
         # drain callbacks that were scheduled during shutdown, then close
         self.loop.run_until_complete(asyncio.sleep(0))
@@ -248,31 +264,58 @@ class Shell:
                 self.loop.create_task(self._ws.close())
 
     # -- running handlers ------------------------------------------------------------------
+    def _span_for(self, ev: Invoke) -> Span | None:
+        """The span the handler runs in (``sdk.tracecontext``): its own ``execute <fn>`` span
+        with telemetry on; with it off, the received context passed through unchanged (as the
+        OpenTelemetry API without an SDK does), or none."""
+        if self.telemetry is None:
+            parent = parse_traceparent(ev.traceparent)
+            if parent is None:
+                return None
+            return Span(parent[0], parent[1], None, "", start_ns=0, flags=parent[2],
+                        baggage=ev.baggage if isinstance(ev.baggage, str) else None)
+        attrs: dict[str, Any] = {"iii.function.id": ev.function_id}
+        if ev.invocation_id:
+            attrs["iii.invocation.id"] = ev.invocation_id
+        if self.core.worker_id:
+            attrs["iii.worker.id"] = self.core.worker_id
+        span = child_span(f"execute {ev.function_id}", ev.traceparent, ev.baggage, time.time_ns(), attrs)
+        span.sink = self.telemetry
+        return span
+
     def _invoke(self, ev: Invoke) -> None:
         spec: HandlerSpec = ev.handler
         data = resolve_refs(ev.data, self._channel_end)
+        span = self._span_for(ev)
         if spec.is_async:
-            task = self.loop.create_task(spec.call(data, ev.metadata))
-            task.add_done_callback(functools.partial(self._task_done, ev))
+            coro = spec.call(data, ev.metadata)
+            task = self.loop.create_task(coro if span is None else run_coro_in(span, coro))
+            task.add_done_callback(functools.partial(self._task_done, ev, span))
+        elif span is None:
+            self.pool.submit(spec.call, (data, ev.metadata), functools.partial(self._handler_done, ev, span))
         else:
-            self.pool.submit(spec.call, (data, ev.metadata), functools.partial(self._handler_done, ev))
+            self.pool.submit(run_in, (span, spec.call, data, ev.metadata),
+                             functools.partial(self._handler_done, ev, span))
 
-    def _handler_done(self, ev: Invoke, value: Any, exc: BaseException | None) -> None:
+    def _handler_done(self, ev: Invoke, span: Span | None, value: Any, exc: BaseException | None) -> None:
         """Pool thread: hand the outcome to the loop (batched; the drain flushes)."""
         try:
-            self.inbox.post(self._finish, ev, value, exc)
+            self.inbox.post(self._finish, ev, value, exc, span)
         except RuntimeError:
             pass  # the loop is closed: the worker shut down meanwhile
 
-    def _task_done(self, ev: Invoke, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, ev: Invoke, span: Span | None, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
-            self._finish(ev, None, asyncio.CancelledError("handler cancelled"))
+            self._finish(ev, None, asyncio.CancelledError("handler cancelled"), span)
         else:
             exc = task.exception()
-            self._finish(ev, None if exc is not None else task.result(), exc)
+            self._finish(ev, None if exc is not None else task.result(), exc, span)
         self.flush()
 
-    def _finish(self, ev: Invoke, value: Any, exc: BaseException | None) -> None:
+    def _finish(self, ev: Invoke, value: Any, exc: BaseException | None, span: Span | None = None) -> None:
+        if span is not None and self.telemetry is not None:
+            span.end(time.time_ns(), exc)
+            self.telemetry.add_span(span)
         if exc is not None:
             if ev.invocation_id is None:
                 log.error("void call of %s failed: %s", ev.function_id, exc)
@@ -302,6 +345,11 @@ class Shell:
     async def shutdown_async(self) -> None:
         for c in self.core.shutdown():
             _settle(c)
+        if self.telemetry is not None:  # what is batched goes out first (≤ 1 s)
+            try:
+                await self.telemetry.close(1.0)
+            except Exception:
+                log.debug("telemetry close failed", exc_info=True)
         ws = self._ws
         if ws is not None:
             for _ in range(100):  # write what is already queued (≤ 1 s if flow control holds it)

@@ -19,9 +19,12 @@ from typing import Any, Callable
 from sdk.types import HttpInvocationConfig, action_to_wire
 from sdk.core import Core, validate_function_id
 from sdk.errors import SHUTDOWN, TIMEOUT, InvocationError
-from sdk.options import InitOptions, resolve_address, resolve_headers, resolve_namespace, worker_metadata
+from sdk.options import (
+    InitOptions, resolve_address, resolve_headers, resolve_namespace, resolve_telemetry, worker_metadata,
+)
 from sdk.handlers import HandlerSpec, check_provider
 from sdk.shell import Shell
+from sdk.tracecontext import outgoing
 from sdk.waiters import LoopWaiter, SyncWaiter
 
 log = logging.getLogger(__name__)
@@ -95,9 +98,10 @@ class III:
             except RuntimeError:
                 raise RuntimeError("run_on_running_loop=True needs register_worker() to be called "
                                    "inside a running event loop") from None
+        telemetry = resolve_telemetry(self.options, str(self.core.metadata.get("name") or "iii-py"))
         self.shell = Shell(self.core, address, resolve_headers(self.options.headers),
                            daemon=self.options.daemon, handler_threads=self.options.handler_threads,
-                           use_uvloop=self.options.use_uvloop, loop=loop)
+                           use_uvloop=self.options.use_uvloop, loop=loop, telemetry=telemetry)
         self._fn_tokens: dict[str, object] = {}
         self._lock = threading.Lock()
         self._log_probe: tuple[int, Any] | None = None  # (epoch, set of engine::log::* ids | None)
@@ -220,9 +224,15 @@ class III:
         function_id = _get(request, "function_id")
         if not isinstance(function_id, str) or not function_id:
             raise ValueError("trigger needs a function_id")
-        return {"function_id": function_id, "payload": _get(request, "payload"),
+        args = {"function_id": function_id, "payload": _get(request, "payload"),
                 "action": action_to_wire(_get(request, "action")), "metadata": _get(request, "metadata"),
                 "namespace": _get(request, "namespace"), "timeout_ms": _get(request, "timeout_ms")}
+        traceparent, baggage = outgoing()  # inside a handler: its span's context (§9.1)
+        if traceparent is not None:
+            args["traceparent"] = traceparent
+            if baggage is not None:
+                args["baggage"] = baggage
+        return args
 
     def _check_open(self, function_id: str) -> None:
         # after shutdown() nothing would run the call (a stopped loop would strand it)

@@ -93,6 +93,40 @@ def test_math_add_returns_id_and_result_and_stores_it(seeds: Any, client: Any):
     assert client.trigger({"function_id": "state::get", "payload": {"scope": "math", "key": out["id"]}}) == 5
 
 
+def test_math_add_log_entry_is_listed_with_its_data_and_the_span_of_the_call(seeds: Any, client: Any):
+    """Issue 16: the example's ``logger.info("Math add completed", {id, result})`` reaches
+    ``engine::logs::list`` with the data as attributes, in the span of that math::add call
+    (our SDK's ``execute math::add``, a child of the engine's ``call math::add``)."""
+    seeds("math_add.py")
+    out = call(client, "math::add", {"a": 20, "b": 22})
+    deadline = time.monotonic() + 15
+    while True:
+        logs = client.trigger({"function_id": "engine::logs::list", "payload": {}})["logs"]
+        entry = next((e for e in logs if e["body"] == "Math add completed"
+                      and e["attributes"].get("id") == out["id"]), None)
+        if entry is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert entry is not None, logs
+    assert entry["attributes"] == {"id": out["id"], "result": 42} and entry["severity_text"] == "INFO"
+    assert entry["trace_id"] and entry["span_id"]
+    while True:  # the SDK's span arrives in its next telemetry batch
+        tree = client.trigger({"function_id": "engine::traces::tree", "payload": {"trace_id": entry["trace_id"]}})
+        spans = []
+        todo = list(tree["roots"])
+        while todo:
+            node = todo.pop()
+            spans.append(node)
+            todo.extend(node["children"])
+        execute = next((sp for sp in spans if sp["span_id"] == entry["span_id"]), None)
+        if execute is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert execute is not None and execute["name"] == "execute math::add", spans
+    engine_span = next(sp for sp in spans if sp["span_id"] == execute["parent_span_id"])
+    assert engine_span["name"] == "call math::add" and engine_span["service_name"] == "iii"
+
+
 def test_trigger_math_calculate_gets_result_5(seeds: Any, client: Any):
     seeds("math_add.py")
     worker = seeds("trigger.py")

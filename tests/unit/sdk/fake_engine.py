@@ -4,7 +4,9 @@ Owns just enough of protocol.md to exercise the SDK: ``workerregistered`` on acc
 function ownership, routing of sync/void calls with the caller's invocation id and
 ``_caller_worker_id``, results relayed back, ``function_not_found``, a ``state::set/get``
 built-in and ``engine::functions::list``. Every frame a connection sent is recorded in
-``frames`` (per connection, in order) so tests can check the wire. Runs its own loop on a
+``frames`` (per connection, in order) so tests can check the wire. A connection to
+``/otel`` is a telemetry socket, not a worker (protocol.md §9.2): its binary frames go to
+``otel_frames`` (all sockets, in order) and ``otel_connections`` counts them. Runs its own loop on a
 daemon thread; ``drop_all()`` closes every connection (as a killed gateway would).
 """
 from __future__ import annotations
@@ -28,6 +30,8 @@ class FakeEngine:
         self.conns: list[ServerConnection] = []
         self.ids: dict[ServerConnection, str] = {}
         self.accepting = True
+        self.otel_frames: list[bytes] = []
+        self.otel_connections = 0
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -65,6 +69,15 @@ class FakeEngine:
     async def _handle(self, ws: ServerConnection) -> None:
         if not self.accepting:
             await ws.close(1011)
+            return
+        if ws.request is not None and ws.request.path.split("?", 1)[0].rstrip("/").endswith("/otel"):
+            self.otel_connections += 1
+            try:
+                async for raw in ws:
+                    if isinstance(raw, bytes):
+                        self.otel_frames.append(raw)
+            except Exception:
+                pass
             return
         wid = str(uuid.uuid4())
         self.ids[ws] = wid

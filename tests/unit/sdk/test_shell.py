@@ -171,9 +171,9 @@ def test_logger_falls_back_to_python_logging(eng: FakeEngine, caplog: pytest.Log
         iii.shutdown()
 
 
-def test_logger_uses_engine_log_functions_when_present():
+def test_logger_uses_engine_log_functions_when_present_and_telemetry_is_off():
     eng = FakeEngine(log_functions=True)
-    iii = worker(eng.url)
+    iii = worker(eng.url, otel={"enabled": False})  # with telemetry on, logs go to /otel
     try:
         assert iii.wait_connected(5)
         Logger().info("probe")  # starts the probe, goes to Python logging
