@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from brokers.http_functions import core
 from brokers.http_functions.client import Client, shown_url
 from brokers.http_functions.config import security
-from brokers.kit import errors, frames, wire
+from brokers.kit import errors, frames, redact, wire
 from brokers.kit.broker import Broker, BusFactory, run
 from brokers.kit.errors import EngineError
 from brokers.kit.units import RunContext
@@ -98,6 +98,7 @@ class HttpFunctions(Broker):
         try:
             entry.spec = core.parse_invocation(msg.get("invocation"))
             entry.auth = core.resolve_auth(entry.spec.auth, self.environ)
+            redact.note_auth(entry.spec.auth)  # its secrets never reach a log line, whatever their names
         except EngineError as exc:
             self._refuse(entry, exc)
             return entry

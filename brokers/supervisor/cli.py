@@ -1,6 +1,7 @@
 """``iii-supervisor``: the engine's command line.
 
     start CONFIG [--log-format text|json] [--log-level L]   run the engine in the foreground
+          [--daemon] [--log-file F] [--pid-file F]          ... or detached, once it is ready
     run NAME --config CONFIG [--log-format ...]             run one planned process alone
     run NAME --plan-fd FD                                   (how the supervisor starts each)
     status [--config C | --runtime-dir D] [--json]          ask the running supervisor
@@ -38,7 +39,7 @@ from brokers.kit import log as logsetup
 from brokers.kit import process
 from brokers.kit.schema import ConfigError
 from brokers.kit.units import load_main
-from brokers.supervisor import control, rundir
+from brokers.supervisor import control, daemon, rundir
 from brokers.supervisor.plan import ChildSpec, Plan, PlanError
 from brokers.supervisor.rundir import read_pid
 from brokers.supervisor.runner import Runner
@@ -90,6 +91,13 @@ def cmd_start(args: argparse.Namespace) -> int:
     cfg, plan = _load(args.config, args.log_level, args.log_format)
     logsetup.setup(plan.engine.log_level, plan.engine.log_format, "supervisor")
     process.harden()  # before anything is made: the children inherit both settings
+    if args.daemon or args.log_file:
+        return daemon.start(lambda: _serve(cfg, plan), plan.engine.runtime_dir,
+                            detach=args.daemon, log_file=args.log_file, pid_file=args.pid_file)
+    return _serve(cfg, plan)
+
+
+def _serve(cfg: configmod.EngineConfig, plan: Plan) -> int:
     for warning in cfg.warnings:
         log.warning("%s", warning)
     try:
@@ -274,6 +282,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("text", "json"), help="default: engine.log_format")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    help="default: engine.log_level")
+    p.add_argument("--daemon", action="store_true",
+                   help="detach; return once the engine is ready (exit 0) or failed")
+    p.add_argument("--log-file", metavar="FILE",
+                   help="write the engine's log to FILE (SIGUSR2 reopens it); with --daemon "
+                        "default: <runtime_dir>/iii.log")
+    p.add_argument("--pid-file", metavar="FILE",
+                   help="with --daemon: also write the supervisor's pid to FILE once ready "
+                        "(<runtime_dir>/supervisor.pid is always written)")
     p.set_defaults(func=cmd_start)
     p = command("run", "run one planned process alone (what the supervisor, or a systemd "
                        "unit, starts for each process)")
