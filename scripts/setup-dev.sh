@@ -17,4 +17,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   echo "$want" > "$stamp"
 fi
+# systemd-analyze verifies the generated units (tests/integration/test_systemd_verify.py)
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd
+fi
 echo "setup-dev: .venv ready ($(.venv/bin/python --version))"

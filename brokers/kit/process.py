@@ -36,7 +36,7 @@ import stat
 import time
 from typing import Any, Callable, Protocol
 
-from brokers.kit import frames
+from brokers.kit import frames, notify
 from brokers.kit.bus import Bus, FrameHandler
 from brokers.kit.frames import ROUTER
 from brokers.kit.sink import Link
@@ -121,7 +121,11 @@ class Process:
         self.link.start()
         await self.started()
         log.info("%s ready", self.name)
+        notify.ready()  # systemd Type=notify: READY=1 only once the process serves
+        watchdog = notify.Watchdog().start()
         await self._stop.wait()
+        notify.stopping()  # as soon as the stop is seen, before the drain
+        watchdog.stop()
         await self.stopping()
         self.link.close()
         self.bus.close()

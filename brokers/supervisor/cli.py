@@ -8,7 +8,8 @@
     stop [--config C | --runtime-dir D] [--no-drain]        stop it and wait for it to exit
     restart PROC [--config C | --runtime-dir D]             restart one process
     check CONFIG                                            validate; exit 0 or 2
-    units CONFIG                                            print the process plan
+    units CONFIG [--out DIR ...]                            print the process plan, or write
+                                                            its systemd units (systemd.py)
 
 Where an engine's runtime dir is, for every command (``brokers.kit.config.runtime_dir_for``):
 ``--runtime-dir``, else ``engine.runtime_dir`` of ``--config``, else ``$III_RUNTIME_DIR``,
@@ -39,7 +40,7 @@ from brokers.kit import log as logsetup
 from brokers.kit import process
 from brokers.kit.schema import ConfigError
 from brokers.kit.units import load_main
-from brokers.supervisor import control, daemon, rundir
+from brokers.supervisor import control, daemon, rundir, systemd
 from brokers.supervisor.plan import ChildSpec, Plan, PlanError
 from brokers.supervisor.rundir import read_pid
 from brokers.supervisor.runner import Runner
@@ -250,6 +251,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_units(args: argparse.Namespace) -> int:
+    if args.out:
+        try:
+            result = systemd.render_for(args.config, out=args.out, installed_config=args.installed_config,
+                                        exe=args.exe, user=args.user, env_file=args.env_file,
+                                        stop_timeout=args.stop_timeout, watchdog_sec=args.watchdog_sec)
+        except systemd.UnitsError as exc:
+            print(f"iii-supervisor units: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print("\n".join(result["written"]))
+        return EXIT_OK
     _, plan = _load(args.config)
     for p in plan.processes:
         role = "storage" if p.unit.storage else "ingress" if p.unit.ingress else "-"
@@ -322,8 +333,16 @@ def parser() -> argparse.ArgumentParser:
     p = command("check", "validate a config file: exit 0, or 2 with the offending key")
     p.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
     p.set_defaults(func=cmd_check)
-    p = command("units", "print the process plan of a config")
+    p = command("units", "print the process plan of a config; with --out, write its systemd units")
     p.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
+    p.add_argument("--out", metavar="DIR", help="write the systemd units there (e.g. /etc/systemd/system)")
+    p.add_argument("--exe", metavar="PATH", help="the iii-supervisor the units run (default: this one)")
+    p.add_argument("--installed-config", metavar="PATH", help="the config path the units name (default: CONFIG)")
+    p.add_argument("--user", metavar="USER", help="run the processes as USER (default: root)")
+    p.add_argument("--env-file", metavar="PATH", default=systemd.ENV_FILE,
+                   help=f"the units' EnvironmentFile (default: {systemd.ENV_FILE})")
+    p.add_argument("--stop-timeout", type=float, metavar="SECONDS", help="TimeoutStopSec (default: from the config)")
+    p.add_argument("--watchdog-sec", type=float, metavar="SECONDS", help="WatchdogSec (default: none)")
     p.set_defaults(func=cmd_units)
     return ap
 
