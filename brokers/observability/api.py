@@ -67,8 +67,8 @@ def declare(obs: Observability) -> None:
         fn(f"engine::log::{level}", _logger(obs, level), f"Store a {level} log entry")
     fn("engine::logs::list", lambda c: obs.logs.list(_query(c), _now_ms()), "List stored logs")
     fn("engine::logs::clear", lambda c: obs.logs.clear(), "Clear stored logs")
-    fn("engine::traces::list", traces(obs.spans.list), "List traces (root spans)")
-    fn("engine::traces::tree", traces(obs.spans.tree), "A trace as a tree of spans")
+    fn("engine::traces::list", traces(lambda q: obs.spans.list(q, time.time_ns())), "List traces (root spans)")
+    fn("engine::traces::tree", traces(lambda q: obs.spans.tree(q)), "A trace as a tree of spans")
     fn("engine::traces::clear", traces(lambda q: obs.spans.clear()), "Clear stored spans")
     fn("engine::traces::group_by", traces(lambda q: obs.spans.group_by(q, _now_ms())),
        "Group traces by an attribute")
