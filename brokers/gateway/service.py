@@ -59,6 +59,8 @@ CHANNELS_CREATE = "engine::channels::create"
 CHANNEL_WRITE_LIMIT = 256 * 1024
 """Bytes a channel socket's transport buffers before ``send`` waits (four 64 KiB chunks)."""
 SUMMARY_EVERY_S = 1.0
+DRAIN_POLL_S = 0.01
+"""How often a draining gateway looks whether its calls in flight are done."""
 """At most one 'drained: N calls refused' line per worker per this many seconds."""
 
 
@@ -320,8 +322,38 @@ class Gateway(Process):
                 "gauges": {"worker_connections": [[{}, len(core.conns)]]},
                 "counters": {"worker_spawns_total": [[{}, core.opened]], "worker_deaths_total": [[{}, core.gone]]}}
 
+    def in_flight(self) -> int:
+        """Calls of this gateway's workers not answered yet: made by one of them (to any
+        node), or delivered to one of them by a caller elsewhere who waits; a call between
+        two of its own workers counts once."""
+        n = 0
+        for conn in self.core.conns.values():
+            n += len(conn.outgoing)
+            n += sum(1 for entry in conn.delivered.values()
+                     if entry[0] is not None and entry[0] != self.name)
+        return n
+
     async def stopping(self) -> None:
+        """Drain: stop accepting at once (the listener closes: once every holder of the
+        port has closed it, a new connection is refused), let the calls in flight finish
+        for up to ``engine.stop_timeout_ms`` while the bus and the connections stay open
+        (other processes stop after the ingress ones), then close the connections."""
         if self._server is not None:
+            self._server.server.close()  # the asyncio server: no more accept()
+        if self._listener is not None and self._listener.fileno() != -1:
+            self._listener.close()
+        if self._server is not None:
+            timeout = self.ctx.engine.stop_timeout_ms / 1000
+            deadline = self.loop.time() + timeout
+            left = self.in_flight()
+            if left:
+                log.info("%s draining: %d calls in flight (up to %.1f s)", self.name, left, timeout)
+            while left and self.loop.time() < deadline:
+                await asyncio.sleep(DRAIN_POLL_S)
+                left = self.in_flight()
+            if left:
+                log.warning("%s: %d calls still in flight after %.1f s; closing the connections",
+                            self.name, left, timeout)
             self._server.close(close_connections=True)
             await self._server.wait_closed()
         self.channels.close()

@@ -32,7 +32,6 @@ from brokers.kit.units import RunContext
 log = logging.getLogger(__name__)
 
 TRIGGER_TYPE = "http"
-DRAIN_S = 10.0
 ROUTES_WAIT_S = 2.0
 
 HTTP_CONFIG = Input(TRIGGER_TYPE, "HttpTriggerConfig",
@@ -97,7 +96,7 @@ class HttpBroker(Broker):
                  self.cfg["port"], len(self.table))
 
     async def stopping(self) -> None:
-        await self.server.close(DRAIN_S)
+        await self.server.close(self.ctx.engine.stop_timeout_ms / 1000)  # engine.stop_timeout_ms
         self.channels.close()
 
     def _add_route(self, binding: dict) -> None:

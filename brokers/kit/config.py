@@ -32,6 +32,8 @@ ENGINE_VERSION = "0.1.0"
 _PLACEHOLDER = re.compile(r"\$\{([^}:]+)(?::([^}]*))?\}")
 
 DEFAULT_GRACE_MS = 5000
+DEFAULT_STOP_TIMEOUT_MS = 10000
+"""``engine.stop_timeout_ms``: how long a stopping process lets in-flight calls finish."""
 
 # Built-in names of workers-a §1.4. A listed name with no unit in this engine is accepted
 # with a warning, so an iii config.yaml written for the reference engine still boots.
@@ -87,6 +89,7 @@ class EngineConfig:
     data_dir: str
     log_level: str = "info"
     log_format: str = "text"
+    stop_timeout_ms: int = DEFAULT_STOP_TIMEOUT_MS
     warnings: list[str] = field(default_factory=list)
 
     def unit_config(self, unit: Unit) -> Any:
@@ -105,6 +108,7 @@ class EngineConfig:
             config_path=self.path, runtime_dir=self.runtime_dir, data_dir=self.data_dir,
             registration_namespace_grace_ms=self.registration_namespace_grace_ms,
             log_level=log_level or self.log_level, log_format=log_format or self.log_format,
+            stop_timeout_ms=self.stop_timeout_ms,
             workers=tuple(WorkerRef(e.name, e.path, e.unit) for e in self.workers))
 
 
@@ -284,6 +288,8 @@ def _engine_block(raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
                            else f"must be one of {', '.join(_LOG_LEVELS)}"),
         "log_format": Field(str, "text", check=lambda v: None if v in ("text", "json")
                             else "must be text or json"),
+        "stop_timeout_ms": Field(int, DEFAULT_STOP_TIMEOUT_MS,
+                                 check=lambda v: None if v >= 0 else "must be >= 0"),
     }
     block = validate(raw, fields, "engine")
     runtime_dir, _ = runtime_dir_for(block["runtime_dir"], env)
@@ -291,7 +297,8 @@ def _engine_block(raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
         raise ConfigError(f"engine.runtime_dir: '{runtime_dir}' is too long for ipc socket paths "
                           f"({len(runtime_dir.encode())} bytes, at most {MAX_RUNTIME_DIR})")
     return {"runtime_dir": runtime_dir, "data_dir": resolve_path(block["data_dir"] or "./data"),
-            "log_level": block["log_level"].lower(), "log_format": block["log_format"]}
+            "log_level": block["log_level"].lower(), "log_format": block["log_format"],
+            "stop_timeout_ms": block["stop_timeout_ms"]}
 
 
 def plan(cfg: EngineConfig, units: Mapping[str, Unit]) -> list[Planned]:

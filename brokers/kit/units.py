@@ -81,6 +81,8 @@ class EngineSettings:
     registration_namespace_grace_ms: int
     log_level: str = "info"
     log_format: str = "text"
+    stop_timeout_ms: int = 10000
+    """How long a stopping process lets its in-flight calls finish (``engine.stop_timeout_ms``)."""
     workers: tuple[WorkerRef, ...] = ()
     """The config's worker entries, in file order (the router's warnings name them)."""
     shared: dict[str, Any] = field(default_factory=dict)

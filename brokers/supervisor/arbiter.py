@@ -13,8 +13,15 @@ Restart policy (after supervisor(8)):
 - ``restarts`` counts automatic respawns (not operator restarts).
 - a process that exits with ``EXIT_NO_RETRY`` (it cannot start, and trying again would
   not help: its port is taken, its store path is unusable) goes FATAL at once.
+Reload (``reload``): the processes of the next plan generation in, as a diff
+(``brokers.supervisor.diff``): removed and changed processes are stopped group by group
+(ingress first, storage last, as a shutdown), then changed and added ones are spawned in
+plan order (storage first, ingress last); unchanged ones are not touched. A removed
+process leaves ``procs`` when it has exited. One reload at a time; none while stopping.
+
 Invariants: only processes in ``alive`` states have a pid; during shutdown nothing is spawned;
-a group is signalled only once every process of the groups before it has exited.
+a group is signalled only once every process of the groups before it has exited; during a
+reload's stop phase nothing it stops is respawned.
 """
 from __future__ import annotations
 
@@ -80,12 +87,26 @@ class Proc:
     killed: bool = False
     last_exit: int | None = None
     restart_requested: bool = False
+    generation: int | None = None
+    """The plan generation its current (or last) OS process was spawned on."""
 
     def info(self, now: float) -> dict[str, Any]:
         """What ``status`` shows for this process."""
         uptime = now - self.started_at if self.state.alive and self.started_at is not None else 0.0
         return {"name": self.name, "state": self.state.value, "pid": self.pid,
-                "uptime": round(uptime, 3), "restarts": self.restarts, "last_exit": self.last_exit}
+                "uptime": round(uptime, 3), "restarts": self.restarts, "last_exit": self.last_exit,
+                "generation": self.generation}
+
+
+@dataclass
+class Reload:
+    """A reload under way: what it still has to stop, then what it starts."""
+
+    stop: set[str]
+    """Removed and changed processes not yet exited."""
+    start: list[str]
+    """Changed and added processes, in plan order, spawned once ``stop`` is empty."""
+    removed: set[str]
 
 
 def _ran(p: Proc, now: float) -> float:
@@ -102,6 +123,8 @@ class Arbiter:
         self.stopping = False
         self.ready = False
         """Every process has been RUNNING at once (the engine came up)."""
+        self.reloading: Reload | None = None
+        """The reload under way, if any."""
 
     # -- commands ---------------------------------------------------------------------
     def start(self, now: float) -> list[Action]:
@@ -112,6 +135,7 @@ class Arbiter:
         """Stop everything: ingress first, storage last; ``drain=False`` kills at once."""
         first = not self.stopping
         self.stopping = True
+        self.reloading = None  # nothing of a reload under way is started any more
         actions: list[Action] = []
         for p in self.procs.values():
             if not p.state.alive and p.state is not ProcState.STOPPED:
@@ -138,13 +162,61 @@ class Arbiter:
         p.state, p.next_start = ProcState.STOPPED, None
         return [Spawn(name)]
 
+    def reload(self, procs: Iterable[Proc], changed: Iterable[str], removed: Iterable[str],
+               now: float) -> list[Action]:
+        """Move to the next plan: ``procs`` are its processes in start order (new ones
+        STOPPED; existing ones are kept as they are, only their ``ingress``/``storage``
+        taken from ``procs``); ``changed`` are restarted, ``removed`` stopped and dropped,
+        the others of ``procs`` that are not yet known started. Raises ``RuntimeError``
+        while stopping or while another reload is under way."""
+        if self.stopping:
+            raise RuntimeError("the engine is stopping")
+        if self.reloading is not None:
+            raise RuntimeError("a reload is already under way")
+        procs = list(procs)
+        changed, removed = set(changed), set(removed)
+        names = {p.name for p in procs}
+        unknown = (changed - set(self.procs)) | (removed - set(self.procs)) | (removed & names)
+        if unknown:
+            raise ValueError(f"reload names processes it cannot act on: {', '.join(sorted(unknown))}")
+        added = [p.name for p in procs if p.name not in self.procs]
+        # the new order: the plan's, then what is being removed (it leaves once exited)
+        old = self.procs
+        self.procs = {}
+        for p in procs:
+            if p.name in old:
+                kept = old[p.name]
+                kept.ingress, kept.storage = p.ingress, p.storage
+                self.procs[p.name] = kept
+            else:
+                self.procs[p.name] = p
+        for name in old:
+            if name in removed:
+                self.procs[name] = old[name]
+        stop: set[str] = set()
+        for name in changed | removed:
+            p = self.procs[name]
+            p.failures, p.restart_requested = 0, False
+            if p.state.alive:
+                stop.add(name)
+            else:
+                p.state, p.next_start = ProcState.STOPPED, None
+                if name in removed:
+                    del self.procs[name]
+        start = [name for name in self.procs if name in changed or name in added]
+        self.reloading = Reload(stop, start, removed)
+        return self._reload_step(now)
+
     # -- events -----------------------------------------------------------------------
-    def spawned(self, name: str, pid: int, now: float) -> list[Action]:
+    def spawned(self, name: str, pid: int, now: float, generation: int | None = None
+                ) -> list[Action]:
         p = self.procs[name]
         p.state, p.pid, p.started_at = ProcState.STARTING, pid, now
         p.next_start = p.stop_deadline = None
         p.killed = False
-        return [Event(name, "spawn", {"pid": pid})]
+        p.generation = generation
+        return [Event(name, "spawn", {"pid": pid} if generation is None
+                      else {"pid": pid, "generation": generation})]
 
     def spawn_failed(self, name: str, error: str, now: float) -> list[Action]:
         """The OS refused to start it: count it as a failure during startsecs."""
@@ -161,6 +233,12 @@ class Arbiter:
         if self.stopping:
             p.state = ProcState.STOPPED
             return actions + self._next_stop_group(now)
+        if self.reloading is not None and name in self.reloading.stop:
+            p.state, p.restart_requested = ProcState.STOPPED, False
+            self.reloading.stop.discard(name)
+            if name in self.reloading.removed:
+                del self.procs[name]
+            return actions + self._reload_step(now)
         if p.restart_requested or p.state is ProcState.STOPPING:
             p.restart_requested = False
             p.state = ProcState.STOPPED
@@ -231,6 +309,29 @@ class Arbiter:
             delay = min(self.policy.backoff_base * 2 ** (p.failures - 1), self.policy.backoff_max)
         p.state, p.next_start = ProcState.BACKOFF, now + delay
         return [Event(p.name, "backoff", {"delay": delay})]
+
+    def _reload_step(self, now: float) -> list[Action]:
+        """TERM the next group of what the reload stops; once all of it has exited,
+        spawn what it starts (plan order) and finish."""
+        r = self.reloading
+        if r is None:
+            return []
+        groups = ([p for p in self.procs.values() if p.name in r.stop and p.ingress and not p.storage],
+                  [p for p in self.procs.values() if p.name in r.stop and not p.ingress and not p.storage],
+                  [p for p in self.procs.values() if p.name in r.stop and p.storage])
+        for group in groups:
+            live = [p for p in group if p.state.alive]
+            if not live:
+                continue
+            if any(p.state is ProcState.STOPPING for p in live):
+                return []  # this group is still draining
+            actions: list[Action] = []
+            for p in live:
+                actions += self._term(p, now)
+            return actions
+        self.reloading = None
+        return [Spawn(name) for name in r.start
+                if name in self.procs and not self.procs[name].state.alive]
 
     def _term(self, p: Proc, now: float) -> list[Action]:
         p.state, p.stop_deadline = ProcState.STOPPING, now + self.policy.stop_timeout

@@ -7,6 +7,7 @@
     status [--config C | --runtime-dir D] [--json]          ask the running supervisor
     stop [--config C | --runtime-dir D] [--no-drain]        stop it and wait for it to exit
     restart PROC [--config C | --runtime-dir D]             restart one process
+    reload [--config C | --runtime-dir D]                   re-read the config, apply the diff
     check CONFIG                                            validate; exit 0 or 2
     units CONFIG [--out DIR ...]                            print the process plan, or write
                                                             its systemd units (systemd.py)
@@ -93,16 +94,16 @@ def cmd_start(args: argparse.Namespace) -> int:
     logsetup.setup(plan.engine.log_level, plan.engine.log_format, "supervisor")
     process.harden()  # before anything is made: the children inherit both settings
     if args.daemon or args.log_file:
-        return daemon.start(lambda: _serve(cfg, plan), plan.engine.runtime_dir,
+        return daemon.start(lambda: _serve(cfg, plan, args), plan.engine.runtime_dir,
                             detach=args.daemon, log_file=args.log_file, pid_file=args.pid_file)
-    return _serve(cfg, plan)
+    return _serve(cfg, plan, args)
 
 
-def _serve(cfg: configmod.EngineConfig, plan: Plan) -> int:
+def _serve(cfg: configmod.EngineConfig, plan: Plan, args: argparse.Namespace) -> int:
     for warning in cfg.warnings:
         log.warning("%s", warning)
     try:
-        return Runner(plan).run()
+        return Runner(plan, log_level=args.log_level, log_format=args.log_format).run()
     except (rundir.AlreadyRunning, rundir.UnsafeRuntimeDir, listen.PortInUse,
             listen.ListenError) as exc:
         print(f"iii-supervisor: {exc.args[-1] if isinstance(exc, OSError) else exc}",
@@ -197,11 +198,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         if plan:
             made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(plan["planned_at"]))
             print(f"{'plan:':<14}generation {plan['generation']}, read from the config at {made}")
-        print(f"{'PROCESS':<16} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8}")
+        print(f"{'PROCESS':<16} {'STATE':<9} {'PID':>7} {'UPTIME':>9} {'RESTARTS':>8} {'GEN':>4}")
         for p in result["processes"]:
             pid = "-" if p["pid"] is None else str(p["pid"])
             print(f"{p['name']:<16} {p['state']:<9} {pid:>7} {_fmt_uptime(p['uptime']):>9} "
-                  f"{p['restarts']:>8}")
+                  f"{p['restarts']:>8} {p.get('generation') or '-':>4}")
     if fatal:
         print(f"iii-supervisor: {', '.join(fatal)} FATAL (see the engine log; "
               f"`iii-supervisor restart NAME` tries again)", file=sys.stderr)
@@ -239,6 +240,21 @@ def cmd_restart(args: argparse.Namespace) -> int:
     except (ConnectionError, RuntimeError) as exc:
         print(f"iii-supervisor: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    runtime_dir, source = _runtime_dir(args)
+    try:
+        result: Any = control.call(runtime_dir, "reload", timeout=args.timeout)
+    except ConnectionError as exc:
+        return _not_running(runtime_dir, source, str(exc))
+    except RuntimeError as exc:  # refused (the config does not validate): nothing changed
+        print(f"iii-supervisor: reload refused, the engine is unchanged: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"iii-supervisor: now on plan generation {result['generation']}: "
+          + "; ".join(f"{what} {', '.join(result[what]) or 'none'}"
+                      for what in ("added", "removed", "changed", "unchanged")))
     return EXIT_OK
 
 
@@ -330,6 +346,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="the process, as `status` names it")
     where(p)
     p.set_defaults(func=cmd_restart)
+    p = command("reload", "re-read the running engine's config (also SIGHUP): start added "
+                          "processes, restart changed ones, stop removed ones; the others keep "
+                          "running. A config that does not validate is refused (exit 2)")
+    where(p)
+    p.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS",
+                   help="how long to wait for the supervisor's answer (default: 15 seconds)")
+    p.set_defaults(func=cmd_reload)
     p = command("check", "validate a config file: exit 0, or 2 with the offending key")
     p.add_argument("config", metavar="CONFIG", help=CONFIG_HELP)
     p.set_defaults(func=cmd_check)

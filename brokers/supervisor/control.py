@@ -40,8 +40,10 @@ class Commands:
 
     def __init__(self, arbiter: Arbiter, act: Callable[[list[Action]], None],
                  clock: Callable[[], float], started: float,
-                 paths: dict[str, Any] | None = None,
-                 plan: Callable[[], dict[str, Any]] | None = None) -> None:
+                 paths: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+                 plan: Callable[[], dict[str, Any]] | None = None,
+                 reload: Callable[[], dict[str, Any]] | None = None,
+                 stop: Callable[[bool], None] | None = None) -> None:
         self.arbiter = arbiter
         self.act = act
         self.clock = clock
@@ -49,6 +51,10 @@ class Commands:
         self.paths = paths or {}
         self.plan = plan
         """The current plan's ``info()``, asked at each ``status`` (a reload swaps plans)."""
+        self.reload = reload
+        """The runner's reload: re-read the config, diff, act; raises with the reason."""
+        self.stop = stop
+        """The runner's stop-all (``drain``); None: the arbiter's actions are carried out."""
 
     def cmd_status(self, args: dict[str, Any]) -> Any:
         """status: every process with its state, pid, uptime (s), restarts and last exit code;
@@ -58,16 +64,36 @@ class Commands:
         it was read from), or null. Args: none."""
         now = self.clock()
         return {"pid": os.getpid(), "uptime": round(now - self.started, 3),
-                "stopping": self.arbiter.stopping, "paths": self.paths,
+                "stopping": self.arbiter.stopping,
+                "reloading": self.arbiter.reloading is not None,
+                "paths": self.paths() if callable(self.paths) else self.paths,
                 "plan": self.plan() if self.plan is not None else None,
                 "processes": self.arbiter.status(now)}
 
     def cmd_stop(self, args: dict[str, Any]) -> Any:
-        """stop: stop every process (ingress first, storage last) and exit the supervisor.
+        """stop: stop every process (ingress first, storage last) and exit the supervisor;
+        each ingress process stops accepting at once and lets its calls in flight finish
+        (up to ``engine.stop_timeout_ms``), the others serve until their turn.
         Args: ``drain`` (bool, default true); false kills the children at once."""
         log.info("stop requested over the control socket")
-        self.act(self.arbiter.stop_all(self.clock(), drain=bool(args.get("drain", True))))
+        drain = bool(args.get("drain", True))
+        if self.stop is not None:
+            self.stop(drain)
+        else:
+            self.act(self.arbiter.stop_all(self.clock(), drain=drain))
         return {"stopping": True}
+
+    def cmd_reload(self, args: dict[str, Any]) -> Any:
+        """reload: read the config file again and move the engine to it: processes added
+        to it are started, changed ones restarted, removed ones stopped; the others keep
+        running (their pids and connections). A config that does not validate is refused
+        (``ok: false`` with its error) and nothing changes. Also what SIGHUP does. Result:
+        ``generation`` (the new plan's), ``added``, ``removed``, ``changed``, ``unchanged``
+        (process names) and ``reasons`` (why each changed one is). Args: none."""
+        if self.reload is None:
+            raise ValueError("this supervisor cannot reload")
+        log.info("reload requested over the control socket")
+        return self.reload()
 
     def cmd_restart(self, args: dict[str, Any]) -> Any:
         """restart PROC: stop process ``args.name`` (SIGTERM, then SIGKILL after the stop

@@ -22,7 +22,17 @@ Invariants:
   restarted gateway finds its port at once and nobody else can share it
   (``brokers.kit.listen``);
 - if a process goes FATAL before the engine was ever up, the engine is stopped and
-  ``run`` returns ``EXIT_NOT_STARTED``: ``start`` never keeps running half an engine.
+  ``run`` returns ``EXIT_NOT_STARTED``: ``start`` never keeps running half an engine;
+- ``reload`` (the control command, or SIGHUP) reads the config file again and moves the
+  engine to the next plan generation by diff (``brokers.supervisor.diff``): a config that
+  does not validate, or a new address that cannot be bound, is refused before anything
+  changes; new listening addresses are bound here before any process that serves them is
+  spawned, and the ones no process of the new plan serves are closed (their old process
+  keeps its own descriptor until it exits);
+- a stop (SIGTERM, SIGINT, ``stop``) first closes our copies of the listening sockets:
+  once each ingress process has closed its own (at once, when it is told to stop), new
+  connections are refused, while the calls already in flight drain (``engine.stop_timeout_ms``;
+  our SIGKILL comes ``STOP_MARGIN`` seconds after that). A second signal kills at once.
 """
 from __future__ import annotations
 
@@ -34,16 +44,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import zmq
 
-from brokers.kit import listen
+from brokers.kit import config as configmod
+from brokers.kit import listen, notify
 from brokers.kit.channels import segment
 from brokers.kit.process import tighten
+from brokers.kit.schema import ConfigError
+from brokers.supervisor import diff as diffmod
 from brokers.supervisor import rundir
 from brokers.supervisor.arbiter import Action, Arbiter, Event, Kill, Policy, Proc, Spawn
 from brokers.supervisor.control import Commands, ControlServer
 from brokers.supervisor.plan import Plan
+from brokers.supervisor.units import available
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +67,18 @@ EXIT_NOT_STARTED = 1
 _EVENT_LEVELS = {"fatal": logging.ERROR, "backoff": logging.WARNING}
 
 _POLL_MAX = 0.1  # seconds; an upper bound, the loop also wakes on signals and requests
+STOP_MARGIN = 5.0
+"""Seconds past ``engine.stop_timeout_ms`` before a stopping process gets SIGKILL: its own
+drain must end first (it then closes its connections and exits on its own)."""
+
+
+def policy_for(plan: Plan, base: Policy | None = None) -> Policy:
+    """``base`` (the defaults) with the stop timeout of ``plan``'s engine settings."""
+    return replace(base or Policy(), stop_timeout=plan.engine.stop_timeout_ms / 1000 + STOP_MARGIN)
+
+
+class ReloadRefused(ValueError):
+    """A reload that changed nothing: its config is broken, or it cannot be applied now."""
 
 
 def plan_fd(spec: bytes) -> int:
@@ -75,13 +102,23 @@ def plan_fd(spec: bytes) -> int:
 class Runner:
     """Runs one engine in the foreground: the processes of ``self.plan``.
 
-    ``self.plan`` is read at every spawn, so a reload that swaps it changes what the next
-    spawn of each process runs on, and nothing else."""
+    ``self.plan`` is read at every spawn: once ``reload`` swapped it, every spawn (a
+    restart by the reload, a crash's respawn) runs on the new generation; a process the
+    reload left unchanged runs on as it was spawned (``status`` shows its generation)."""
 
-    def __init__(self, plan: Plan, policy: Policy | None = None) -> None:
+    def __init__(self, plan: Plan, policy: Policy | None = None, *,
+                 log_level: str | None = None, log_format: str | None = None) -> None:
         self.plan = plan
+        self._own_policy = policy is None
         self.arbiter = Arbiter((Proc(p.process, ingress=p.unit.ingress, storage=p.unit.storage)
-                                for p in plan.processes), policy)
+                                for p in plan.processes),
+                               policy_for(plan) if policy is None else policy)
+        self.log_level = log_level
+        self.log_format = log_format
+        """``start --log-level/--log-format``: a reload keeps them over the file's."""
+        self.reloads = 0
+        """SIGHUPs received (each asks for a reload)."""
+        self.control: ControlServer | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.signals: list[int] = []
         self.runtime_dir = plan.engine.runtime_dir
@@ -113,8 +150,11 @@ class Runner:
                     self.control.publish(action)
 
     def _spawn(self, name: str) -> None:
-        env = dict(os.environ, III_SUPERVISOR_PID=str(os.getpid()))
+        env = notify.child_env(dict(os.environ, III_SUPERVISOR_PID=str(os.getpid())))
+        if name not in self.plan.specs:  # removed by a reload meanwhile
+            return
         planned = self.plan.process(name)
+        generation = self.plan.generation
         mine = {listen.key(h, p): self.sockets[listen.key(h, p)]
                 for h, p in planned.unit.listens(planned.config)}
         env[listen.ENV] = listen.env_value(mine)
@@ -134,7 +174,7 @@ class Runner:
         finally:
             os.close(fd)  # the child has its own copy; it closes it once read
         self.children[name] = child
-        self.act(self.arbiter.spawned(name, child.pid, time.monotonic()))
+        self.act(self.arbiter.spawned(name, child.pid, time.monotonic(), generation))
 
     def _kill(self, name: str, sig: str) -> None:
         child = self.children.get(name)
@@ -161,6 +201,70 @@ class Runner:
     def _on_signal(self, signum: int, frame: object) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self.signals.append(signum)
+        elif signum == signal.SIGHUP:
+            self.reloads += 1
+
+    # -- stop and reload ----------------------------------------------------------------
+    def stop_all(self, drain: bool = True) -> None:
+        """Stop the engine (ingress first, storage last). Our listening sockets close
+        first: once each ingress process has closed its own, new connections are refused."""
+        for sock in self.sockets.values():
+            sock.close()
+        self.act(self.arbiter.stop_all(time.monotonic(), drain=drain))
+
+    def next_plan(self) -> Plan:
+        """The next generation, made from the config file as it is now; ``ConfigError``
+        if it does not validate."""
+        units = available()
+        cfg = configmod.load(self.plan.engine.config_path, units)
+        plan = Plan.make(cfg, configmod.plan(cfg, units), now=time.time(),
+                         generation=self.plan.generation + 1, log_level=self.log_level,
+                         log_format=self.log_format)
+        if plan.engine.runtime_dir != self.plan.engine.runtime_dir:
+            raise ConfigError(f"engine.runtime_dir: cannot change on reload (running on "
+                              f"{self.plan.engine.runtime_dir}, the file says "
+                              f"{plan.engine.runtime_dir}); stop and start the engine")
+        for warning in cfg.warnings:
+            log.warning("%s", warning)
+        return plan
+
+    def reload(self) -> dict:
+        """Move the engine to the config file as it is now (see the module docstring);
+        returns the diff and the new generation. ``ReloadRefused`` (logged) when nothing
+        changed because it could not be done."""
+        try:
+            if self.arbiter.stopping:
+                raise ReloadRefused("the engine is stopping")
+            if self.arbiter.reloading is not None:
+                raise ReloadRefused("a reload is already under way; try again once it is done")
+            try:
+                new = self.next_plan()
+            except ConfigError as exc:
+                raise ReloadRefused(str(exc)) from None
+            change = diffmod.plans(self.plan, new, available())
+            wanted = {listen.key(h, p): (h, p) for q in new.processes for h, p in q.unit.listens(q.config)}
+            try:
+                bound = listen.bind_all(a for k, a in wanted.items() if k not in self.sockets)
+            except OSError as exc:
+                raise ReloadRefused(exc.args[-1] if exc.args else str(exc)) from None
+        except ReloadRefused as exc:
+            log.error("reload refused, the engine is unchanged: %s", exc)
+            raise
+        old = self.plan
+        self.plan = new
+        self.sockets.update(bound)
+        for k in [k for k in self.sockets if k not in wanted]:
+            self.sockets.pop(k).close()
+        if self._own_policy:
+            self.arbiter.policy = policy_for(new, self.arbiter.policy)
+        procs = [Proc(p.process, ingress=p.unit.ingress, storage=p.unit.storage) for p in new.processes]
+        log.info("reload: plan generation %d -> %d (config %s): added %s; removed %s; changed %s; "
+                 "unchanged %s", old.generation, new.generation, new.engine.config_path,
+                 ", ".join(change.added) or "none", ", ".join(change.removed) or "none",
+                 ", ".join(f"{n} ({change.reasons[n]})" for n in change.changed) or "none",
+                 ", ".join(change.unchanged) or "none")
+        self.act(self.arbiter.reload(procs, change.changed, change.removed, time.monotonic()))
+        return {"generation": new.generation, **change.info()}
 
     def run(self) -> int:
         """Start everything, supervise until stopped; returns the exit code.
@@ -189,14 +293,15 @@ class Runner:
         wake_w.setblocking(False)
         old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         old = {s: signal.signal(s, self._on_signal)
-               for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
+               for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP)}
         ctx = zmq.Context()
         start = time.monotonic()
-        self.control: ControlServer | None = None
+        self.control = None
         try:
             paths = self.paths()
             self.control = ControlServer(ctx, self.runtime_dir, Commands(
-                self.arbiter, self.act, time.monotonic, start, paths, plan=self.plan.info))
+                self.arbiter, self.act, time.monotonic, start, self.paths,
+                plan=lambda: self.plan.info(), reload=self.reload, stop=self.stop_all))
             log.info("supervisor %d starting %s (config %s, plan generation %d, runtime dir %s, "
                      "data dir %s)", os.getpid(), ", ".join(self.plan.specs),
                      self.plan.engine.config_path, self.plan.generation, self.runtime_dir,
@@ -207,7 +312,9 @@ class Runner:
             poller = zmq.Poller()
             poller.register(self.control.router, zmq.POLLIN)
             poller.register(wake_r.fileno(), zmq.POLLIN)
-            handled = 0
+            handled = reloads = 0
+            watchdog = notify.Watchdog()  # single-unit mode (iii-supervisor.service)
+            told_ready = told_stopping = False
             while not self.arbiter.done:
                 now = time.monotonic()
                 deadline = self.arbiter.next_deadline()
@@ -223,15 +330,29 @@ class Runner:
                     drain = handled == 1  # a second signal skips the drain
                     log.info("signal %d: stopping all (%s)", self.signals[handled - 1],
                              "drain" if drain else "kill now")
-                    self.act(self.arbiter.stop_all(time.monotonic(), drain=drain))
+                    self.stop_all(drain=drain)
+                while reloads < self.reloads:
+                    reloads += 1
+                    log.info("SIGHUP: reloading the config")
+                    try:
+                        self.reload()
+                    except ReloadRefused:
+                        pass  # logged; the engine runs on as it was
+                    except Exception:  # a bug must not take the engine down with it
+                        log.exception("reload failed")
                 self._reap()
                 self.control.drain()
                 self.act(self.arbiter.tick(time.monotonic()))
+                if self.arbiter.ready and not told_ready:
+                    told_ready = notify.ready() or True
+                if self.arbiter.stopping and not told_stopping:
+                    told_stopping = notify.stopping() or True
+                watchdog.beat()
                 if not self.arbiter.ready and not self.arbiter.stopping and self.arbiter.fatal:
                     log.error("engine not started: %s could not start (its log lines above "
                               "say why); stopping", ", ".join(self.arbiter.fatal))
                     exit_code = EXIT_NOT_STARTED
-                    self.act(self.arbiter.stop_all(time.monotonic()))
+                    self.stop_all()
             log.info("supervisor %d: all processes stopped", os.getpid())
             return exit_code
         finally:

@@ -156,4 +156,4 @@ def test_status_rows():
     arb = started(make(), now=1.0)
     rows = arb.status(3.5)
     assert rows[0] == {"name": "state", "state": "STARTING", "pid": 100, "uptime": 2.5,
-                       "restarts": 0, "last_exit": None}
+                       "restarts": 0, "last_exit": None, "generation": None}
