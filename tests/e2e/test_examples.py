@@ -90,7 +90,7 @@ EXPECTED: dict[str, list[str]] = {
     "discovery.py": [
         r"function catalog::search: 'Find items by prefix' \(worker example-catalog\)",
         r"worker example-catalog: runtime python, functions \['catalog::search'\]",
-        r"trigger types: cron, durable:subscriber, http, state, stream, stream:join, stream:leave, subscribe",
+        r"trigger types: cron, durable:subscriber, http, log, state, stream, stream:join, stream:leave, subscribe, trace",
     ],
     "cron.py": [
         r"bound reports::every-second to cron '\* \* \* \* \* \*'",
