@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 class CallRelay(GatewayState):
     """Calls out of and into this gateway's connections."""
 
-    def _invoke(self, conn: Conn, msg: dict) -> None:
+    def _invoke(self, conn: Conn, msg: dict, checked: bool = False) -> None:
         fid = msg["function_id"]
         if not isinstance(fid, str):
             raise TypeError("function_id must be a string")
@@ -54,6 +54,8 @@ class CallRelay(GatewayState):
                 self.out.ws(conn.id, wire.error(inv_id, fid, INVALID_NAMESPACE, "namespace must not be blank"))
             return
         kind = action.get("type") if isinstance(action, dict) else None
+        if conn.rbac is not None and not checked and self._guard(conn, msg, fid, ns, inv_id, kind):
+            return  # RBAC (guard.py): denied, deferred, a listing, or through the middleware
         if fid == REGISTER_FN and kind != "enqueue":
             self._register_worker(conn, msg.get("data"), inv_id)
             return
@@ -196,6 +198,8 @@ class CallRelay(GatewayState):
                 if rec is not None:
                     self.telemetry.finish(rec, error is not None, description=error)
             self.out.ws(rconn, body)
+        elif rconn is None and self.engine_calls:
+            self._engine_result(inv_id, body, error)  # a call of the gateway's own (guard.py)
 
     def _deliver(self, header: dict, body: bytes) -> None:
         target = header.get("to")
@@ -225,6 +229,12 @@ class CallRelay(GatewayState):
                 callee.delivered[alias] = (rnode, rconn, fid, inv_id)
                 msg = wire.loads(body)
                 msg["invocation_id"] = alias
+                body = wire.dumps(msg)
+        if callee.rbac is not None and callee.rbac.aliases:
+            own = callee.rbac.aliases.get(fid)
+            if own is not None:  # registered under its session's prefix: called by its own name
+                msg = wire.loads(body)
+                msg["function_id"] = own
                 body = wire.dumps(msg)
         callee.queued += len(body)
         self.out.ws(callee.id, body)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from brokers.gateway import rbac
 from brokers.gateway.conns import SEND_BUDGET
 from brokers.kit.schema import Field, port, positive, validate
 
@@ -25,7 +26,8 @@ FIELDS = {
     "ping_interval_ms": Field(int, 20000, check=positive),
     "ping_timeout_ms": Field(int, 20000, check=positive),
     "close_timeout_ms": Field(int, 10000, check=positive),
-    # Accepted for config compatibility with iii; RBAC is a later issue and is not enforced.
+    # RBAC (protocol.md Appendix C, brokers/gateway/rbac.py): on a listener with either,
+    # every connection has a session.
     "middleware_function_id": Field(str, None),
     "rbac": Field(dict, None),
 }
@@ -33,4 +35,6 @@ FIELDS = {
 
 def parse(raw: Any, path: str) -> dict[str, Any]:
     """Validate the gateway block; ``processes`` gateway processes share ``port``."""
-    return validate(raw, FIELDS, path)
+    cfg = validate(raw, FIELDS, path)
+    cfg["rbac"] = rbac.parse_config(cfg["rbac"], f"{path}.rbac")
+    return cfg

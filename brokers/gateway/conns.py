@@ -35,7 +35,7 @@ class Conn:
     """One worker connection and what it registered (kept for router resync)."""
 
     __slots__ = ("id", "token", "ip", "ns", "buffer", "held", "meta", "delivered", "outgoing", "small_only",
-                 "queued", "refused", "dropped", "spans")
+                 "queued", "refused", "dropped", "spans", "rbac")
 
     def __init__(self, conn_id: str, token: str, ip: str | None) -> None:
         self.id = conn_id
@@ -64,6 +64,8 @@ class Conn:
         self.spans: dict[str, list] = {}
         """The engine's open span records of this worker's sync calls, by invocation id
         (``brokers.kit.telemetry``); closed when the answer is relayed to it."""
+        self.rbac: Any = None
+        """Its ``rbac.Session`` on a listener with ``rbac`` or a middleware, else None."""
 
 
 class GatewayState:
@@ -85,6 +87,15 @@ class GatewayState:
     """The process serving HTTP-invoked functions, if the engine has one (the shell's)."""
     telemetry: Recorder
     """This process's engine spans and call counters (the shell's ``Process.telemetry``)."""
+    rules: Any = None
+    """The listener's compiled ``rbac`` block (``rbac.Rules``), or None."""
+    middleware: str | None = None
+    """The listener's ``middleware_function_id``."""
+    hook_timeout_s: float = 30.0
+    engine_calls: Pending
+    """The gateway's own calls (auth, hooks, listings): inv_id -> (node, future)."""
+    meta_cache: dict
+    """(ns, function id) -> (route, metadata), for ``expose_functions`` metadata matchers."""
     send_budget: int = SEND_BUDGET
     """Calls to a connection whose ``queued`` is over this are refused (the shell sets it
     from the config)."""

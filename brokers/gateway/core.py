@@ -16,11 +16,13 @@ import uuid
 
 from brokers.gateway.calls import CallRelay
 from brokers.gateway.conns import Conn, Outbox
+from brokers.gateway.hooks import Hooks
 from brokers.gateway.messages import MESSAGES
 from brokers.gateway.registrations import Registrations
 from brokers.kit import frames, wire
 from brokers.kit.decode import DecodeError
 from brokers.kit.frames import ROUTER
+from brokers.kit.pending import Pending
 from brokers.kit.routes import RouteTable
 from brokers.kit.telemetry import Recorder
 
@@ -35,7 +37,7 @@ DROPS_LOGGED = 5
 DROPS_EVERY = 1000
 
 
-class GatewayCore(CallRelay, Registrations):
+class GatewayCore(Hooks, CallRelay, Registrations):
     """All connections of one gateway process and its copy of the routes."""
 
     def __init__(self, node: str, out: Outbox, epoch: str = "", telemetry: Recorder | None = None) -> None:
@@ -55,6 +57,8 @@ class GatewayCore(CallRelay, Registrations):
         self.drops: dict[str, int] = {}
         """Frames dropped per connection (for the log's rate limit)."""
         self.opened = self.gone = 0
+        self.engine_calls = Pending()
+        self.meta_cache = {}
         """Worker connections opened and closed since this process started (Prometheus)."""
 
     # ---- connection lifecycle -----------------------------------------------------------

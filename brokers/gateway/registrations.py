@@ -30,7 +30,10 @@ class Registrations(GatewayState):
             return
         self._forward_registration(conn, msg, raw)
 
-    def _forward_registration(self, conn: Conn, msg: dict, raw: bytes) -> None:
+    def _forward_registration(self, conn: Conn, msg: dict, raw: bytes, checked: bool = False) -> None:
+        if conn.rbac is not None and not checked:
+            self._guard_registration(conn, msg, raw)  # RBAC: allowances, hooks, prefix (hooks.py)
+            return
         kind = msg["type"]
         key = msg.get("id")
         if kind in ("registerfunction", "registertrigger", "registertriggertype") and isinstance(key, str):

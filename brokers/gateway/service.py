@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
+from brokers.gateway import auth, rbac
 from brokers.gateway.conns import Conn
 from brokers.gateway.core import TELEMETRY_PREFIXES, GatewayCore
 from brokers.kit import frames, listen
@@ -108,6 +109,12 @@ class Gateway(Process):
         self.channels = channels.Hub(ctx.process, ctx.peers, ctx.runtime_dir, self.send)
         self.core.local_functions[CHANNELS_CREATE] = self._create_channel
         self.core.http_functions_node = node_serving("iii-http-functions", ctx.peers)
+        if self.cfg.get("rbac") is not None:
+            self.core.rules = rbac.Rules(self.cfg["rbac"])
+            self.core.hook_timeout_s = self.core.rules.hook_timeout_s
+        self.core.middleware = self.cfg.get("middleware_function_id")
+        self.guarded = self.core.rules is not None or self.core.middleware is not None
+        """A listener with RBAC: every connection is authenticated and has a session."""
         self.sockets: dict[str, WorkerSocket] = {}
         self._dirty: dict[str, WorkerSocket] = {}
         self.grace_s = ctx.engine.registration_namespace_grace_ms / 1000  # env already applied
@@ -235,6 +242,9 @@ class Gateway(Process):
             else:
                 await self.channels.serve(sock, end, direction)
             return
+        session = None
+        if self.guarded and (session := await auth.authenticate(self.core, sock)) is None:
+            return  # refused (AUTH_ERROR) and closed
         if sock.request.path.split("?", 1)[0].rstrip("/") == "/otel":
             blob = self.telemetry.blob
             try:  # telemetry (§9.2): binary frames to observability, text frames dropped
@@ -248,6 +258,7 @@ class Gateway(Process):
         peer = sock.remote_address[0] if sock.remote_address else None
         self.sockets[conn_id] = sock
         conn = sock.conn = self.core.open(conn_id, peer)
+        conn.rbac = session
         on_message = self.core.on_message
         recv = sock.recv
         try:

@@ -301,18 +301,30 @@ def _engine_block(raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
             "stop_timeout_ms": block["stop_timeout_ms"]}
 
 
+MULTI_ENTRY_KINDS = ("iii-worker-manager",)
+"""Worker types whose every entry is its own set of processes (several listeners, one
+registry); another unit listed twice runs once, with its first entry's config."""
+
+
 def plan(cfg: EngineConfig, units: Mapping[str, Unit]) -> list[Planned]:
     """The engine's processes in start order: storage, then the others, ingress last.
 
     Units with ``always=True`` run even when the config does not list them; within a group
     the order is: always-units first, then the order of the file. A unit listed twice runs
-    once with its first entry's config (a warning is recorded for the others).
+    once with its first entry's config (a warning is recorded for the others), except the
+    ``MULTI_ENTRY_KINDS``: each later ``iii-worker-manager`` entry is a listener of its own,
+    its processes named ``gateway-<port>`` (``gateway-<port>-<i>`` for several); the first
+    entry keeps the names of a single one.
     """
     order: list[Unit] = [u for u in units.values() if u.always]
+    extra: dict[str, list[WorkerEntry]] = {}
     for entry in cfg.workers:
         if entry.unit is None:
             continue
         if entry.unit in order and entry.kind != entry.name:
+            if entry.kind in MULTI_ENTRY_KINDS:
+                extra.setdefault(entry.unit.name, []).append(entry)
+                continue
             msg = (f"{entry.path}: '{entry.name}' would be a second {entry.unit.name} instance; "
                    f"only the first entry is used")
             if msg not in cfg.warnings:
@@ -324,9 +336,18 @@ def plan(cfg: EngineConfig, units: Mapping[str, Unit]) -> list[Planned]:
     out: list[Planned] = []
     for unit in (u for group in groups for u in group):
         config = cfg.unit_config(unit)
-        count = unit.instances(config)
-        if count > 1:
-            out += [Planned(f"{unit.name}-{i}", unit, config) for i in range(count)]
-        else:
-            out.append(Planned(unit.name, unit, config))
+        out += _instances(unit.name, unit, config)
+        for entry in extra.get(unit.name, ()):
+            port = entry.config.get("port") if isinstance(entry.config, dict) else None
+            base = f"{unit.name}-{port}" if port is not None else f"{unit.name}-{entry.name.split('#', 1)[1]}"
+            if any(p.process == base or p.process.startswith(base + "-") for p in out):
+                base = f"{unit.name}-{entry.name.split('#', 1)[1]}x"
+            out += _instances(base, unit, entry.config)
     return out
+
+
+def _instances(base: str, unit: Unit, config: Any) -> list[Planned]:
+    count = unit.instances(config)
+    if count > 1:
+        return [Planned(f"{base}-{i}", unit, config) for i in range(count)]
+    return [Planned(base, unit, config)]

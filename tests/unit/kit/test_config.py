@@ -183,12 +183,13 @@ def test_plan_with_nothing_listed_runs_the_always_units(tmp_path):
         ("router", None), ("gateway", {"port": 1, "processes": 1})]
 
 
-def test_plan_second_entry_of_a_unit_is_warned(tmp_path):
+def test_plan_second_listener_entry_is_its_own_process(tmp_path):
+    # issue 18: each iii-worker-manager entry is a listener of its own; the first keeps its name
     cfg = load(tmp_path, "workers: [{name: iii-worker-manager}, {name: iii-worker-manager, config: {port: 9}}]\n")
     planned = config.plan(cfg, UNITS)
-    assert [p.process for p in planned] == ["router", "gateway"]
-    assert planned[-1].config["port"] == 1
-    assert any("iii-worker-manager#1" in w for w in cfg.warnings)
+    assert [p.process for p in planned] == ["router", "gateway", "gateway-9"]
+    assert planned[1].config["port"] == 1 and planned[2].config["port"] == 9
+    assert not any("iii-worker-manager#1" in w for w in cfg.warnings)
 
 
 def test_settings_carry_the_engine_wide_values_and_no_worker_config(tmp_path):
