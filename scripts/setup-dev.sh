@@ -17,9 +17,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   echo "$want" > "$stamp"
 fi
-# systemd-analyze verifies the generated units (tests/integration/test_systemd_verify.py)
-if ! command -v systemd-analyze >/dev/null 2>&1; then
+# Debian packages the tests use: systemd-analyze verifies the generated units
+# (tests/integration/test_systemd_verify.py); redis-server is the tests' private Redis
+# (tests/redisserver.py), never a mock
+missing=""
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+if [ -n "$missing" ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-  $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd
+  $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
 fi
 echo "setup-dev: .venv ready ($(.venv/bin/python --version))"

@@ -59,3 +59,14 @@ def engine_factory() -> Iterator[Callable[..., Engine]]:
     finally:
         for eng in reversed(started):
             eng.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """One private redis-server for the session (tests/redisserver.py): a real server, AOF on."""
+    from tests.redisserver import RedisServer
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()
