@@ -98,7 +98,10 @@ def make_config(*, port: int, runtime_dir: str, data_dir: str, gateway_processes
 class Engine:
     """One running ``iii-supervisor start`` and the temp files it uses."""
 
-    def __init__(self, *, config_text: str, port: int, runtime_dir: str, data_dir: str) -> None:
+    def __init__(self, *, config_text: str, port: int, runtime_dir: str, data_dir: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.env = env
+        """Added to ``os.environ`` for the supervisor (and so its processes), e.g. ``III_HOST_ID``."""
         self.port = port
         self.url = f"ws://127.0.0.1:{port}"
         self.runtime_dir = runtime_dir
@@ -116,6 +119,7 @@ class Engine:
         try:
             self.proc = subprocess.Popen(
                 supervisor_cmd() + ["start", self.config_path], cwd=REPO,
+                env=None if self.env is None else {**os.environ, **self.env},
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                 start_new_session=True)  # own process group: stop() can kill it whole
         finally:
@@ -237,14 +241,15 @@ class Engine:
 def start_engine(*, gateway_processes: int = 1, queues: dict[str, Any] | None = None,
                  extra_workers_yaml: str = "", config_text: str | None = None,
                  timeout: float = 20.0, wait_for: str | None = None,
-                 wait_data: Any = None, data_mode: int = 0o700) -> Engine:
+                 wait_data: Any = None, data_mode: int = 0o700,
+                 env: dict[str, str] | None = None) -> Engine:
     """Write a temp config with a free port and start ``iii-supervisor start`` on it.
 
     ``config_text`` may contain ``{port}``, ``{runtime_dir}`` and ``{data_dir}``, which are
     filled in; otherwise the config is built from the keyword arguments. With ``wait_for``,
     returns once that function answers ``wait_data`` without an error (the engine is stopped
     if it never does). The data dir is made with ``data_mode`` (0700, as the engine wants it:
-    it warns about and tightens a looser one).
+    it warns about and tightens a looser one). ``env`` is added to the supervisor's environment.
     """
     runtime_dir = tempfile.mkdtemp(prefix="iii-", dir="/tmp")
     data_dir = os.path.join(runtime_dir, "data")
@@ -260,7 +265,7 @@ def start_engine(*, gateway_processes: int = 1, queues: dict[str, Any] | None = 
                            gateway_processes=gateway_processes, queues=queues,
                            extra_workers_yaml=extra_workers_yaml)
     eng = Engine(config_text=text, port=port, runtime_dir=runtime_dir,
-                 data_dir=data_dir).start(timeout)
+                 data_dir=data_dir, env=env).start(timeout)
     if wait_for is not None:
         try:
             wait_for_function(eng.url, wait_for, wait_data)
