@@ -1,8 +1,9 @@
 """`python -m perf run`: the order of a run and its outputs.
 
 Order: baselines are measured on demand by the rows that need them; the engine is started
-with one gateway process (idle memory, then the call benchmarks), then restarted three times
-for `startup`, then started with two gateway processes (cross-gateway calls and the scaling
+with one gateway process (the call benchmarks), then the engine of `conf/iii-config.yaml`
+(every default worker) is started three times for `startup` and once for `idle_memory`, then
+the engine is started with two gateway processes (cross-gateway calls and the scaling
 run). Invariant: whatever fails, every process this run started is stopped before it exits
 and a JSON file is written.
 """
@@ -24,10 +25,10 @@ ENGINE_BENCHES = ("ws_roundtrip", "concurrent_invocation", "payload_sizes", "tri
                   "state_set", "state_get", "queue_enqueue", "queue_end_to_end",
                   "control_plane_churn", "startup", "idle_memory", "cross_gateway", "scaling",
                   "sdk_overhead", "slow_consumer", "cron_fire_latency", "channel_throughput", "http",
-                  "http_function_call", "stream_fanout", "tracing_overhead")
+                  "http_function_call", "stream_fanout", "tracing_overhead", "rbac_overhead")
 OWN_ENGINE_BENCHES = {"cron_fire_latency": "cron_bench", "channel_throughput": "channel_bench",
                       "http": "http_bench", "http_function_call": "http_functions_bench",
-                      "stream_fanout": "stream_bench", "tracing_overhead": "tracing_bench"}
+                      "stream_fanout": "stream_bench", "tracing_overhead": "tracing_bench", "rbac_overhead": "rbac_bench"}
 """Rows that start an engine of their own shape (``<module>.bench(harness, emit)``)."""
 BASELINE_BENCHES = ("echo", "relay")
 ALL = BASELINE_BENCHES + ENGINE_BENCHES
@@ -92,7 +93,7 @@ def _engine_phase(h: Harness, base: Baselines, wanted_set: set[str], rows: list[
             rows.append({"target": "engine", "bench": name, "variant": "", "status": "n/a",
                          "reason": f"not available: {reason}"})
 
-    single_names = wanted_set - {"startup", "cross_gateway", "scaling"} - set(OWN_ENGINE_BENCHES)
+    single_names = wanted_set - {"startup", "idle_memory", "cross_gateway", "scaling"} - set(OWN_ENGINE_BENCHES)
     if single_names & set(ENGINE_BENCHES):
         progress("starting the engine (1 gateway process)")
         try:
@@ -108,11 +109,12 @@ def _engine_phase(h: Harness, base: Baselines, wanted_set: set[str], rows: list[
             h.stop_all()  # callees of this engine; baseline servers restart lazily
             base.urls.clear()
             eng.stop()
-    if "startup" in wanted_set:
-        try:
-            bench.startup()
-        except EngineDown as exc:
-            fail_all(str(exc)[:300], {"startup"})
+    for name in ("startup", "idle_memory"):  # each on its own engine of the default config
+        if name in wanted_set:
+            try:
+                getattr(bench, name)()
+            except EngineDown as exc:
+                fail_all(str(exc)[:300], {name})
     for name, module in OWN_ENGINE_BENCHES.items():
         if name in wanted_set:
             importlib.import_module(f"perf.{module}").bench(h, rows.append)

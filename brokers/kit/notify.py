@@ -22,12 +22,14 @@ them and log a warning per message).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
 import time
-from typing import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Mapping, MutableMapping
+
+if TYPE_CHECKING:  # asyncio only where a loop runs (not in the supervisor)
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,7 @@ class Watchdog:
         """Ping now and every ``interval`` on ``loop`` (the running one by default)."""
         if self.interval is None or self._handle is not None:
             return self
+        import asyncio
         try:
             loop = loop or asyncio.get_running_loop()
         except RuntimeError:

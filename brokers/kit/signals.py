@@ -22,7 +22,6 @@ file is opened ``O_APPEND`` (several processes write to it) with mode 0600.
 """
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import os
@@ -63,8 +62,9 @@ def dump_stacks() -> str:
         extra += " daemon" if thread is not None and thread.daemon else ""
         out.write(f"\nThread {label} [{ident}]{extra}:\n")
         out.write("".join(traceback.format_stack(frame)))
+    asyncio = sys.modules.get("asyncio")  # not imported (the supervisor): no loop runs
     try:
-        loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop() if asyncio is not None else None
     except RuntimeError:
         loop = None
     if loop is not None:

@@ -25,9 +25,22 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.utils import floatToGoString
+# prometheus_client is imported by the first ``exposition`` (``_prometheus``): an engine
+# without a Prometheus port (``prometheus_port: 0``) never loads it.
+CollectorRegistry = generate_latest = floatToGoString = None  # type: Any
+CounterMetricFamily = GaugeMetricFamily = HistogramMetricFamily = None  # type: Any
+
+
+def _prometheus() -> None:
+    global CollectorRegistry, generate_latest, floatToGoString
+    global CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+    if CollectorRegistry is None:
+        from prometheus_client import CollectorRegistry as registry, generate_latest as latest
+        from prometheus_client.core import CounterMetricFamily as counter, GaugeMetricFamily as gauge
+        from prometheus_client.core import HistogramMetricFamily as histogram
+        from prometheus_client.utils import floatToGoString as float_to_go
+        CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily = counter, gauge, histogram
+        generate_latest, floatToGoString, CollectorRegistry = latest, float_to_go, registry
 
 from brokers.kit.telemetry import DURATION_BOUNDS
 
@@ -254,6 +267,7 @@ def exposition(stats: dict[str, dict], now: float, extra: dict | None = None,
                stale_s: float = STALE_S) -> bytes:
     """The Prometheus text exposition of ``stats`` (process name -> latest frame; pass it
     through ``Totals.apply`` first for restart-proof counters) and ``extra``."""
+    _prometheus()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(stats, now, extra, stale_s))  # type: ignore[arg-type]
     return generate_latest(registry)

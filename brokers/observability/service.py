@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -34,7 +34,9 @@ from brokers.observability.logs import LogStore, level_matches
 from brokers.observability.metrics import MetricStore, engine_metrics
 from brokers.observability.spans import SpanStore
 from brokers.observability.tracetrigger import TraceCoalescer
-from brokers.observability.web import MetricsServer
+
+if TYPE_CHECKING:
+    from brokers.observability.web import MetricsServer
 
 log = logging.getLogger(__name__)
 sdk_log = logging.getLogger("iii.sdk")
@@ -80,6 +82,7 @@ class Observability(Broker):
         self.trigger_type("trace", "Fires with the ids of traces that received spans (config: service_name, status)",
                           on_register=lambda b: None, on_unregister=lambda i: None)
         if self.cfg["prometheus_port"]:
+            from brokers.observability.web import MetricsServer  # aiohttp: only with a port
             sock = listen.listener(self.cfg["prometheus_host"], self.cfg["prometheus_port"])
             self.web = MetricsServer(sock, self.exposition, self.readiness)
 

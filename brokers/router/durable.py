@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from brokers.kit.process import private_dir, private_file
+from brokers.kit.hygiene import private_dir, private_file
 
 log = logging.getLogger(__name__)
 

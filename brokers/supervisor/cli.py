@@ -38,10 +38,10 @@ from typing import Any
 from brokers.kit import config as configmod
 from brokers.kit import listen
 from brokers.kit import log as logsetup
-from brokers.kit import process
+from brokers.kit import hygiene as process  # harden (not kit.process: no asyncio here)
 from brokers.kit.schema import ConfigError
 from brokers.kit.units import load_main
-from brokers.supervisor import control, daemon, rundir, systemd
+from brokers.supervisor import control, daemon, rundir, spawn, systemd
 from brokers.supervisor.plan import ChildSpec, Plan, PlanError
 from brokers.supervisor.rundir import read_pid
 from brokers.supervisor.runner import Runner
@@ -89,21 +89,41 @@ def _not_running(runtime_dir: str, source: str, why: str) -> int:
     return EXIT_ERROR
 
 
+def _early_zygote(args: argparse.Namespace) -> spawn.Zygote | None:
+    """The zygote children are forked from (``brokers.supervisor.spawn``), forked from us
+    now, before the config is read: it shares our imports' pages and holds none of the
+    config's secrets. Not with ``--daemon`` (the process that detaches is not the one that
+    supervises) nor ``III_SPAWN=exec``: then ``Runner`` starts one, or none."""
+    if args.daemon or os.environ.get(spawn.SPAWN_ENV) == "exec" or not spawn.supported():
+        return None
+    try:
+        return spawn.Zygote.fork()
+    except spawn.ZygoteError:
+        return None  # Runner starts a fresh one
+
+
 def cmd_start(args: argparse.Namespace) -> int:
-    cfg, plan = _load(args.config, args.log_level, args.log_format)
-    logsetup.setup(plan.engine.log_level, plan.engine.log_format, "supervisor")
-    process.harden()  # before anything is made: the children inherit both settings
-    if args.daemon or args.log_file:
-        return daemon.start(lambda: _serve(cfg, plan, args), plan.engine.runtime_dir,
-                            detach=args.daemon, log_file=args.log_file, pid_file=args.pid_file)
-    return _serve(cfg, plan, args)
+    zygote = _early_zygote(args)
+    try:
+        cfg, plan = _load(args.config, args.log_level, args.log_format)
+        logsetup.setup(plan.engine.log_level, plan.engine.log_format, "supervisor")
+        process.harden()  # before anything is made: the children inherit both settings
+        if args.daemon or args.log_file:
+            return daemon.start(lambda: _serve(cfg, plan, args, zygote), plan.engine.runtime_dir,
+                                detach=args.daemon, log_file=args.log_file, pid_file=args.pid_file)
+        return _serve(cfg, plan, args, zygote)
+    finally:
+        if zygote is not None:
+            zygote.close()  # (the runner's stop closed it already, if it ran)
 
 
-def _serve(cfg: configmod.EngineConfig, plan: Plan, args: argparse.Namespace) -> int:
+def _serve(cfg: configmod.EngineConfig, plan: Plan, args: argparse.Namespace,
+           zygote: spawn.Zygote | None = None) -> int:
     for warning in cfg.warnings:
         log.warning("%s", warning)
     try:
-        return Runner(plan, log_level=args.log_level, log_format=args.log_format).run()
+        return Runner(plan, log_level=args.log_level, log_format=args.log_format,
+                      zygote=zygote).run()
     except (rundir.AlreadyRunning, rundir.UnsafeRuntimeDir, listen.PortInUse,
             listen.ListenError) as exc:
         print(f"iii-supervisor: {exc.args[-1] if isinstance(exc, OSError) else exc}",

@@ -28,7 +28,7 @@ import os
 import stat
 import time
 
-from brokers.kit.process import private_dir, tighten
+from brokers.kit.hygiene import private_dir, tighten
 
 PIDFILE = "supervisor.pid"
 _CONTENDED = 0.3

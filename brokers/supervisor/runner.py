@@ -4,7 +4,9 @@ Owns the loop: wait on the control socket and a signal wake-up fd (so SIGCHLD/SI
 it at once), reap children, feed the arbiter events and the time, carry out its actions.
 
 Invariants:
-- each child runs ``python -m brokers.supervisor.cli run NAME --plan-fd FD`` in its own
+- each child runs ``python -m brokers.supervisor.cli run NAME --plan-fd FD`` — forked, as
+  our own child, from the pre-imported zygote of ``brokers.supervisor.spawn`` (else, and
+  with ``III_SPAWN=exec``, as a fresh interpreter) — in its own
   process group (so a terminal's Ctrl-C reaches only the supervisor, which stops children
   in order) and asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG,
   set by the child itself in ``cli run``), so no child outlives us;
@@ -51,10 +53,10 @@ import zmq
 from brokers.kit import config as configmod
 from brokers.kit import listen, notify
 from brokers.kit.channels import segment
-from brokers.kit.process import tighten
+from brokers.kit.hygiene import tighten
 from brokers.kit.schema import ConfigError
 from brokers.supervisor import diff as diffmod
-from brokers.supervisor import rundir
+from brokers.supervisor import rundir, spawn
 from brokers.supervisor.arbiter import Action, Arbiter, Event, Kill, Policy, Proc, Spawn
 from brokers.supervisor.control import Commands, ControlServer
 from brokers.supervisor.plan import Plan
@@ -67,6 +69,9 @@ EXIT_NOT_STARTED = 1
 _EVENT_LEVELS = {"fatal": logging.ERROR, "backoff": logging.WARNING}
 
 _POLL_MAX = 0.1  # seconds; an upper bound, the loop also wakes on signals and requests
+ZYGOTE_RESTARTS = 3
+"""A zygote that died (or stopped answering) is replaced at the next spawn this many times
+at most; after that every child is a fresh interpreter."""
 STOP_MARGIN = 5.0
 """Seconds past ``engine.stop_timeout_ms`` before a stopping process gets SIGKILL: its own
 drain must end first (it then closes its connections and exits on its own)."""
@@ -107,7 +112,8 @@ class Runner:
     reload left unchanged runs on as it was spawned (``status`` shows its generation)."""
 
     def __init__(self, plan: Plan, policy: Policy | None = None, *,
-                 log_level: str | None = None, log_format: str | None = None) -> None:
+                 log_level: str | None = None, log_format: str | None = None,
+                 zygote: spawn.Zygote | None = None) -> None:
         self.plan = plan
         self._own_policy = policy is None
         self.arbiter = Arbiter((Proc(p.process, ingress=p.unit.ingress, storage=p.unit.storage)
@@ -119,7 +125,11 @@ class Runner:
         self.reloads = 0
         """SIGHUPs received (each asks for a reload)."""
         self.control: ControlServer | None = None
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.children: dict[str, subprocess.Popen[bytes] | spawn.Forked] = {}
+        self.zygote: spawn.Zygote | None = zygote
+        """Forks the children (``brokers.supervisor.spawn``): the one ``start`` forked
+        before reading the config, else one ``run`` starts; None: fresh interpreters."""
+        self._zygote_losses = 0
         self.signals: list[int] = []
         self.runtime_dir = plan.engine.runtime_dir
         self.pidlock = rundir.PidLock(self.runtime_dir)
@@ -163,11 +173,23 @@ class Runner:
         except OSError as exc:
             self.act(self.arbiter.spawn_failed(name, str(exc), time.monotonic()))
             return
-        argv = [sys.executable, "-m", "brokers.supervisor.cli", "run", name,
-                "--plan-fd", str(fd)]
+        child: subprocess.Popen[bytes] | spawn.Forked | None = None
         try:
-            child = subprocess.Popen(argv, env=env, process_group=0, stdin=subprocess.DEVNULL,
-                                     pass_fds=[fd, *(s.fileno() for s in mine.values())])
+            if self.zygote is None and 0 < self._zygote_losses < ZYGOTE_RESTARTS:
+                self._start_zygote()  # the last one died: a new one, a few times at most
+            if self.zygote is not None:
+                try:
+                    child = self.zygote.spawn(["run", name, "--plan-fd", "{plan}"], env,
+                                              {"plan": fd}, {k: s.fileno() for k, s in mine.items()})
+                except spawn.ZygoteError as exc:
+                    log.warning("zygote: %s; starting %s as a fresh interpreter", exc, name)
+                    self._stop_zygote()
+                    self._zygote_losses += 1
+            if child is None:
+                argv = [sys.executable, "-m", "brokers.supervisor.cli", "run", name,
+                        "--plan-fd", str(fd)]
+                child = subprocess.Popen(argv, env=env, process_group=0, stdin=subprocess.DEVNULL,
+                                         pass_fds=[fd, *(s.fileno() for s in mine.values())])
         except OSError as exc:
             self.act(self.arbiter.spawn_failed(name, str(exc), time.monotonic()))
             return
@@ -196,6 +218,42 @@ class Runner:
                 del self.children[name]
                 segment.sweep(self.shm_tag, child.pid)  # its channel rings, after a crash too
                 self.act(self.arbiter.exited(name, code, time.monotonic()))
+        self._reap_adopted()
+
+    def _reap_adopted(self) -> None:
+        """As a subreaper (spawn.py) we also adopt orphans of our children's descendants:
+        reap those, never one of our children (``poll`` above reads their status)."""
+        ours = {child.pid for child in self.children.values()}
+        if self.zygote is not None:
+            ours.add(self.zygote.proc.pid)
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid in ours:
+                return
+            try:
+                os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
+                return
+
+    def _start_zygote(self) -> None:
+        """Start the zygote children are forked from; without one (``III_SPAWN=exec``, not
+        Linux, or it failed: logged) every child is a fresh interpreter."""
+        if self.zygote is not None or os.environ.get(spawn.SPAWN_ENV) == "exec" or not spawn.supported():
+            return
+        env = notify.child_env(dict(os.environ, III_SUPERVISOR_PID=str(os.getpid())))
+        try:
+            self.zygote = spawn.Zygote.start(env)
+        except spawn.ZygoteError as exc:
+            log.warning("zygote: %s; children start as fresh interpreters", exc)
+            self._zygote_losses += 1
+
+    def _stop_zygote(self) -> None:
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
 
     # -- the loop ---------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -278,9 +336,11 @@ class Runner:
             tighten(self.plan.engine.data_dir, "data dir")  # made by the stores if missing
             self.sockets = listen.bind_all(a for p in self.plan.processes
                                            for a in p.unit.listens(p.config))
+            self._start_zygote()  # a fresh interpreter: it holds none of our descriptors
             try:
                 return self._run()
             finally:
+                self._stop_zygote()
                 for sock in self.sockets.values():
                     sock.close()
         finally:
