@@ -23,7 +23,7 @@ import os
 import struct
 import zlib
 
-from brokers.kit.process import private_dir, private_file
+from brokers.kit.hygiene import private_dir, private_file
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ the resize lock every reader takes. Both stores (state, queue jobs) sit on it.
 Open: the directory is created; ``sync=True, metasync=True``, so a committed write
 transaction is on disk (data pages, then the meta page) before ``write`` returns. The
 store is private: its directory 0700 and ``data.mdb``/``lock.mdb`` 0600 (LMDB's ``mode``),
-and an existing store with looser modes is tightened at open (``kit.process.private_dir``).
+and an existing store with looser modes is tightened at open (``kit.hygiene.private_dir``).
 
 Disk full: a commit the filesystem cannot take raises ``StorageFull`` (nothing of that
 transaction is stored), however LMDB words it: ``ENOSPC``, or ``EIO``, which is what LMDB
@@ -32,7 +32,7 @@ from typing import Any, Callable, TypeVar
 
 import lmdb
 
-from brokers.kit.process import private_dir, private_file
+from brokers.kit.hygiene import private_dir, private_file
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ runs the life of the process:
 
 ``run(factory, ctx)`` is the body of every process entry point: uvloop, serve until done.
 
-Process hygiene, for every entry point (the supervisor's ``start`` and each ``run``):
-``harden()`` once, first thing: umask 077 (whatever the engine creates, ipc sockets
+Process hygiene (``brokers.kit.hygiene``), for every entry point (the supervisor's ``start``
+and each ``run``): ``harden()`` once, first thing: umask 077 (whatever the engine creates, ipc sockets
 included, is its owner's alone) and the soft ``RLIMIT_NOFILE`` raised to the hard limit
 (a gateway holds one descriptor per connection; 1024 stopped it at ~995). Stores make
 their directories with ``private_dir`` and their files with ``private_file``: 0700 and
@@ -30,9 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import resource
 import signal
-import stat
 import time
 from typing import Any, Callable, Protocol
 
@@ -150,7 +148,3 @@ def run(factory: Callable[[RunContext], Any], ctx: RunContext) -> None:
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main())
 
-
-# ---- process hygiene: in ``brokers.kit.hygiene`` (the supervisor needs it without asyncio,
-# the bus or the sink); re-exported here for every caller of ``kit.process``.
-from brokers.kit.hygiene import harden, private_dir, private_file, tighten  # noqa: E402,F401

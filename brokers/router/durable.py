@@ -14,7 +14,7 @@ Invariants:
 - ``DurableBindings.records`` changes only after the write that reflects it succeeded, so
   memory never claims more (or less) durability than the disk has;
 - the bindings are private: ``<data_dir>/router`` 0700, the file 0600, a looser one found
-  at ``load`` tightened (``kit.process.private_dir``);
+  at ``load`` tightened (``kit.hygiene.private_dir``);
 - a file that cannot be read or parsed never stops the router: it is logged, moved aside
   as ``<file>.corrupt`` and the router starts with no durable bindings.
 """

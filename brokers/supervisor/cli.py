@@ -21,7 +21,7 @@ engine that cannot start one clear line and exit code 1, never a traceback; the 
 file is read once, by ``start`` (``brokers.supervisor.plan``): a child the supervisor
 spawns gets its part on ``--plan-fd`` and never opens the file, so a respawn runs on the
 config the engine runs, whatever the file says now; ``start`` and ``run`` call
-``kit.process.harden`` (umask 077, the descriptor limit at its hard limit) before they
+``kit.hygiene.harden`` (umask 077, the descriptor limit at its hard limit) before they
 make anything.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 from brokers.kit import config as configmod
 from brokers.kit import listen
 from brokers.kit import log as logsetup
-from brokers.kit import hygiene as process  # harden (not kit.process: no asyncio here)
+from brokers.kit import hygiene
 from brokers.kit.schema import ConfigError
 from brokers.kit.units import load_main
 from brokers.supervisor import control, daemon, rundir, spawn, systemd
@@ -107,7 +107,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     try:
         cfg, plan = _load(args.config, args.log_level, args.log_format)
         logsetup.setup(plan.engine.log_level, plan.engine.log_format, "supervisor")
-        process.harden()  # before anything is made: the children inherit both settings
+        hygiene.harden()  # before anything is made: the children inherit both settings
         if args.daemon or args.log_file:
             return daemon.start(lambda: _serve(cfg, plan, args, zygote), plan.engine.runtime_dir,
                                 detach=args.daemon, log_file=args.log_file, pid_file=args.pid_file)
@@ -175,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"iii-supervisor run {args.name}: {exc}", file=sys.stderr)
         return EXIT_NO_RETRY
     logsetup.setup(ctx.engine.log_level, args.log_format or ctx.engine.log_format, ctx.process)
-    process.harden()  # again: a process run by hand or by systemd has no supervisor's
+    hygiene.harden()  # again: a process run by hand or by systemd has no supervisor's
     log.debug("%s runs on plan generation %d", ctx.process, spec.generation)
     try:
         rundir.prepare(ctx.runtime_dir)

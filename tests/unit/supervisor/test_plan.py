@@ -50,7 +50,7 @@ CONFIG = """
 @pytest.fixture(autouse=True)
 def _no_hardening(monkeypatch):
     """``run`` here runs in pytest's own process: its umask and limits are not ours to set."""
-    monkeypatch.setattr(cli.process, "harden", lambda: None)
+    monkeypatch.setattr(cli.hygiene, "harden", lambda: None)
 
 
 def write(tmp_path, text: str = CONFIG) -> str:
