@@ -11,7 +11,10 @@ every acknowledged write is already on disk, so ``save_interval_ms`` is validate
 nothing to pace. ``store_method: in_memory`` given explicitly keeps iii's meaning (nothing
 persisted). ``file_path`` is a directory; a relative one is relative to the working directory
 the engine was started in (as in iii); without ``file_path`` the store is ``<data_dir>/state``.
-``redis`` and ``bridge`` adapters are not implemented and are rejected by name.
+``redis`` (``config: {redis_url, events_maxlen}``) keeps state in Redis, shared by every
+engine host on it (redis_store.py); ``events_maxlen`` (ours, default 100000) caps the
+stream of change events that fires state triggers on every host. ``bridge`` is not
+implemented and is rejected by name.
 """
 from __future__ import annotations
 
@@ -63,8 +66,22 @@ def kv_store(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+REDIS_EXTRA = {"events_maxlen": Field(int, 100_000, check=positive)}
+
+
+def state_adapter(raw: Any, path: str) -> dict[str, Any]:
+    """``kv`` (``kv_adapter``) or ``redis`` (``kit.redisconn.redis_adapter``)."""
+    from brokers.kit.redisconn import check_adapter_name, redis_adapter
+    if check_adapter_name(raw, path, ("kv", "redis")) == "redis":
+        block = validate(raw, {"name": Field(str), "config": Field(dict, None)}, path)
+        return redis_adapter(block["config"] or {}, f"{path}.config", REDIS_EXTRA)
+    return _KV(raw, path)
+
+
+_KV = kv_adapter()
+
 FIELDS = {
-    "adapter": Field(dict, None, parse=kv_adapter()),
+    "adapter": Field(dict, None, parse=state_adapter),
     "triggers_enabled": Field(bool, True),
     "max_value_bytes": Field(int, None, check=positive),
     "save_interval_ms": Field(int, None, check=_interval),
@@ -72,9 +89,17 @@ FIELDS = {
 
 
 def parse(raw: Any, path: str) -> dict[str, Any]:
-    """Validate the block; ``store`` is ``lmdb`` or ``memory``, ``path`` the LMDB directory:
-    ``file_path`` made absolute, or None for the default under the data dir (``store_path``)."""
-    return kv_store(validate(raw, FIELDS, path))
+    """Validate the block; ``store`` is ``lmdb``, ``memory`` or ``redis``, ``path`` the LMDB
+    directory: ``file_path`` made absolute, or None for the default under the data dir
+    (``store_path``) and for redis (then ``redis_url`` and ``events_maxlen`` are set)."""
+    cfg = validate(raw, FIELDS, path)
+    adapter = cfg.get("adapter") or {}
+    if adapter.get("name") == "redis":
+        cfg.pop("adapter")
+        cfg.update(store="redis", path=None, redis_url=adapter["redis_url"],
+                   events_maxlen=adapter["events_maxlen"])
+        return cfg
+    return kv_store(cfg)
 
 
 def store_path(cfg: dict[str, Any], data_dir: str, default_dir: str = DEFAULT_DIR) -> str | None:
@@ -87,4 +112,7 @@ def store_path(cfg: dict[str, Any], data_dir: str, default_dir: str = DEFAULT_DI
 
 def stores(cfg: dict[str, Any], data_dir: str) -> dict[str, str]:
     """What ``status`` shows: the state store's place (``in memory`` for in_memory)."""
+    if cfg["store"] == "redis":
+        from brokers.state.redis_store import describe
+        return {"state": describe(cfg["redis_url"])}
     return {"state": store_path(cfg, data_dir) or "in memory"}

@@ -31,6 +31,12 @@ in those runs); ``state::get`` at 1.05x relay. Two limits, both measured:
   of CPU per call on 2 cores caps the whole path near 15k/s before any fsync. About half of
   this process's loop time is the bus (pyzmq send_multipart/recv_multipart and its enum
   flag arithmetic), in brokers/kit/bus.py.
+With ``adapter: {name: redis}`` the store is Redis (redis_store.py), shared by every engine
+host on it: each write is one script that also appends the change event to a capped Redis
+stream, and triggers fire from that stream on every host (redis_events.py) instead of after
+the commit here, so a binding on any host fires once per write through any host. The
+fan-out below (queues per binding and key, conditions, timeouts) is the same for both.
+
 Profile with ``III_STATE_PROFILE=/path``: cProfile of the loop thread, dumped to
 ``/path.<pid>`` on a clean stop.
 """
@@ -40,18 +46,25 @@ import asyncio
 import logging
 import os
 from collections import deque
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from brokers.state import core
 from brokers.state.config import store_path
 from brokers.state.store import LmdbStore, Store, batch_failure, open_store
 from brokers.kit.commit import GroupCommitter
 from brokers.kit.broker import Broker, BusFactory, Call, Trace, run
+from brokers.kit.errors import EngineError
 from brokers.kit.units import RunContext
+
+if TYPE_CHECKING:  # redis is imported only by a process that uses it
+    from brokers.state.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
 
 PROFILE_ENV = "III_STATE_PROFILE"
+BINDINGS_GRACE_S = 0.5
+"""Redis adapter: how long after the first route table the event reader waits before it
+fires, so the bindings the router sends again after a restart are installed first."""
 TRIGGER_CALL_TIMEOUT_S = 30.0
 """A trigger's condition or handler that has not answered by then is given up (logged):
 the next event of that binding and key goes out."""
@@ -77,6 +90,10 @@ class StateBroker(Broker):
         self._events: dict[tuple[str, str], deque] = {}
         self.batches = 0
         self._profile: Any = None
+        self.redis: RedisStore | None = None
+        self._reader: asyncio.Task | None = None
+        self.events: Any = None
+        """Redis adapter: the reader of the cluster's change events (redis_events.py)."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -85,6 +102,9 @@ class StateBroker(Broker):
             import cProfile
             self._profile = cProfile.Profile()
             self._profile.enable()
+        if self.cfg["store"] == "redis":
+            await self._setup_redis()
+            return
         path = store_path(self.cfg, self.ctx.data_dir)
         self.store = open_store(path)
         if path is None:
@@ -96,16 +116,60 @@ class StateBroker(Broker):
         self.committer = GroupCommitter(self._apply, name="state", thread=thread,
                                         settle=core.write_result, committed=self._committed,
                                         failed=lambda item, exc: batch_failure(item[0], exc))
+        self._declare(self._write_handler, self._get, self._list, self._list_groups)
+
+    def _declare(self, write_handler: Any, get: Any, list_: Any, list_groups: Any) -> None:
         for fn in (core.SET, core.DELETE, core.UPDATE):
-            self.function(fn, self._write_handler(fn), description=_DESCRIPTIONS[fn],
+            self.function(fn, write_handler(fn), description=_DESCRIPTIONS[fn],
                           input=core.INPUTS[fn])
-        for fn, handler in ((core.GET, self._get), (core.LIST, self._list),
-                            (core.LIST_GROUPS, self._list_groups)):
+        for fn, handler in ((core.GET, get), (core.LIST, list_), (core.LIST_GROUPS, list_groups)):
             self.function(fn, handler, description=_DESCRIPTIONS[fn], input=core.INPUTS[fn])
         self.trigger_type(core.TRIGGER_TYPE, "State change trigger", on_register=self._on_bind,
                           on_unregister=self._on_unbind, config=core.TRIGGER_CONFIG)
 
+    async def _setup_redis(self) -> None:
+        from brokers.kit.redisconn import host_id
+        from brokers.state.redis_events import EventReader
+        from brokers.state.redis_store import EVENTS_KEY, RedisStore, describe
+        self.redis = RedisStore(self.cfg["redis_url"], events_maxlen=self.cfg["events_maxlen"])
+        self.events = EventReader(self.redis.client, host_id(), self._stream_event, stream=EVENTS_KEY)
+        try:
+            await self.redis.ping()
+            # Before the trigger type is announced: no write after a binding is missed.
+            await self.events.ensure_group()
+            log.info("iii-state store on redis at %s", describe(self.cfg["redis_url"]))
+        except Exception as exc:  # writes fail with their *_ERROR until Redis answers
+            log.error("iii-state: redis at %s does not answer: %s", describe(self.cfg["redis_url"]), exc)
+        self._declare(self._redis_write_handler, self._redis_get, self._redis_list,
+                      self._redis_list_groups)
+
+    async def started(self) -> None:
+        await super().started()
+        if self.redis is not None:
+            self._reader = asyncio.ensure_future(self._read_events())
+
+    async def _read_events(self) -> None:
+        try:
+            await asyncio.wait_for(self.routes_known.wait(), 10)
+        except asyncio.TimeoutError:
+            pass
+        await asyncio.sleep(BINDINGS_GRACE_S)
+        log.info("iii-state: firing state triggers from %s as consumer group %s",
+                 self.events.stream.decode(), self.events.group)
+        await self.events.run()
+
     async def teardown(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except BaseException:
+                pass
+        if self.redis is not None:
+            try:
+                await self.redis.close()
+            except Exception as exc:
+                log.warning("iii-state: closing redis: %s", exc)
         if self.committer is not None:
             # Commit whatever was accepted before the stop; no ack can leave any more.
             try:
@@ -139,6 +203,56 @@ class StateBroker(Broker):
         core.decode_call(core.LIST_GROUPS, call.data)
         return core.list_groups_result(self.store.list_groups())
 
+    # ------------------------------------------------------------ functions on redis
+
+    def _redis_write_handler(self, function_id: str):
+        def handler(call: Call) -> asyncio.Future:
+            write = core.decode_call(function_id, call.data, self.cfg["max_value_bytes"])
+            done = asyncio.get_running_loop().create_future()
+
+            def settle(fut: asyncio.Future) -> None:
+                if done.done():
+                    return
+                if fut.cancelled():
+                    done.cancel()
+                    return
+                try:
+                    done.set_result(core.write_result(fut.result()))
+                except BaseException as exc:
+                    done.set_exception(exc)
+            self.redis.submit(write, call.trace).add_done_callback(settle)
+            return done
+        return handler
+
+    async def _redis_get(self, call: Call) -> Any:
+        req = core.decode_call(core.GET, call.data)
+        try:
+            value = await self.redis.get(req.scope, req.key)
+        except Exception as exc:
+            raise EngineError("GET_ERROR", f"Failed to get value: {exc}") from None
+        return core.get_result(value)
+
+    async def _redis_list(self, call: Call) -> Any:
+        req = core.decode_call(core.LIST, call.data)
+        try:
+            return await self.redis.list(req.scope)
+        except Exception as exc:
+            raise EngineError("LIST_ERROR", f"Failed to list values: {exc}") from None
+
+    async def _redis_list_groups(self, call: Call) -> Any:
+        core.decode_call(core.LIST_GROUPS, call.data)
+        try:
+            groups = await self.redis.list_groups()
+        except Exception as exc:
+            raise EngineError("LIST_GROUPS_ERROR", f"Failed to list groups: {exc}") from None
+        return core.list_groups_result(groups)
+
+    def _stream_event(self, scope: str, key: str, event: dict, trace: Trace) -> None:
+        """One change from the cluster's event stream (any host's write): fire this host's
+        bindings."""
+        if self.cfg["triggers_enabled"] and self.state_triggers:
+            self._enqueue(scope, key, lambda: event, trace)
+
     # ------------------------------------------------------------ group commit
 
     def _apply(self, batch: list[tuple[core.Write, Trace]]) -> list[core.Outcome]:
@@ -164,12 +278,14 @@ class StateBroker(Broker):
         self.state_triggers.pop(trigger_id, None)
 
     def _enqueue_event(self, outcome: core.Outcome, trace: Trace) -> None:
-        scope, key = outcome.write.scope, outcome.write.key
+        self._enqueue(outcome.write.scope, outcome.write.key, lambda: core.event_for(outcome), trace)
+
+    def _enqueue(self, scope: str, key: str, make_event: Any, trace: Trace) -> None:
         event = None
         for cfg, binding in self.state_triggers.values():
             if not cfg.matches(scope, key):
                 continue
-            event = event or core.event_for(outcome)
+            event = event or make_event()
             # One queue per (binding, key): its events go out in commit order, and a
             # handler that is slow or never answers holds up only its own binding.
             slot = (binding["id"], scope, key)
