@@ -40,6 +40,10 @@ class RouteTable:
                 if routes.get(key) == (op[3], op[4]):
                     del routes[key]
 
+    def items(self) -> Iterable[tuple[tuple[str, str], Route]]:
+        """Every ``((namespace, function_id), route)``."""
+        return self._routes.items()
+
     def namespaces_of(self, function_id: str) -> list[str]:
         """Namespaces where ``function_id`` exists (only used to explain a miss)."""
         return sorted(ns for (ns, fid) in self._routes if fid == function_id)

@@ -4,13 +4,15 @@ Invariants of the parsed value: ``queue_configs`` always holds a ``default`` que
 explicit ``default`` entry is kept as written); every fifo queue names its
 ``message_group_field``; ``concurrency`` is at least 1.
 
-Storage: the reference's ``builtin`` adapter is the only one accepted. Its
+Storage: the reference's ``builtin`` adapter (LMDB here) or ``redis`` (``{name: redis, config:
+{redis_url}}``: the same semantics on a Redis shared by several engine hosts, see
+redis_service.py; optional ``lease_ms``/``heartbeat_ms``). The builtin adapter's
 ``store_method`` defaults here to ``file_based`` (LMDB in ``<data_dir>/queue``, or in
 ``file_path``: a relative one is relative to the working directory the engine was started
 in, as in iii and for the state broker) instead of the reference's ``in_memory``, because this broker
 promises that an acknowledged enqueue survives a crash; ``in_memory`` keeps every job in
-memory only. ``redis``, ``bridge`` and ``rabbitmq`` are rejected with a clear message
-rather than silently replaced.
+memory only. ``bridge`` and ``rabbitmq`` are rejected with a clear message rather than
+silently replaced.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import os
 from typing import Any
 
 from brokers.kit.config import resolve_path
+from brokers.kit.redisconn import redis_adapter
 from brokers.kit.schema import ConfigError, Field, validate
 
 QUEUE_FIELDS = {
@@ -69,11 +72,23 @@ def _parse_queues(raw: Any, path: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+REDIS_FIELDS = {
+    # How long a job stays leased to a queue process that stopped heartbeating.
+    "lease_ms": Field(int, 10_000, check=lambda v: None if v >= 500 else "must be >= 500"),
+    "heartbeat_ms": Field(int, 1000, check=lambda v: None if v >= 50 else "must be >= 50"),
+}
+
+
 def _parse_adapter(raw: Any, path: str) -> dict[str, Any]:
     adapter = validate(raw, {"name": Field(str, "builtin"), "config": Field(dict, None)}, path)
+    if adapter["name"] == "redis":
+        adapter["config"] = redis_adapter(adapter["config"] or {}, f"{path}.config", REDIS_FIELDS)
+        if adapter["config"]["heartbeat_ms"] * 2 > adapter["config"]["lease_ms"]:
+            raise ConfigError(f"{path}.config.lease_ms: must be at least twice heartbeat_ms")
+        return adapter
     if adapter["name"] != "builtin":
         raise ConfigError(f"{path}.name: adapter '{adapter['name']}' is not supported by this "
-                          "engine (only 'builtin', stored in LMDB)")
+                          "engine (only 'builtin', stored in LMDB, and 'redis')")
     adapter["config"] = validate(adapter["config"], BUILTIN_FIELDS, f"{path}.config")
     return adapter
 
@@ -88,6 +103,8 @@ def store_path(cfg: dict[str, Any], data_dir: str) -> str | None:
     is ``<data_dir>/queue``.
     """
     adapter = cfg["adapter"]["config"]
+    if cfg["adapter"]["name"] == "redis":
+        return None
     if adapter["store_method"] == "in_memory":
         return None
     if adapter["file_path"]:
@@ -97,6 +114,11 @@ def store_path(cfg: dict[str, Any], data_dir: str) -> str | None:
 
 def stores(cfg: dict[str, Any], data_dir: str) -> dict[str, str]:
     """What ``status`` shows: the queue store's place (``in memory`` for in_memory)."""
+    if cfg["adapter"]["name"] == "redis":
+        from urllib.parse import urlsplit
+        url = urlsplit(cfg["adapter"]["config"]["redis_url"])
+        where = url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()  # no password
+        return {"queue": f"redis {where}"}
     return {"queue": store_path(cfg, data_dir) or "in memory"}
 
 

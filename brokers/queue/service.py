@@ -373,5 +373,9 @@ class QueueBroker(Broker):
 
 
 def main(ctx: RunContext) -> None:
-    """Entry point of the queue process."""
+    """Entry point of the queue process (``adapter: redis``: the shared queue on Redis)."""
+    if ctx.config["adapter"]["name"] == "redis":
+        from brokers.queue.redis_service import RedisQueueBroker
+        run(RedisQueueBroker, ctx)
+        return
     run(QueueBroker, ctx)

@@ -27,7 +27,7 @@ def test_defaults_and_default_queue_always_present() -> None:
     ({"queue_configs": {"p": {"type": "lifo"}}}, "w.queue_configs.p.type"),
     ({"queue_configs": {"p": {"concurrency": 0}}}, "w.queue_configs.p.concurrency"),
     ({"queue_configs": {"p": {"visibility_timeout": 3}}}, "w.queue_configs.p.visibility_timeout"),
-    ({"adapter": {"name": "redis"}}, "w.adapter.name"),
+    ({"adapter": {"name": "rabbitmq"}}, "w.adapter.name"),
     ({"adapter": {"name": "builtin", "config": {"store_method": "x"}}}, "w.adapter.config.store_method"),
     ({"nope": 1}, "w.nope"),
 ])
