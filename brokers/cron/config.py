@@ -5,9 +5,14 @@
       config: {lock_ttl_ms: 30000, lock_index: cron_locks,
                store_method: file_based | in_memory, file_path: <dir>, save_interval_ms: <ms>}
 
-Only the ``kv`` lock adapter exists here; ``redis`` (once-per-tick across engines) is
-refused by name with what to do instead, rather than silently replaced by ``kv``, which
-would fire a job on every engine sharing it.
+    adapter:
+      name: redis
+      config: {redis_url: "redis://host:6379", lock_ttl_ms: 30000}
+
+``redis`` (issue 19, ``redis_lock.py``): every engine host sharing the Redis fires each tick
+of a trigger id once between them, by a lock per job and tick; ``lock_ttl_ms`` (ours, default
+30000, at least ``redis_lock.MIN_TTL_MS``) is how long a tick's lock outlives the tick. Any
+other adapter name is refused, never replaced by ``kv``.
 
 Locks are in memory, as in iii. The backing store of the reference's kv adapter is our
 fired mark (``store.py``): with no ``store_method`` it is on disk (iii defaults to memory;
@@ -22,6 +27,7 @@ import os
 from typing import Any
 
 from brokers.cron.locks import DEFAULT_INDEX, DEFAULT_TTL_MS
+from brokers.kit import redisconn
 from brokers.kit.config import resolve_path
 from brokers.kit.schema import ConfigError, Field, positive, validate
 
@@ -48,11 +54,11 @@ KV_FIELDS = {
 def _adapter(raw: Any, path: str) -> dict[str, Any]:
     block = validate(raw, {"name": Field(str), "config": Field(dict, None)}, path)
     if block["name"] == "redis":
-        raise ConfigError(f"{path}.name: the 'redis' cron adapter is not supported by this engine "
-                          "yet (only 'kv': locks within this engine, which runs one cron process)")
+        return redisconn.redis_adapter(block["config"], f"{path}.config",
+                                       {"lock_ttl_ms": Field(int, DEFAULT_TTL_MS, check=positive)})
     if block["name"] != "kv":
-        raise ConfigError(f"{path}.name: adapter {block['name']!r} is not supported (only kv)")
-    return validate(block["config"], KV_FIELDS, f"{path}.config")
+        raise ConfigError(f"{path}.name: adapter {block['name']!r} is not supported (only kv and redis)")
+    return {"name": "kv", **validate(block["config"], KV_FIELDS, f"{path}.config")}
 
 
 FIELDS = {"adapter": Field(dict, None, parse=_adapter)}
@@ -60,8 +66,13 @@ FIELDS = {"adapter": Field(dict, None, parse=_adapter)}
 
 def parse(raw: Any, path: str) -> dict[str, Any]:
     """Validate the block: ``lock_ttl_ms``, ``lock_index``, and ``store`` (``file`` or
-    ``memory``) with ``path`` (``file_path`` made absolute, or None for the default)."""
-    kv = validate(raw, FIELDS, path)["adapter"] or validate(None, KV_FIELDS, path)
+    ``memory``) with ``path`` (``file_path`` made absolute, or None for the default); with
+    the redis adapter also ``locks: redis`` and ``redis_url`` (the fired mark stays a file
+    of this host's)."""
+    kv = validate(raw, FIELDS, path)["adapter"] or {"name": "kv", **validate(None, KV_FIELDS, path)}
+    if kv["name"] == "redis":
+        return {"lock_ttl_ms": kv["lock_ttl_ms"], "lock_index": DEFAULT_INDEX, "store": "file",
+                "path": None, "locks": "redis", "redis_url": kv["redis_url"]}
     memory = kv["store_method"] == "in_memory"
     return {"lock_ttl_ms": kv["lock_ttl_ms"], "lock_index": kv["lock_index"],
             "store": "memory" if memory else "file",

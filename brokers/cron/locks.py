@@ -1,10 +1,10 @@
 """Job locks (workers-a §6.5): who may run a job's tick. Pure: time comes in as ``now_ms``.
 
 The scheduler asks for the locks of every job due in one tick at once
-(``acquire_many``), so that an adapter with a round trip per call (the reference's
-``redis``: ``SET cron_lock:<job_id> <instance> NX PX 30000``, released by a
-compare-and-delete script) can take them all in one pipeline; such an adapter returns an
-awaitable of the same list and the shell awaits it. ``release`` is fire-and-forget.
+(``acquire_many``), so that an adapter with a round trip per call (``redis_lock.py``: one
+lock per job and tick, never released early) can take them all in one pipeline; such an
+adapter returns an awaitable of the same list and the shell awaits it. ``release`` is
+fire-and-forget.
 
 ``KvLocks`` is the reference's ``kv`` adapter: entries ``{owner, expires_at_ms}`` in an
 in-memory index (``lock_index``, default ``cron_locks``), keyed by job id; a lock is free
@@ -31,8 +31,10 @@ class Locks(Protocol):
 
     name: str
 
-    def acquire_many(self, job_ids: Sequence[str], now_ms: int) -> list[bool] | Awaitable[list[bool]]:
-        """One answer per job: True if this instance now holds its lock."""
+    def acquire_many(self, job_ids: Sequence[str], now_ms: int,
+                     ticks: Sequence[int] | None = None) -> list[bool] | Awaitable[list[bool]]:
+        """One answer per job: True if this instance now holds its lock (``ticks``: each
+        job's scheduled second, for an adapter that locks per tick)."""
 
     def release(self, job_id: str) -> None:
         """Give the lock back (only if we hold it)."""
@@ -64,7 +66,8 @@ class KvLocks:
         self.entries[job_id] = Entry(owner or self.owner, now_ms + self.ttl_ms)
         return True
 
-    def acquire_many(self, job_ids: Sequence[str], now_ms: int) -> list[bool]:
+    def acquire_many(self, job_ids: Sequence[str], now_ms: int,
+                     ticks: Sequence[int] | None = None) -> list[bool]:
         return [self.acquire(job_id, now_ms) for job_id in job_ids]
 
     def release(self, job_id: str, owner: str | None = None) -> None:

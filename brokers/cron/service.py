@@ -15,6 +15,10 @@ noticed soon); on waking, every due job's tick runs as the reference's loop runs
      answer awaited (a future and a callback per call, no task); its value is ignored;
   5. the lock is released and the job's next tick computed, strictly after now.
 
+On the ``redis`` adapter (``redis_lock.py``) the lock of step 2 is one per job and tick in the
+shared Redis, taken by one host only and never released (step 5 gives nothing back): each
+tick of a trigger id bound on several hosts fires once across them.
+
 Nothing fires before this process has its first route table: a restarted process would see
 every function as missing. Failures are logged, the first of a streak per job as a WARNING,
 then at DEBUG until the job succeeds again (a per-second job for a function that is gone
@@ -36,6 +40,8 @@ from typing import Any
 from brokers.cron import core
 from brokers.cron.config import store_dir
 from brokers.cron.locks import KvLocks
+from brokers.cron.redis_lock import RedisLocks
+from brokers.kit import redisconn
 from brokers.cron.store import FiredMark
 from brokers.kit.broker import Broker, BusFactory, run
 from brokers.kit.errors import EngineError
@@ -55,7 +61,12 @@ class CronBroker(Broker):
     def __init__(self, ctx: RunContext, *, bus: BusFactory | None = None) -> None:
         super().__init__(ctx, bus=bus)
         self.cfg: dict[str, Any] = ctx.config
-        self.locks = KvLocks(self.cfg["lock_ttl_ms"], self.cfg["lock_index"])
+        self.locks: Any
+        if self.cfg.get("locks") == "redis":  # once per tick across hosts (redis_lock.py)
+            client = redisconn.connect(self.cfg["redis_url"], socket_connect_timeout=5)
+            self.locks = RedisLocks(client, redisconn.host_id(), self.cfg["lock_ttl_ms"])
+        else:
+            self.locks = KvLocks(self.cfg["lock_ttl_ms"], self.cfg["lock_index"])
         self.scheduler = core.Scheduler()
         self.mark: FiredMark | None = None
         self._writer: ThreadPoolExecutor | None = None
@@ -102,6 +113,8 @@ class CronBroker(Broker):
             self._writer.shutdown(wait=True)
         if self.mark is not None:
             self.mark.close()
+        if isinstance(self.locks, RedisLocks):
+            await self.locks.close()
 
     # ---- bindings -----------------------------------------------------------------------
 
@@ -180,8 +193,9 @@ class CronBroker(Broker):
     # ---- one tick -----------------------------------------------------------------------
 
     def _fire_all(self, fires: list[core.Fire]) -> None:
-        granted = self.locks.acquire_many([f.job.spec.id for f in fires], int(time.time() * 1000))
-        if inspect.isawaitable(granted):  # an adapter with a round trip (a later redis)
+        granted = self.locks.acquire_many([f.job.spec.id for f in fires], int(time.time() * 1000),
+                                          [f.scheduled for f in fires])
+        if inspect.isawaitable(granted):  # an adapter with a round trip (redis)
             asyncio.ensure_future(self._fire_when_locked(fires, granted))
             return
         self._start_granted(fires, granted)

@@ -95,5 +95,9 @@ class PubSubCore:
         return [Delivery(s.function_id, s.namespace, data)
                 for s in self._topics.get(topic, {}).values()]
 
+    def topics(self) -> set[str]:
+        """Every topic with at least one trigger."""
+        return set(self._topics)
+
     def subscribers(self, topic: str) -> list[Subscriber]:
         return list(self._topics.get(topic, {}).values())

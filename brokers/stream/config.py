@@ -3,6 +3,7 @@
     port: 3112                       host: 0.0.0.0
     auth_function: <function id>     (called on each subscriber upgrade, §3.6)
     adapter: {name: kv, config: {store_method, file_path, save_interval_ms, channel_size}}
+    adapter: {name: redis, config: {redis_url}}     (items in the shared Redis, issue 19)
 
 As for ``iii-state`` (whose store this is): with no ``store_method`` the store is LMDB under
 ``<data_dir>/stream`` (iii defaults to in-memory), every acknowledged write is on disk, so
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from brokers.kit import redisconn
 from brokers.kit.schema import Field, port, positive, validate
 from brokers.state import config as state_config
 from brokers.state.config import kv_adapter, kv_store
@@ -41,9 +43,19 @@ FIELDS = {
 }
 
 
+def _redis(raw: Any, path: str) -> dict[str, Any]:
+    block = validate(raw, {"name": Field(str), "config": Field(dict, None)}, path)
+    return redisconn.redis_adapter(block["config"], f"{path}.config")
+
+
 def parse(raw: Any, path: str) -> dict[str, Any]:
-    """Validate the block; ``store`` is ``lmdb`` or ``memory``, ``path`` the LMDB directory
-    (``file_path`` made absolute) or None for the default under the data dir."""
+    """Validate the block; ``store`` is ``lmdb``, ``memory`` or ``redis``; ``path`` the LMDB
+    directory (``file_path`` made absolute) or None for the default under the data dir (and
+    for the other stores); ``redis_url`` for the redis adapter."""
+    if isinstance(raw, dict) and redisconn.is_redis(raw.get("adapter")):
+        cfg = validate(raw, {**FIELDS, "adapter": Field(dict, None, parse=_redis)}, path)
+        adapter = cfg.pop("adapter")
+        return {**cfg, "store": "redis", "path": None, "redis_url": adapter["redis_url"]}
     return kv_store(validate(raw, FIELDS, path))
 
 
@@ -54,4 +66,6 @@ def store_path(cfg: dict[str, Any], data_dir: str) -> str | None:
 
 def stores(cfg: dict[str, Any], data_dir: str) -> dict[str, str]:
     """What ``status`` shows: the stream store's place (``in memory`` for in_memory)."""
+    if cfg["store"] == "redis":
+        return {"stream": "redis"}
     return {"stream": store_path(cfg, data_dir) or "in memory"}

@@ -18,6 +18,15 @@ Trigger fan-out: one queue per ``stream`` binding, delivered in order by one tas
 condition first (§0), each call awaited for at most ``core.CALL_TIMEOUT_S``; a slow
 handler holds up only its own binding. Join bindings are awaited in turn at each join
 (any ``{unauthorized: true}`` refuses it); leave bindings fire without waiting.
+
+On the ``redis`` adapter (``redis_store.py``, issue 19) there is no local store and no
+committer: each write is one Lua script on the shared Redis that also announces its event;
+this process pushes to its subscribers only what it receives on ``stream::events`` (a write
+through any host, this one included, reaches every host's subscribers once) and fires its
+``stream`` bindings only from what it reads of ``iii:stream-changes`` with its host's own
+consumer group (each event once per host, acknowledged after it is queued for its bindings).
+A join subscribes, then reads the group from Redis and sends the sync (a push may come just
+before the sync: at least once, never missed).
 """
 from __future__ import annotations
 
@@ -25,18 +34,22 @@ import asyncio
 import logging
 import time
 from collections import deque
+
+import orjson
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 from brokers.kit.broker import NO_TRACE, Broker, BusFactory, Call, Trace, run
 from brokers.kit.commit import GroupCommitter
 from brokers.kit.errors import EngineError
 from brokers.kit.ops import MISSING
-from brokers.kit import listen
+from brokers.kit import listen, redisconn
 from brokers.kit.units import RunContext
 from brokers.state.core import Outcome, Write
 from brokers.state.store import LmdbStore, Store, batch_failure, open_store
 from brokers.stream import core
 from brokers.stream.config import store_path
+from brokers.stream.redis_store import CHANGES, EVENTS_CHANNEL, RedisStreams, is_redis_error
 from brokers.stream.socket import SubscriberServer
 from brokers.stream.subs import Subscription
 
@@ -66,6 +79,9 @@ class StreamBroker(Broker):
         self.leaves: dict[str, dict] = {}
         self._queues: dict[str, deque] = {}
         self._listener: Any = None
+        self.redis: RedisStreams | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._events_ready = asyncio.Event()
 
     @staticmethod
     def now_ms() -> int:
@@ -75,16 +91,22 @@ class StreamBroker(Broker):
 
     async def setup(self) -> None:
         self._listener = listen.listener(self.cfg["host"], self.cfg["port"])  # fail fast
-        path = store_path(self.cfg, self.ctx.data_dir)
-        self.store = open_store(path)
-        if path is None:
-            log.warning("iii-stream uses the in-memory store: nothing is persisted")
+        if self.cfg["store"] == "redis":
+            self.redis = RedisStreams(redisconn.connect(self.cfg["redis_url"], socket_connect_timeout=5))
+            self.host = redisconn.host_id()
+            await self._create_group()
+            log.info("iii-stream on Redis at %s (host %s)", _shown(self.cfg["redis_url"]), self.host)
         else:
-            log.info("iii-stream store at %s", path)
-        thread = "stream-writer" if isinstance(self.store, LmdbStore) else None
-        self.committer = GroupCommitter(self._apply, name="stream", thread=thread,
-                                        settle=core.write_result, committed=self._committed,
-                                        failed=lambda item, exc: _failure(item[0], exc))
+            path = store_path(self.cfg, self.ctx.data_dir)
+            self.store = open_store(path)
+            if path is None:
+                log.warning("iii-stream uses the in-memory store: nothing is persisted")
+            else:
+                log.info("iii-stream store at %s", path)
+            thread = "stream-writer" if isinstance(self.store, LmdbStore) else None
+            self.committer = GroupCommitter(self._apply, name="stream", thread=thread,
+                                            settle=core.write_result, committed=self._committed,
+                                            failed=lambda item, exc: _failure(item[0], exc))
         handlers = {core.SET: self._write, core.DELETE: self._write, core.UPDATE: self._write,
                     core.GET: self._get, core.LIST: self._list, core.LIST_GROUPS: self._list_groups,
                     core.LIST_ALL: self._list_all, core.SEND: self._send}
@@ -101,6 +123,13 @@ class StreamBroker(Broker):
 
     async def started(self) -> None:
         await super().started()
+        if self.redis is not None:
+            self._tasks = [asyncio.ensure_future(self._events_loop()),
+                           asyncio.ensure_future(self._changes_loop())]
+            try:  # subscribers connecting from now on miss no event
+                await asyncio.wait_for(self._events_ready.wait(), 5.0)
+            except asyncio.TimeoutError:
+                log.error("iii-stream: not yet subscribed to %s on Redis; retrying", EVENTS_CHANNEL)
         await self.socket.start(self._listener)
         log.info("%s serving stream subscribers on %s:%s", self.name, self.cfg["host"], self.cfg["port"])
 
@@ -108,6 +137,15 @@ class StreamBroker(Broker):
         await self.socket.close()
 
     async def teardown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except BaseException:  # cancelled, or already logged
+                pass
+        if self.redis is not None:
+            await self.redis.r.aclose()
         if self.committer is not None:
             try:
                 await self.committer.flush()
@@ -137,7 +175,10 @@ class StreamBroker(Broker):
         old = MISSING if out.get("old_value") is None else out["old_value"]
         event = core.event_of(fn, args["stream_name"], args["group_id"], item, old, new, self.now_ms())
         if event is not None:
-            self.emit(event, call.trace)
+            if self.redis is not None:
+                await self._redis_read(fn, self.redis.emit(event, call.trace))
+            else:
+                self.emit(event, call.trace)
         return out
 
     # ------------------------------------------------------------ functions
@@ -148,13 +189,36 @@ class StreamBroker(Broker):
         provider = self._provider(fn, args["stream_name"])
         if provider is not None:
             return self._delegated_write(fn, provider, call, args)
+        if self.redis is not None:
+            return self._redis_write(fn, call, args)
         return self.committer.submit((core.decode_write(fn, call.data), call.trace))
+
+    async def _redis_write(self, fn: str, call: Call, args: dict) -> Any:
+        write = core.decode_write(fn, call.data)
+        try:
+            outcome = await self.redis.write(write, args["stream_name"], args["group_id"], call.trace,
+                                             self.now_ms())
+        except Exception as exc:
+            if not is_redis_error(exc):
+                raise
+            raise core.failure(fn, f"redis: {exc}") from None
+        return core.write_result(outcome)
+
+    async def _redis_read(self, fn: str, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except Exception as exc:
+            if not is_redis_error(exc):
+                raise
+            raise core.failure(fn, f"redis: {exc}") from None
 
     def _get(self, call: Call) -> Any:
         args = core.INPUTS[core.GET].parse(call.data)
         provider = self._provider(core.GET, args["stream_name"])
         if provider is not None:
             return self.call(provider, call.data, timeout=core.CALL_TIMEOUT_S)
+        if self.redis is not None:
+            return self._redis_read(core.GET, self.redis.get(args["stream_name"], args["group_id"], args["item_id"]))
         value = self.store.get(core.scope_of(args["stream_name"], args["group_id"]), args["item_id"])
         return None if value is MISSING else value
 
@@ -163,6 +227,8 @@ class StreamBroker(Broker):
         provider = self._provider(core.LIST, args["stream_name"])
         if provider is not None:
             return self.call(provider, call.data, timeout=core.CALL_TIMEOUT_S)
+        if self.redis is not None:
+            return self._redis_read(core.LIST, self.redis.list(args["stream_name"], args["group_id"]))
         return self.store.list(core.scope_of(args["stream_name"], args["group_id"]))
 
     def _list_groups(self, call: Call) -> Any:
@@ -170,14 +236,20 @@ class StreamBroker(Broker):
         provider = self._provider(core.LIST_GROUPS, args["stream_name"])
         if provider is not None:
             return self.call(provider, call.data, timeout=core.CALL_TIMEOUT_S)
+        if self.redis is not None:
+            return self._redis_read(core.LIST_GROUPS, self.redis.list_groups(args["stream_name"]))
         return core.list_groups_result(args["stream_name"], self.store.list_groups())
 
     def _list_all(self, call: Call) -> Any:
         core.INPUTS[core.LIST_ALL].parse(call.data)
+        if self.redis is not None:
+            return self._redis_read(core.LIST_ALL, self.redis.list_all())
         return core.list_all_result(self.store.list_groups())
 
     def _send(self, call: Call) -> Any:
         args = core.INPUTS[core.SEND].parse(call.data)
+        if self.redis is not None:
+            return self._redis_read(core.SEND, self.redis.emit(core.send_event(args, self.now_ms()), call.trace))
         self.emit(core.send_event(args, self.now_ms()), call.trace)
         return None
 
@@ -186,7 +258,7 @@ class StreamBroker(Broker):
     def snapshot_now(self, sub: Subscription) -> tuple[bool, Any]:
         """``(True, None)`` when a provider serves the stream, else ``(False, the sync data)``."""
         fn = core.GET if sub.item is not None else core.LIST
-        if self._provider(fn, sub.stream) is not None:
+        if self._provider(fn, sub.stream) is not None or self.redis is not None:
             return True, None
         scope = core.scope_of(sub.stream, sub.group)
         if sub.item is None:
@@ -195,7 +267,12 @@ class StreamBroker(Broker):
         return False, None if value is MISSING else value
 
     async def snapshot_custom(self, sub: Subscription) -> Any:
+        """The sync data from the stream's custom provider, or from Redis."""
         fn = core.GET if sub.item is not None else core.LIST
+        if self.redis is not None and self._provider(fn, sub.stream) is None:
+            if sub.item is not None:
+                return await self.redis.get(sub.stream, sub.group, sub.item)
+            return await self.redis.list(sub.stream, sub.group)
         data: dict[str, Any] = {"stream_name": sub.stream, "group_id": sub.group}
         if sub.item is not None:
             data["item_id"] = sub.item
@@ -217,10 +294,95 @@ class StreamBroker(Broker):
     def emit(self, message: dict[str, Any], trace: Trace = NO_TRACE) -> None:
         """Triggers first, then subscribers (§3.1); neither makes the writer wait. Trigger
         calls carry the writer's ``traceparent``/``baggage`` (protocol §9.1)."""
+        self.fire_triggers(message, trace)
+        self.socket.push(message)
+
+    def fire_triggers(self, message: dict[str, Any], trace: Trace = NO_TRACE) -> None:
+        """Queue ``message`` for every matching ``stream`` binding of this process."""
         for cfg, binding in self.by_stream.get(message["streamName"], {}).values():
             if cfg.matches(message):
                 self._enqueue(binding, cfg, (message, trace))
-        self.socket.push(message)
+
+    # ------------------------------------------------------------ redis: the two feeds
+
+    async def _create_group(self) -> None:
+        """This host's consumer group on the change stream (created once, from now on)."""
+        try:
+            await self.redis.r.xgroup_create(CHANGES, self.host, id="$", mkstream=True)
+        except Exception as exc:
+            if not is_redis_error(exc):
+                raise
+            if "BUSYGROUP" in str(exc):
+                return
+            log.error("iii-stream: cannot create consumer group %s on Redis: %s", self.host, exc)
+
+    async def _events_loop(self) -> None:
+        """``stream::events`` -> this host's subscriber sockets."""
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.r.pubsub()
+            try:
+                await pubsub.subscribe(EVENTS_CHANNEL)
+                self._events_ready.set()
+                backoff = 0.1
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is None or msg.get("type") != "message":
+                        continue
+                    data = msg["data"]
+                    try:
+                        message = orjson.loads(data)
+                        self.socket.push(message, raw=data)
+                    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                        log.warning("iii-stream: unusable event on %s skipped: %s", EVENTS_CHANNEL, exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("iii-stream: %s subscription lost (%s); again in %.1fs", EVENTS_CHANNEL, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+
+    async def _changes_loop(self) -> None:
+        """``iii:stream-changes`` (this host's consumer group) -> this host's stream bindings.
+        Entries delivered before a crash and not acknowledged are read again first."""
+        await self.routes_known.wait()
+        r, backoff, start = self.redis.r, 0.1, "0"
+        while True:
+            try:
+                resp = await r.xreadgroup(self.host, self.host, {CHANGES: start}, count=512,
+                                          block=None if start == "0" else 1000)
+                entries = [e for _, batch in resp or () for e in batch]
+                if start == "0" and not entries:
+                    start = ">"
+                    continue
+                ids = []
+                for entry_id, fields in entries:
+                    ids.append(entry_id)
+                    if not fields:  # a pending entry trimmed away meanwhile
+                        continue
+                    try:
+                        message = orjson.loads(fields[b"m"])
+                    except (orjson.JSONDecodeError, KeyError) as exc:
+                        log.warning("iii-stream: unusable change entry %s skipped: %s", entry_id, exc)
+                        continue
+                    trace = tuple((fields.get(k) or b"").decode() or None for k in (b"tp", b"bg"))
+                    self.fire_triggers(message, trace)  # type: ignore[arg-type]
+                if ids:
+                    await r.xack(CHANGES, self.host, *ids)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if "NOGROUP" in str(exc):
+                    await self._create_group()
+                log.warning("iii-stream: reading %s failed (%s); again in %.1fs", CHANGES, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     def _on_bind(self, binding: dict) -> None:
         cfg = core.parse_trigger_config(binding["config"])
@@ -306,6 +468,16 @@ def _failure(write: Write, exc: BaseException) -> EngineError:
     state_err = batch_failure(write, exc)
     detail = state_err.message.split(": ", 1)[-1]
     return core.failure(core.FUNCTION_OF[write.kind], detail)
+
+
+def _shown(url: str) -> str:
+    """A Redis URL fit for a log line: its password left out."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()
 
 
 def main(ctx: RunContext) -> None:

@@ -94,14 +94,15 @@ class SubscriberServer:
 
     # ------------------------------------------------------------ pushes
 
-    def push(self, message: dict[str, Any]) -> int:
-        """Send ``message`` to every matching subscription; returns how many got it."""
+    def push(self, message: dict[str, Any], raw: bytes | None = None) -> int:
+        """Send ``message`` to every matching subscription; returns how many got it.
+        ``raw``: its JSON when it came that way (from Redis), sent as it is."""
         targets = self.subs.targets(message["streamName"], message["groupId"], message["id"])
         frame = None
         n = 0
         for conn_id in targets:
             if frame is None:
-                frame = text_frame(orjson.dumps(message))
+                frame = text_frame(raw if raw is not None else orjson.dumps(message))
             sock = self.conns.get(conn_id)
             if sock is not None:
                 self._write(sock, frame)

@@ -220,9 +220,10 @@ def test_config_defaults_and_kv_keys(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"adapter": {"name": "redis", "config": {"redis_url": "redis://x"}}},
-     "w.adapter.name: the 'redis' cron adapter is not supported by this engine yet"),
-    ({"adapter": {"name": "memory"}}, "w.adapter.name: adapter 'memory' is not supported (only kv)"),
+    ({"adapter": {"name": "redis", "config": {"redis_url": "http://x"}}},
+     "w.adapter.config.redis_url: must be a redis://"),
+    ({"adapter": {"name": "redis", "config": {"lock_ttl_ms": 0}}}, "w.adapter.config.lock_ttl_ms: must be > 0"),
+    ({"adapter": {"name": "memory"}}, "w.adapter.name: adapter 'memory' is not supported (only kv and redis)"),
     ({"adapter": {"name": "kv", "config": {"lock_ttl": 5}}}, "w.adapter.config.lock_ttl: unknown key"),
     ({"adapter": {"name": "kv", "config": {"lock_ttl_ms": 0}}}, "w.adapter.config.lock_ttl_ms: must be > 0"),
     ({"adapter": {"name": "kv", "config": {"store_method": "disk"}}},

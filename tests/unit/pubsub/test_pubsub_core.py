@@ -60,8 +60,12 @@ def test_publish_input() -> None:
 
 def test_config() -> None:
     assert parse(None, "w")["adapter"]["name"] == "local"
+    assert parse({"adapter": {"name": "redis"}}, "w")["adapter"] == {"name": "redis",
+                                                                  "redis_url": "redis://localhost:6379"}
     with pytest.raises(ConfigError, match=r"^w\.adapter\.name"):
-        parse({"adapter": {"name": "redis"}}, "w")
+        parse({"adapter": {"name": "nats"}}, "w")
+    with pytest.raises(ConfigError, match=r"^w\.adapter\.config\.redis_url"):
+        parse({"adapter": {"name": "redis", "config": {"redis_url": "http://x"}}}, "w")
     with pytest.raises(ConfigError, match=r"^w\.extra"):
         parse({"extra": 1}, "w")
     assert UNIT.worker_names == ("iii-pubsub", "pubsub") and UNIT.name == "pubsub"
