@@ -91,12 +91,19 @@ class EngineConfig:
     log_format: str = "text"
     stop_timeout_ms: int = DEFAULT_STOP_TIMEOUT_MS
     warnings: list[str] = field(default_factory=list)
+    cluster: Any = None
+    """The raw ``engine.cluster`` block (validated by the cluster unit), or None."""
 
     def unit_config(self, unit: Unit) -> Any:
-        """The validated config of ``unit``: its first entry's, else its defaults."""
+        """The validated config of ``unit``: its first entry's, else what the rest of the
+        config implies for it (``implied``, see ``plan``), else its defaults."""
         for entry in self.workers:
             if entry.unit is not None and entry.unit.name == unit.name:
                 return entry.config
+        implied = getattr(unit, "implied", None)
+        raw = implied(self) if implied is not None else None
+        if raw is not None:
+            return unit.parse_config(raw, getattr(unit, "implied_path", f"<{unit.name}>"))
         return unit.parse_config(None, f"<{unit.name} defaults>")
 
     def settings(self, log_level: str | None = None, log_format: str | None = None
@@ -290,6 +297,7 @@ def _engine_block(raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
                             else "must be text or json"),
         "stop_timeout_ms": Field(int, DEFAULT_STOP_TIMEOUT_MS,
                                  check=lambda v: None if v >= 0 else "must be >= 0"),
+        "cluster": Field(dict, None),
     }
     block = validate(raw, fields, "engine")
     runtime_dir, _ = runtime_dir_for(block["runtime_dir"], env)
@@ -298,7 +306,7 @@ def _engine_block(raw: Any, env: Mapping[str, str]) -> dict[str, Any]:
                           f"({len(runtime_dir.encode())} bytes, at most {MAX_RUNTIME_DIR})")
     return {"runtime_dir": runtime_dir, "data_dir": resolve_path(block["data_dir"] or "./data"),
             "log_level": block["log_level"].lower(), "log_format": block["log_format"],
-            "stop_timeout_ms": block["stop_timeout_ms"]}
+            "stop_timeout_ms": block["stop_timeout_ms"], "cluster": block["cluster"]}
 
 
 MULTI_ENTRY_KINDS = ("iii-worker-manager",)
@@ -317,6 +325,10 @@ def plan(cfg: EngineConfig, units: Mapping[str, Unit]) -> list[Planned]:
     entry keeps the names of a single one.
     """
     order: list[Unit] = [u for u in units.values() if u.always]
+    # A unit no entry names, planned because the rest of the config calls for it (the
+    # cluster process: any redis adapter, or an engine.cluster block).
+    implied = [u for u in units.values() if getattr(u, "implied", None) is not None
+               and not u.always and u.implied(cfg) is not None]
     extra: dict[str, list[WorkerEntry]] = {}
     for entry in cfg.workers:
         if entry.unit is None:
@@ -331,6 +343,7 @@ def plan(cfg: EngineConfig, units: Mapping[str, Unit]) -> list[Planned]:
                 cfg.warnings.append(msg)
         if entry.unit not in order:
             order.append(entry.unit)
+    order += [u for u in implied if u not in order]
     groups = ([u for u in order if u.storage], [u for u in order if not u.storage and not u.ingress],
               [u for u in order if u.ingress and not u.storage])
     out: list[Planned] = []

@@ -54,6 +54,9 @@ import msgpack
 
 ROUTER = "router"
 """The router's node name on the bus (every other node name comes from the plan)."""
+CLUSTER = "cluster"
+"""The node of the cluster process (brokers/cluster): owner of the routes to functions that
+other engine hosts serve, which yield to any local owner."""
 
 INV = "inv"
 RES = "res"

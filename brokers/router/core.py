@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 Owner = tuple[str, "str | None"]
 Key = tuple[str, str]
 
+REMOTE_NODE = frames.CLUSTER
+"""The node that registers other engine hosts' functions (``brokers.cluster``): an entry it
+owns yields to any other owner's registration (a local worker is preferred, and the
+cluster moves a function from a dead host to another one)."""
+
 _BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
@@ -251,7 +256,9 @@ class Registry:
         # Engine ids are refused to every connection; brokers (conn None) register their own.
         reserved = owner[1] is not None and reserved_ids.function(fid) \
             or fid.startswith("engine::") and ns != "default"
-        if reserved or (current is not None and current.owner != owner and self.alive(current.owner)):
+        taken = current is not None and current.owner != owner and self.alive(current.owner) \
+            and current.owner[0] != REMOTE_NODE
+        if reserved or taken:
             self.to_conn(owner, {"type": "registrationrejected", "code": errors.FUNCTION_NAMESPACE_CONFLICT,
                                  "namespace": ns, "function_id": fid,
                                  "owner_worker_id": "" if reserved else (current.owner[1] or "")})

@@ -1,0 +1,190 @@
+"""Calls routed across engine hosts (issue 19): two hosts on one Redis, a raw worker on A
+calling a function registered only on B; local preferred; a host killed with kill -9.
+
+The hosts' config is reference-style (only ``iii-state`` on the ``redis`` adapter): that
+alone makes each engine a cluster host (``brokers/cluster``)."""
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import threading
+import time
+import uuid
+
+import psutil
+import pytest
+
+from tests.twohosts import two_hosts
+from tests.wsclient import RawClient
+
+STATE_ON_REDIS = """\
+- name: iii-state
+  config:
+    adapter: {name: redis, config: {redis_url: "{redis_url}"}}
+"""
+WINDOW_S = 3.0 + 1.0 + 1.0
+"""The cluster's default heartbeat ttl, one heartbeat, and a margin."""
+
+
+def fid(stem: str) -> str:
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def hosts(redis_server):
+    with two_hosts(redis_server, STATE_ON_REDIS) as (a, b):
+        yield a, b
+
+
+def serve(callee: RawClient, answer=lambda inv: {"host": "B", "echo": inv.get("data")}, count: int = 1,
+          timeout: float = 15.0) -> threading.Thread:
+    def run() -> None:
+        for _ in range(count):
+            inv = callee.recv_until(lambda f: f.get("type") == "invokefunction", timeout)
+            callee.answer(inv, answer(inv))
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def listed(url: str, function_id: str) -> bool:
+    with RawClient.declared(url, "lister") as c:
+        rows = c.call("engine::functions::list", {}, timeout=5)["result"]["functions"]
+    return any(r["function_id"] == function_id for r in rows)
+
+
+def wait_until(pred, within: float, what: str) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if pred():
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise AssertionError(f"not within {within}s: {what}")
+
+
+def test_a_worker_on_A_calls_a_function_registered_only_on_B(hosts) -> None:
+    a, b = hosts
+    fn = fid("onb::echo")
+    with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
+        callee.register_function(fn)
+        callee.declare("callee-b")
+        t = serve(callee)
+        res = caller.call_when_found(fn, {"x": 1}, within=10)["result"]
+        t.join(5)
+        assert res["host"] == "B"
+        assert res["echo"]["x"] == 1
+        assert res["echo"]["_caller_worker_id"] == caller.worker_id
+        assert listed(a.url, fn)
+
+
+def test_an_error_result_crosses_hosts_as_it_is(hosts) -> None:
+    a, b = hosts
+    fn = fid("onb::fail")
+    with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
+        callee.register_function(fn)
+        callee.declare("callee-b")
+
+        def run() -> None:
+            inv = callee.recv_until(lambda f: f.get("type") == "invokefunction", 15)
+            callee.send({"type": "invocationresult", "invocation_id": inv["invocation_id"], "function_id": fn,
+                         "error": {"code": "boom", "message": "it broke on B"}})
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        frame = caller.call_when_found(fn, {}, within=10)
+        t.join(5)
+        err = frame.get("error")
+        assert err and err["code"] == "boom" and "broke on B" in err["message"]
+
+
+def test_a_function_on_both_hosts_is_served_locally(hosts) -> None:
+    a, b = hosts
+    fn = fid("both::where")
+    with RawClient.worker(b.url) as on_b, RawClient.worker(a.url) as on_a, \
+            RawClient.declared(a.url, "caller-a") as caller:
+        on_b.register_function(fn)
+        on_b.declare("on-b")
+        t = serve(on_b)
+        assert caller.call_when_found(fn, {}, within=10)["result"]["host"] == "B"
+        t.join(5)
+        on_a.register_function(fn)
+        on_a.declare("on-a")
+        ta = serve(on_a, answer=lambda inv: {"host": "A"}, count=5)
+        wait_until(lambda: listed(a.url, fn), 5, "listed on A")
+        time.sleep(0.3)
+        assert [caller.call(fn, {}, timeout=5)["result"]["host"] for _ in range(5)] == ["A"] * 5
+        ta.join(5)
+        # B sees its own worker's function, not A's
+        with RawClient.declared(b.url, "caller-b") as cb:
+            tb = serve(on_b)
+            assert cb.call(fn, {}, timeout=5)["result"]["host"] == "B"
+            tb.join(5)
+        # A's worker leaves: A's calls go to B again
+        on_a.close()
+
+        tb = serve(on_b, timeout=10)
+
+        def remote_again() -> bool:
+            frame = caller.call(fn, {}, timeout=5)
+            return (frame.get("result") or {}).get("host") == "B"
+        wait_until(remote_again, 10, "B serves again once A's worker left")
+        tb.join(5)
+
+
+def test_round_trip_cross_host_against_same_host(hosts) -> None:
+    a, b = hosts
+    fn_b, fn_a = fid("rt::b"), fid("rt::a")
+    n = 300
+    with RawClient.worker(b.url) as on_b, RawClient.worker(a.url) as on_a, \
+            RawClient.declared(a.url, "caller-a") as caller:
+        on_b.register_function(fn_b)
+        on_b.declare("rt-b")
+        on_a.register_function(fn_a)
+        on_a.declare("rt-a")
+        tb = serve(on_b, answer=lambda inv: 1, count=n + 1)
+        ta = serve(on_a, answer=lambda inv: 1, count=n + 1)
+        caller.call_when_found(fn_b, {}, within=10)
+        caller.call_when_found(fn_a, {}, within=10)
+        out = {}
+        for name, fn in (("same", fn_a), ("cross", fn_b)):
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                caller.call(fn, {}, timeout=5)
+                times.append(time.perf_counter() - t0)
+            out[name] = statistics.median(times) * 1e6
+        ta.join(5)
+        tb.join(5)
+        print(f"\nround trip p50, 1 in flight (raw client): same-host {out['same']:.0f} us, "
+              f"cross-host {out['cross']:.0f} us")
+
+
+def test_kill_9_of_B_stops_its_callers_and_withdraws_its_functions(redis_server) -> None:
+    with two_hosts(redis_server, STATE_ON_REDIS) as (a, b):
+        fn = fid("dies::slow")
+        with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
+            callee.register_function(fn)
+            callee.declare("callee-b")
+            t = serve(callee)
+            caller.call_when_found(fn, {}, within=10)
+            t.join(5)
+            # the next call is delivered to B's worker and never answered
+            caller.send({"type": "invokefunction", "invocation_id": "inv-dies", "function_id": fn, "data": {}})
+            callee.recv_until(lambda f: f.get("type") == "invokefunction", 10)
+            # the whole engine at once: its supervisor's group and any child that left it
+            procs = [psutil.Process(b.proc.pid), *psutil.Process(b.proc.pid).children(recursive=True)]
+            killed = time.monotonic()
+            os.killpg(b.proc.pid, signal.SIGKILL)
+            for p in procs:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            frame = caller.recv_until(lambda f: f.get("invocation_id") == "inv-dies", WINDOW_S + 2)
+            stopped_after = time.monotonic() - killed
+            assert frame["error"]["code"] == "invocation_stopped"
+            assert 1.0 < stopped_after < WINDOW_S  # by the heartbeat, not by a goodbye
+            gone_after = wait_until(lambda: not listed(a.url, fn), WINDOW_S, "B's function leaves A's list")
+            print(f"\nkill -9 of B: caller stopped after {stopped_after:.2f}s, listing clean "
+                  f"{stopped_after + gone_after:.2f}s after the kill")
+            assert caller.call(fn, {}, timeout=5)["error"]["code"] == "function_not_found"

@@ -1,0 +1,106 @@
+"""The cluster's pure core: remote functions merged into the local registry, local
+preferred, hosts that come and go, the export diff and the calls in flight."""
+from __future__ import annotations
+
+from brokers.cluster.core import Calls, Directory, Host, export_diff, pseudo_conn
+
+GW = "gateway"
+
+
+def d() -> Directory:
+    return Directory("A", "cluster")
+
+
+def host(hid: str, *fns: str, ns: str = "default", epoch: str = "1") -> Host:
+    return Host(hid, f"tcp://127.0.0.1:{ord(hid[0])}", epoch, {(ns, f): {} for f in fns})
+
+
+def test_remote_function_is_registered_under_a_pseudo_connection() -> None:
+    dr = d()
+    eff = dr.set_host(host("B", "b::f"))
+    assert eff == [("open", "B/default"), ("register", "B/default", "default", "b::f", {})]
+    assert dr.target("B/default") == ("B", "default")
+    assert dr.set_host(host("B", "b::f")) == []  # unchanged: nothing to say
+
+
+def test_a_local_function_is_never_registered_as_remote() -> None:
+    dr = d()
+    dr.apply_routes([["=",], ["+", "default", "f", GW, "w1"]])
+    assert dr.set_host(host("B", "f")) == []
+
+
+def test_a_local_owner_takes_over_and_the_remote_one_comes_back_after_it() -> None:
+    dr = d()
+    dr.set_host(host("B", "f", "g"))
+    # the router replaced our entry with the local worker's: we forget it, nothing sent
+    assert dr.apply_routes([["+", "default", "f", GW, "w1"]]) == []
+    assert ("default", "f") not in dr.registered
+    # the worker goes: the remote one is registered again
+    assert dr.apply_routes([["-", "default", "f", GW, "w1"]]) == [
+        ("register", "B/default", "default", "f", {})]
+
+
+def test_our_own_route_ops_do_not_count_as_local() -> None:
+    dr = d()
+    dr.set_host(host("B", "f"))
+    assert dr.apply_routes([["+", "default", "f", "cluster", "B/default"]]) == []
+    assert dr.registered == {("default", "f"): "B/default"}
+
+
+def test_a_dead_host_closes_its_pseudo_connections_in_one_go() -> None:
+    dr = d()
+    dr.set_host(host("B", "f", "g"))
+    assert dr.drop_host("B") == [("close", "B/default")]
+    assert dr.registered == {} and dr.conns == {}
+    assert dr.drop_host("B") == []
+
+
+def test_a_function_moves_to_another_host_when_its_host_dies_and_stays_put_otherwise() -> None:
+    dr = d()
+    dr.set_host(host("C", "f"))
+    dr.set_host(host("B", "f"))  # B sorts first, but f stays on C: no flapping
+    assert dr.registered[("default", "f")] == "C/default"
+    eff = dr.drop_host("C")
+    assert eff == [("open", "B/default"), ("register", "B/default", "default", "f", {}), ("close", "C/default")]
+
+
+def test_a_function_the_host_no_longer_serves_is_unregistered() -> None:
+    dr = d()
+    dr.set_host(host("B", "f", "g"))
+    assert dr.set_host(host("B", "g")) == [("unregister", "B/default", "default", "f")]
+
+
+def test_namespaces_get_their_own_pseudo_connection() -> None:
+    dr = d()
+    eff = dr.set_host(Host("B", "tcp://x:1", "1", {("default", "f"): {}, ("billing", "f"): {}}))
+    assert ("open", pseudo_conn("B", "billing")) in eff
+    assert dr.target("B/billing") == ("B", "billing")
+
+
+def test_a_restart_of_the_router_replays_everything() -> None:
+    dr = d()
+    dr.set_host(host("B", "f"))
+    assert dr.replay() == [("open", "B/default"), ("register", "B/default", "default", "f", {})]
+
+
+def test_exported_is_the_workers_functions_only() -> None:
+    dr = d()
+    dr.apply_routes([["=",], ["+", "default", "w::f", GW, "w1"], ["+", "default", "state::get", "state", None],
+                     ["+", "default", "r::f", "cluster", "B/default"], ["+", "default", "engine::x", GW, "w1"]])
+    assert set(dr.exported()) == {("default", "w::f")}
+    assert export_diff({("default", "old"): {}}, {("default", "w::f"): {}}) == ({("default", "w::f"): {}},
+                                                                               [("default", "old")])
+
+
+def test_calls_are_numbered_and_stopped_per_host_and_per_node() -> None:
+    calls = Calls()
+    s1 = calls.send("gateway", "c1", "id", "f", "B")
+    s2 = calls.send("gateway", "c2", "id", "f", "C")  # the same caller id: another number
+    assert s1 != s2
+    assert [c.rc for c in calls.host_gone("B")] == ["c1"]
+    assert calls.answered(s1) is None and calls.answered(s2).rc == "c2"
+    key = calls.deliver("A", 7, "id", "f", "gateway")
+    assert calls.node_gone("gateway")[0].seq == 7 and calls.returned(key) is None
+    calls.deliver("A", 8, "id", "f", "gateway")
+    calls.origin_gone("A")
+    assert calls.inb == {}
