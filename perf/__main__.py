@@ -21,13 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", metavar="NAME", choices=runner.ALL,
                    help="run only these benchmarks (baselines they need run too)")
     p.add_argument("--no-engine", action="store_true", help="baselines only")
+    p.add_argument("--peers", action="store_true",
+                   help="also the peers of issue 20: Redis SET/GET, Dramatiq, Celery, gRPC (extra perf-peers)")
     p.add_argument("--seconds", type=float, help="length of one measurement window")
     p.add_argument("--runs", type=int, help="runs per figure (median); default 3")
     p.add_argument("--results-dir", type=Path, default=report.RESULTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     doc, path = runner.run(quick=args.quick, only=args.only, engine=not args.no_engine,
-                           seconds=args.seconds, runs=args.runs, results_dir=args.results_dir)
+                           seconds=args.seconds, runs=args.runs, results_dir=args.results_dir,
+                           peers=args.peers)
     print(core.format_table(doc["rows"]))
     eng = doc["engine"]
     if eng.get("requested") and not eng.get("available", True):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import core, report
+from . import core, peers as peer_bench, report
 from .benches import Baselines
 from .engine_benches import FAILED_STARTS, EngineBenches, EngineDown, start_engine
 from .harness import Harness, Settings
@@ -47,7 +47,7 @@ def settings_for(quick: bool, seconds: float | None, runs: int | None) -> Settin
 
 def run(quick: bool = False, only: list[str] | None = None, engine: bool = True,
         seconds: float | None = None, runs: int | None = None,
-        results_dir: Path = report.RESULTS) -> tuple[dict[str, Any], Path]:
+        results_dir: Path = report.RESULTS, peers: bool = False) -> tuple[dict[str, Any], Path]:
     settings = settings_for(quick, seconds, runs)
     wanted_set = set(only or ALL)
     unknown = wanted_set - set(ALL)
@@ -66,17 +66,21 @@ def run(quick: bool = False, only: list[str] | None = None, engine: bool = True,
         if "relay" in wanted_set:
             for n in (1, 16, 64):
                 base.calls("relay", "ws_roundtrip", n)
+        if peers:  # issue 20: Redis, Dramatiq, Celery, gRPC, for the engine rows wanted
+            peer_bench.peer_rows(h, rows.append, None if only is None else wanted_set)
         if eng_info["requested"]:
             _engine_phase(h, base, wanted_set, rows, eng_info, progress)
     finally:
         h.stop_all()
         progress.done()
     rows = list(base.memo.values()) + rows
+    if peers:
+        peer_bench.attach_peers(rows)  # engine rows get "peers" and an "x <peer>" note
     if FAILED_STARTS:
         eng_info["failed_starts"] = list(FAILED_STARTS)
     doc = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "mode": "quick" if quick else "full",
            "duration_s": round(time.monotonic() - t0, 1),
-           "settings": vars(settings), "engine": eng_info,
+           "settings": vars(settings), "engine": eng_info, "peers": peers,
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "platform": platform.platform()},
            "foreign_limit_cores": core.FOREIGN_LIMIT_CORES, "rows": rows}

@@ -14,7 +14,7 @@ stamp=.venv/.iii-setup-stamp
 want="$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import iii, brokers" 2>/dev/null \
    || [ ! -x .venv/bin/iii-supervisor ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,perf-peers]'
   echo "$want" > "$stamp"
 fi
 # Debian packages the tests use: systemd-analyze verifies the generated units
