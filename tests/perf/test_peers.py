@@ -34,10 +34,18 @@ def _tree() -> set[int]:
     return out
 
 
+def _redis_dirs() -> set[str]:
+    """The private Redis data dirs of peer runs in /tmp."""
+    return {d for d in os.listdir("/tmp") if d.startswith("iii-peer-redis-")
+            and os.stat(os.path.join("/tmp", d)).st_uid == os.getuid()
+            and os.path.exists(os.path.join("/tmp", d, "appendonlydir"))}
+
+
 def test_every_peer_yields_a_positive_figure_and_stops_what_it_started() -> None:
     if not os.path.exists(peers.REDIS_SERVER):
         pytest.fail("redis-server is not installed: run scripts/setup-dev.sh", pytrace=False)
     before = _tree()
+    dirs_before = _redis_dirs()
     h = Harness(Settings(seconds=0.15, warmup=0.05, runs=1, max_attempts=1, quick=True))
     rows: list[dict] = []
     try:
@@ -55,9 +63,7 @@ def test_every_peer_yields_a_positive_figure_and_stops_what_it_started() -> None
     for kind in ("dramatiq", "celery"):
         assert by_key[(kind, f"{kind}_end_to_end", peers.QUEUE_VARIANT)]["metrics"]["lost"] == 0
     assert not (_tree() - before), "a peer process outlived peer_rows"
-    assert not [d for d in os.listdir("/tmp") if d.startswith("iii-peer-redis-")
-                and os.stat(os.path.join("/tmp", d)).st_uid == os.getuid()
-                and os.path.exists(os.path.join("/tmp", d, "appendonlydir"))], "redis data dir left"
+    assert not _redis_dirs() - dirs_before, "redis data dir left"  # (another run's are not ours)
     assert len(core.format_table(rows).splitlines()) > len(rows)
 
 
