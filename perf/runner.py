@@ -25,10 +25,11 @@ ENGINE_BENCHES = ("ws_roundtrip", "concurrent_invocation", "payload_sizes", "tri
                   "state_set", "state_get", "queue_enqueue", "queue_end_to_end",
                   "control_plane_churn", "startup", "idle_memory", "cross_gateway", "scaling",
                   "sdk_overhead", "slow_consumer", "cron_fire_latency", "channel_throughput", "http",
-                  "http_function_call", "stream_fanout", "tracing_overhead", "rbac_overhead")
+                  "http_function_call", "stream_fanout", "tracing_overhead", "rbac_overhead",
+                  "cluster")
 OWN_ENGINE_BENCHES = {"cron_fire_latency": "cron_bench", "channel_throughput": "channel_bench",
                       "http": "http_bench", "http_function_call": "http_functions_bench",
-                      "stream_fanout": "stream_bench", "tracing_overhead": "tracing_bench", "rbac_overhead": "rbac_bench"}
+                      "stream_fanout": "stream_bench", "tracing_overhead": "tracing_bench", "rbac_overhead": "rbac_bench", "cluster": "cluster_bench"}
 """Rows that start an engine of their own shape (``<module>.bench(harness, emit)``)."""
 BASELINE_BENCHES = ("echo", "relay")
 ALL = BASELINE_BENCHES + ENGINE_BENCHES

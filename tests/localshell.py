@@ -26,7 +26,7 @@ def context(unit: Unit, raw_config: Any = None, *, process: str | None = None,
             grace_ms: int = 5000) -> RunContext:
     name = process or unit.name
     return RunContext(process=name, unit=unit, config=unit.parse_config(raw_config, "test"),
-                      engine=SimpleNamespace(registration_namespace_grace_ms=grace_ms, workers=(), shared={}),
+                      engine=SimpleNamespace(registration_namespace_grace_ms=grace_ms, workers=(), shared={}, stop_timeout_ms=10000),
                       runtime_dir="/nonexistent", data_dir=data_dir,
                       peers=[frames.ROUTER, name, *peers])
 

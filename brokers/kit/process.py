@@ -55,6 +55,10 @@ BusFactory = Callable[[str, str, FrameHandler], BusLike]
 """``(node name, runtime dir, frame handler) -> bus``: ``Bus`` itself, or a test's stub."""
 
 
+STOP_MARGIN_S = 5.0
+"""How long ``stopping`` may take past the engine's stop timeout, and ``teardown`` at all."""
+
+
 class Process:
     """One engine process on the bus."""
 
@@ -124,10 +128,27 @@ class Process:
         await self._stop.wait()
         notify.stopping()  # as soon as the stop is seen, before the drain
         watchdog.stop()
-        await self.stopping()
+        self._second_signal_exits(loop)
+        limit = self.ctx.engine.stop_timeout_ms / 1000 + STOP_MARGIN_S
+        try:  # a stop that hangs (a store, a peer that never answers) must not keep us alive
+            await asyncio.wait_for(self.stopping(), limit)
+        except asyncio.TimeoutError:
+            log.error("%s: stopping took over %.0f s; closing anyway", self.name, limit)
         self.link.close()
         self.bus.close()
-        await self.teardown()
+        try:
+            await asyncio.wait_for(self.teardown(), STOP_MARGIN_S)
+        except asyncio.TimeoutError:
+            log.error("%s: teardown took over %.0f s; exiting anyway", self.name, STOP_MARGIN_S)
+
+    def _second_signal_exits(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A second SIGTERM/SIGINT skips the drain: the process exits at once (the
+        supervisor's second signal means the same)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, os._exit, 1)
+            except (RuntimeError, ValueError):
+                pass
 
     def stop(self) -> None:
         """Ask ``serve`` to return."""
