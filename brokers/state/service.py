@@ -31,6 +31,16 @@ in those runs); ``state::get`` at 1.05x relay. Two limits, both measured:
   of CPU per call on 2 cores caps the whole path near 15k/s before any fsync. About half of
   this process's loop time is the bus (pyzmq send_multipart/recv_multipart and its enum
   flag arithmetic), in brokers/kit/bus.py.
+Issue 20 (py-spy of this process and the gateway at 16 in flight, on a machine at load
+6-10): the writer thread is busy ~65 % of the wall clock, nearly all of it inside the LMDB
+commit (fsync); on the loop, ``Socket.send`` of the bus is the largest single cost (15 %
+of the loop's samples here, 36 % in the gateway), then the generic input decode and the
+frozen-dataclass ``Write``. Changed: the group committer's writer thread takes the next
+batch itself right after a commit (one thread hop per batch, no executor round trip), set/
+get/delete decode directly (the generic ``Input`` path only for what is not plainly
+well-formed, so every error reads as before), ``Write``/``Read`` are NamedTuples, scope key
+prefixes are cached, and ``state::get`` answers with the stored bytes (``orjson.Fragment``).
+Loop CPU per call at 16 in flight fell ~23 % (medians, same harness, alternated runs).
 With ``adapter: {name: redis}`` the store is Redis (redis_store.py), shared by every engine
 host on it: each write is one script that also appends the change event to a capped Redis
 stream, and triggers fire from that stream on every host (redis_events.py) instead of after
@@ -193,7 +203,7 @@ class StateBroker(Broker):
 
     def _get(self, call: Call) -> Any:
         req = core.decode_call(core.GET, call.data)
-        return core.get_result(self.store.get(req.scope, req.key))
+        return core.raw_get_result(self.store.get_raw(req.scope, req.key))
 
     def _list(self, call: Call) -> Any:
         req = core.decode_call(core.LIST, call.data)

@@ -109,6 +109,8 @@ IDEM = b"\xfe"
 IDEM_TTL_MS = 24 * 3600 * 1000
 """How long an idempotency key is remembered: a day, longer than any client's retries."""
 SWEEP = 32
+PREFIX_CACHE = 1024
+"""Scopes whose escaped key prefix ``LmdbStore`` keeps (cleared when full)."""
 """Idempotency records looked at per committed batch, to prune the expired ones: the
 sweep walks them in key order, a few per commit, so no commit pays for all of them."""
 
@@ -183,6 +185,7 @@ class Store(Protocol):
 
     def apply_batch(self, writes: Sequence[Write]) -> list[Outcome]: ...
     def get(self, scope: str, key: str) -> Any: ...
+    def get_raw(self, scope: str, key: str) -> bytes | None: ...
     def list(self, scope: str) -> list[Any]: ...
     def list_groups(self) -> list[str]: ...
     def close(self) -> None: ...
@@ -202,10 +205,20 @@ class LmdbStore:
         self.env = self.lmdbenv.env
         self._limit = self.lmdbenv.max_key_size()
         self._touched: set[str] = set()
+        self._prefixes: dict[str, bytes] = {}
         self._sweep_at = IDEM
         self.commits = 0
 
     def _key(self, scope: str, key: str) -> bytes:
+        # Hot path: the escaped prefix of a scope is computed once (a bounded cache).
+        prefix = self._prefixes.get(scope)
+        if prefix is None:
+            if len(self._prefixes) >= PREFIX_CACHE:
+                self._prefixes.clear()
+            prefix = self._prefixes[scope] = esc_scope(scope) + b"\x00"
+        raw = key.encode("utf-8", "surrogatepass")
+        if len(prefix) + len(raw) <= self._limit:
+            return prefix + raw
         return encode_key(scope, key, self._limit)
 
     # ------------------------------------------------------------ writes
@@ -228,7 +241,10 @@ class LmdbStore:
         except (MapLimitError, StorageFull) as exc:
             raise BatchFailed(exc) from exc
         self.commits += 1
-        self._touched.update(w.scope for w in writes)
+        touched = self._touched
+        for w in writes:
+            if w.scope not in touched:
+                touched.add(w.scope)
         return outcomes
 
     def _sweep(self, txn: lmdb.Transaction, now_ms: int) -> None:
@@ -255,12 +271,17 @@ class LmdbStore:
     # ------------------------------------------------------------ reads
 
     def get(self, scope: str, key: str) -> Any:
+        raw = self.get_raw(scope, key)
+        return MISSING if raw is None else orjson.loads(raw)
+
+    def get_raw(self, scope: str, key: str) -> bytes | None:
+        """The stored orjson bytes of (scope, key), None when absent: ``state::get`` answers
+        with them as they are (no decode and re-encode of the value)."""
         try:
             k = self._key(scope, key)
         except ValueError:
-            return MISSING
-        raw = self.lmdbenv.get(k)
-        return MISSING if raw is None else orjson.loads(raw)
+            return None
+        return self.lmdbenv.get(k)
 
     def list(self, scope: str) -> list[Any]:
         prefix = esc_scope(scope) + b"\x00"
@@ -322,11 +343,14 @@ class MemoryStore:
         return outcomes
 
     def get(self, scope: str, key: str) -> Any:
-        try:
-            raw = self.data.get(encode_key(scope, key))
-        except ValueError:
-            return MISSING
+        raw = self.get_raw(scope, key)
         return MISSING if raw is None else orjson.loads(raw)
+
+    def get_raw(self, scope: str, key: str) -> bytes | None:
+        try:
+            return self.data.get(encode_key(scope, key))
+        except ValueError:
+            return None
 
     def list(self, scope: str) -> list[Any]:
         prefix = esc_scope(scope) + b"\x00"
