@@ -62,7 +62,7 @@ def test_a_full_disk_is_one_clear_error_per_write_and_one_log_line(full_disk):
             w.register_function(job_fn)
             w.send({"type": "registertrigger", "id": "full-sub", "trigger_type": "durable:subscriber",
                     "function_id": fid("disk::sub"), "config": {"topic": "full"}})
-            deadline = time.monotonic() + 5  # a publish with no subscriber stores nothing
+            deadline = time.monotonic() + 20  # a publish with no subscriber stores nothing
             while not any(t["name"] == "full" and t["subscriber_count"] == 1
                           for t in w.call("engine::queue::list_topics", {})["result"]):
                 assert time.monotonic() < deadline, "the subscription never arrived"
