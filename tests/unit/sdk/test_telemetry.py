@@ -202,6 +202,7 @@ def call_with_trace(eng: FakeEngine, fid: str, data: Any, traceparent: str | Non
     if baggage:
         msg["baggage"] = baggage
     wait_for(lambda: eng.conns)  # the handshake can complete before the engine's handler ran
+    wait_for(lambda: fid in eng.owners)  # and the worker's registerfunction before this call
     eng.send_to(0, msg)
     return iid
 
