@@ -46,19 +46,20 @@ incarnation are removed by the reaper (the router of a restarted host registers 
 
 Inspection (``engine::queue::*``) and redrive/discard read and change Redis, so every host
 answers the same.
+
+Split by concept: this module holds the life, enqueue/publish, taking jobs and outcomes;
+``redis_keys`` the key layout and stored values, ``redis_admin`` subscriptions, DLQ and
+inspection, ``redis_upkeep`` the timers, heartbeat, reaper, sweep and notify listener.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 
-from brokers.kit import errors, frames, wire
+from brokers.kit import errors, wire
 from brokers.kit.broker import BusFactory, Call
 from brokers.kit.errors import FUNCTION_NOT_FOUND, EngineError
 from brokers.kit.redisconn import connect, host_id
@@ -68,73 +69,16 @@ from brokers.queue.core import Delivery
 from brokers.queue.jobs import Job, fn_queue_key, group_key, new_uuid4
 from brokers.queue.redis_scripts import SCRIPTS
 from brokers.queue.service import QueueBroker
-from brokers.queue.topics import SUBSCRIBER_CONFIG, TRIGGER_TYPE, Subscription, parse_subscription
+from brokers.queue.redis_admin import RedisAdmin
+from brokers.queue.redis_keys import (PREFIX, REMOTE_NODE, SEP, LaneCfg, _pack, _s, decode_job, now_ms,
+                                      parse_ready_key, ready_key)
+from brokers.queue.redis_upkeep import RedisUpkeep
+from brokers.queue.topics import SUBSCRIBER_CONFIG, TRIGGER_TYPE, Subscription
 
 log = logging.getLogger(__name__)
 
-PREFIX = "iii:queue:"
-REMOTE_NODE = frames.CLUSTER
-"""The owner of remote route entries: a job is taken only for a function served here."""
-SEP = "\x1f"
-BROKER_TYPE = "builtin"
-ORPHAN_SWEEPS = 2
-"""Sweeps a ready set must stay without any host routing its function before any host
-takes it (its deliveries then fail with function_not_found)."""
-_pack = msgpack.Packer(use_bin_type=True).pack
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-@dataclass(slots=True)
-class LaneCfg:
-    key: str
-    name: str
-    topic: str | None
-    fifo: bool
-    concurrency: int
-    max_attempts: int
-    backoff_ms: int
-    condition_function_id: str | None = None
-    function_id: str | None = None
-    namespace: str | None = None
-
-    def settings(self) -> bytes:
-        return _pack({"name": self.name, "topic": self.topic, "fifo": self.fifo,
-                      "concurrency": self.concurrency, "max_attempts": self.max_attempts,
-                      "backoff_ms": self.backoff_ms, "condition": self.condition_function_id,
-                      "function_id": self.function_id, "namespace": self.namespace})
-
-    @classmethod
-    def from_settings(cls, key: str, raw: bytes) -> LaneCfg:
-        d = msgpack.unpackb(raw, raw=False)
-        return cls(key, d["name"], d["topic"], d["fifo"], d["concurrency"], d["max_attempts"],
-                   d["backoff_ms"], d.get("condition"), d.get("function_id"), d.get("namespace"))
-
-
-def ready_key(lane: str, namespace: str, function_id: str) -> str:
-    return f"{PREFIX}r:{lane}{SEP}{namespace}{SEP}{function_id}"
-
-
-def parse_ready_key(rk: str) -> tuple[str, str, str]:
-    lane, ns, fid = rk[len(PREFIX) + 2:].split(SEP, 2)
-    return lane, ns, fid
-
-
-def decode_job(row: list) -> Job:
-    """A take's row ``[id, rec, att, max, bo, seq]`` -> Job."""
-    job_id, rec, att, mx, bo, seq = row
-    fields = msgpack.unpackb(rec, raw=False)
-    return Job(id=_s(job_id), seq=int(seq), max_attempts=int(mx), backoff_ms=int(bo),
-               attempts_made=int(att), **fields)
-
-
-class RedisQueueBroker(QueueBroker):
+class RedisQueueBroker(RedisUpkeep, RedisAdmin, QueueBroker):
     """QueueBroker's delivery path (``_deliver``, conditions, missing-function warnings) over
     the Redis scripts instead of QueueCore + LMDB."""
 
@@ -341,61 +285,6 @@ class RedisQueueBroker(QueueBroker):
                                    topic=topic, traceparent=traceparent, baggage=baggage)
         return await self._store(flat, None, inputs.PUBLISH)
 
-    # -- subscriptions -------------------------------------------------------------
-    def _subscribe(self, binding: dict) -> Any:
-        sub = parse_subscription(binding["id"], binding["function_id"], binding["namespace"],
-                                 binding.get("config"))
-        if sub is None:
-            return None
-        old = self.my_subs.get(sub.trigger_id)
-        self.my_subs[sub.trigger_id] = sub
-        cfg = LaneCfg(sub.lane, sub.topic, sub.topic, sub.fifo, sub.concurrency, sub.max_attempts,
-                      sub.backoff_ms, sub.condition_function_id, sub.function_id, sub.namespace)
-        self.lane_cfgs[sub.lane] = cfg
-        self.active.add(sub.lane)
-        if old is not None and old.lane != sub.lane and not any(
-                s.lane == old.lane for s in self.my_subs.values()):
-            self.active.discard(old.lane)  # the sweep re-reads the cluster's view
-        return self._run("SUBSCRIBE", self.inc, sub.trigger_id, sub.topic, sub.lane, cfg.settings())
-
-    def _unsubscribe(self, trigger_id: str) -> None:
-        sub = self.my_subs.pop(trigger_id, None)
-        if sub is None:
-            return
-        task = asyncio.ensure_future(self._unsubscribe_in_redis(trigger_id))
-        self._tasks.append(task)
-        task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
-
-    async def _unsubscribe_in_redis(self, trigger_id: str) -> None:
-        for _ in range(20):
-            try:
-                await self._run("UNSUBSCRIBE", self.inc, trigger_id)
-                await self._refresh_lanes()
-                return
-            except Exception as exc:
-                log.warning("queue: unsubscribe of %s failed (%s); retrying", trigger_id, exc)
-                await asyncio.sleep(0.5)
-
-    async def _refresh_lanes(self) -> None:
-        """Subscriber lanes and their settings as the cluster has them."""
-        lanes = await self.r.hgetall(PREFIX + "lanes")
-        topics = [_s(t) for t in await self.r.smembers(PREFIX + "topics")]
-        active = set(k for k, c in self.lane_cfgs.items() if c.topic is None)
-        if topics:
-            pipe = self.r.pipeline(transaction=False)
-            for t in topics:
-                pipe.hkeys(PREFIX + "tl:" + t)
-            for keys in await pipe.execute():
-                active.update(_s(k) for k in keys)
-        for key, raw in lanes.items():
-            key = _s(key)
-            try:
-                self.lane_cfgs[key] = LaneCfg.from_settings(key, raw)
-            except Exception:
-                log.error("queue: undecodable settings of lane %r", key)
-        active.update(s.lane for s in self.my_subs.values())
-        self.active = active
-
     # -- taking jobs ---------------------------------------------------------------
     def _has_route(self, namespace: str, function_id: str) -> bool:
         """Routed by a process of this host: a remote entry (the cluster node's, issue 19's
@@ -548,260 +437,6 @@ class RedisQueueBroker(QueueBroker):
     def _held(self) -> list[str]:
         """Jobs whose lease this process must keep: in flight, or their outcome unwritten."""
         return [*self.inflight, *self._acks, *(n[0] for n in self._nacks)]
-
-    # -- timers: retries, heartbeat, reaper, sweep ---------------------------------
-    def _arm_promote(self, at: int) -> None:
-        if self._closing or (self._promote_at is not None and self._promote_at <= at):
-            return
-        if self._promote_handle is not None:
-            self._promote_handle.cancel()
-        self._promote_at = at
-        loop = asyncio.get_running_loop()
-        self._promote_handle = loop.call_later(max(0.0, (at - now_ms()) / 1000),
-                                               lambda: self._tasks.append(asyncio.ensure_future(self._promote())))
-
-    async def _promote(self) -> None:
-        self._promote_at, self._promote_handle = None, None
-        try:
-            nxt = int(await self._run("PROMOTE", now_ms()))
-        except Exception as exc:
-            log.warning("queue: promoting due retries failed (%s)", exc)
-            nxt = now_ms() + 200
-        if nxt > 0:
-            self._arm_promote(nxt)
-
-    async def _sweeper(self) -> None:
-        beat_every = self.heartbeat_ms / 1000
-        last_beat = 0.0
-        while True:
-            try:
-                if time.monotonic() - last_beat >= beat_every:
-                    current = await self._run("HEARTBEAT", self.inc, self.host, self.lease_ms,
-                                              now_ms() + self.lease_ms, self._fns, *self._held)
-                    last_beat = time.monotonic()
-                    if not current:
-                        log.warning("queue: host %s has a newer queue process; this one keeps "
-                                    "its leases until it stops", self.host)
-                await self._sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("queue: sweep failed (%s)", exc)
-            await asyncio.sleep(beat_every / 2)
-
-    async def _sweep(self) -> None:
-        now = now_ms()
-        returned = await self._run("REAP", now)
-        if returned:
-            log.info("queue: %d leases of stopped hosts or expired returned", returned)
-        nxt = int(await self._run("PROMOTE", now))
-        if nxt > 0:
-            self._arm_promote(nxt)
-        await self._refresh_lanes()
-        pipe = self.r.pipeline(transaction=False)
-        pipe.smembers(PREFIX + "ne")
-        pipe.hgetall(PREFIX + "fns")
-        pipe.hgetall(PREFIX + "depth")
-        ne, fns, depth = await pipe.execute()
-        nonempty = {_s(k) for k in ne}
-        self._depth = {_s(k): int(v) for k, v in depth.items()}
-        served: set[str] = set()
-        for text in fns.values():
-            served.update(_s(text).split("\n"))
-        self.known |= nonempty
-        orphans = set()
-        for rk in nonempty:
-            try:
-                _, ns, fid = parse_ready_key(rk)
-            except ValueError:
-                continue
-            if not self._has_route(ns, fid) and f"{ns}{SEP}{fid}" not in served:
-                self._orphan_seen[rk] += 1
-                if self._orphan_seen[rk] >= ORPHAN_SWEEPS:
-                    orphans.add(rk)
-            else:
-                self._orphan_seen.pop(rk, None)
-        for rk in list(self._orphan_seen):
-            if rk not in nonempty and rk not in self.orphans:
-                del self._orphan_seen[rk]
-        self.orphans = orphans | {rk for rk in self.orphans if rk in nonempty and rk in self._orphan_seen}
-        self._kick()
-
-    async def _listen(self) -> None:
-        """Wake-ups: ready keys that became non-empty (and "L": subscriber lanes changed)."""
-        while True:
-            pubsub = self.r.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(PREFIX + "n")
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg is None or msg.get("type") != "message":
-                        continue
-                    data = _s(msg["data"])
-                    if data == "L":
-                        await self._refresh_lanes()
-                    else:
-                        self.known.add(data)
-                    self._kick()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("queue: Redis notifications lost (%s); resubscribing", exc)
-                await asyncio.sleep(0.2)
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:
-                    pass
-
-    # -- DLQ -----------------------------------------------------------------------
-    async def _resolve(self, name: str) -> list[LaneCfg]:
-        if name in self.ctx.config["queue_configs"]:
-            return [self.lane_cfgs[fn_queue_key(name)]]
-        await self._refresh_lanes()
-        return [c for c in self.lane_cfgs.values() if c.topic == name]
-
-    async def _redrive(self, call: Call) -> Any:
-        name = inputs.queue_name(inputs.REDRIVE, call.data)
-        try:
-            count = 0
-            for lane in await self._resolve(name):
-                count += int(await self._run("REDRIVE", lane.key, lane.max_attempts, ""))
-        except EngineError:
-            raise
-        except Exception as exc:
-            raise EngineError(errors.REDRIVE_FAILED, f"Failed to redrive: {exc}") from None
-        return {"queue": name, "redriven": count}
-
-    async def _redrive_message(self, call: Call) -> Any:
-        name, message_id = inputs.queue_and_message(inputs.REDRIVE_MESSAGE, call.data)
-        count = 0
-        try:
-            for lane in await self._resolve(name):
-                count = int(await self._run("REDRIVE", lane.key, lane.max_attempts, message_id))
-                if count:
-                    break
-        except Exception as exc:
-            raise EngineError(errors.REDRIVE_MESSAGE_FAILED, f"Failed to redrive message: {exc}") from None
-        return {"queue": name, "message_id": message_id, "redriven": count}
-
-    async def _discard_message(self, call: Call) -> Any:
-        name, message_id = inputs.queue_and_message(inputs.DISCARD_MESSAGE, call.data)
-        count = 0
-        try:
-            for lane in await self._resolve(name):
-                count = int(await self._run("DISCARD", lane.key, message_id))
-                if count:
-                    break
-        except Exception as exc:
-            raise EngineError(errors.DISCARD_MESSAGE_FAILED, f"Failed to discard message: {exc}") from None
-        return {"queue": name, "message_id": message_id, "redriven": count}
-
-    # -- inspection ----------------------------------------------------------------
-    async def _topic_counts(self) -> dict[str, int]:
-        topics = sorted(_s(t) for t in await self.r.smembers(PREFIX + "topics"))
-        pipe = self.r.pipeline(transaction=False)
-        for t in topics:
-            pipe.hvals(PREFIX + "tl:" + t)
-        out = {}
-        for t, vals in zip(topics, await pipe.execute()):
-            n = sum(int(v) for v in vals)
-            if n > 0:
-                out[t] = n
-        return out
-
-    async def _list_topics(self, call: Call) -> Any:
-        try:
-            counts = await self._topic_counts()
-        except Exception as exc:
-            raise EngineError("list_topics_failed", str(exc)) from None
-        out = [{"name": t, "broker_type": BROKER_TYPE, "subscriber_count": n} for t, n in counts.items()]
-        for name, cfg in self.ctx.config["queue_configs"].items():
-            out.append({"name": name, "broker_type": BROKER_TYPE, "subscriber_count": cfg["concurrency"]})
-        return out
-
-    async def _topic_stats(self, call: Call) -> Any:
-        name = inputs.topic_name(inputs.TOPIC_STATS, call.data)
-        lanes = await self._resolve(name)
-        config = self.ctx.config["queue_configs"].get(name)
-        keys = [c.key for c in lanes]
-        pipe = self.r.pipeline(transaction=False)
-        if keys:
-            pipe.hmget(PREFIX + "depth", keys)
-        for k in keys:
-            pipe.zcard(PREFIX + "dlq:" + k)
-        pipe.smembers(PREFIX + "ne")
-        res = await pipe.execute()
-        depths = res.pop(0) if keys else []
-        ne = res.pop()
-        if config is not None:
-            consumers = config["concurrency"]
-        else:
-            consumers = (await self._topic_counts()).get(name, 0)
-        missing: Counter[tuple[str, str]] = Counter()
-        mine = set(keys)
-        rks = [_s(rk) for rk in ne]
-        rks = [rk for rk in rks if parse_ready_key(rk)[0] in mine]
-        if rks:
-            pipe = self.r.pipeline(transaction=False)
-            for rk in rks:
-                pipe.zcard(rk)
-            for rk, n in zip(rks, await pipe.execute()):
-                _, ns, fid = parse_ready_key(rk)
-                if n and not self._has_route(ns, fid):
-                    missing[(fid, ns)] += n
-        return {"depth": sum(int(d or 0) for d in depths), "consumer_count": consumers,
-                "dlq_depth": sum(int(n) for n in res),
-                "config": dict(config) if config is not None else None,
-                "missing_functions": [{"function_id": f, "namespace": ns, "jobs": n}
-                                      for (f, ns), n in sorted(missing.items())]}
-
-    async def _dlq_topics(self, call: Call) -> Any:
-        await self._refresh_lanes()
-        names = list(self.ctx.config["queue_configs"])
-        subs = [c for c in self.lane_cfgs.values() if c.topic is not None]
-        pipe = self.r.pipeline(transaction=False)
-        for name in names:
-            pipe.zcard(PREFIX + "dlq:" + fn_queue_key(name))
-        for c in subs:
-            pipe.zcard(PREFIX + "dlq:" + c.key)
-        res = await pipe.execute()
-        out = [{"topic": n, "broker_type": BROKER_TYPE, "message_count": int(c)}
-               for n, c in zip(names, res)]
-        topics = await self._topic_counts()
-        counts: dict[str, int] = {t: 0 for t in topics}
-        for c, n in zip(subs, res[len(names):]):
-            counts[c.topic] = counts.get(c.topic, 0) + int(n)  # type: ignore[index]
-        self._dlq_size = {fn_queue_key(n): int(c) for n, c in zip(names, res)}
-        out.extend({"topic": t, "broker_type": BROKER_TYPE, "message_count": n}
-                   for t, n in sorted(counts.items()) if n or t in topics)
-        return out
-
-    async def _dlq_messages(self, call: Call) -> Any:
-        name, offset, limit = inputs.dlq_page(call.data)
-        lanes = await self._resolve(name)
-        pipe = self.r.pipeline(transaction=False)
-        for c in lanes:
-            pipe.zrevrange(PREFIX + "dlq:" + c.key, 0, offset + limit - 1, withscores=True)
-        entries = [( _s(i), int(score)) for rows in await pipe.execute() for i, score in rows]
-        if not entries:
-            return []
-        pipe = self.r.pipeline(transaction=False)
-        for job_id, _ in entries:
-            pipe.hmget(PREFIX + "j:" + job_id, "rec", "att", "max", "bo", "seq", "err", "fat")
-        jobs = []
-        for (job_id, _), f in zip(entries, await pipe.execute()):
-            if f[0] is None:
-                continue
-            job = decode_job([job_id, f[0], f[1], f[2], f[3], f[4]])
-            job.error = _s(f[5]) if f[5] is not None else None
-            job.failed_at = int(f[6]) if f[6] is not None else None
-            jobs.append(job)
-        jobs.sort(key=lambda j: (j.failed_at or 0, j.seq), reverse=True)
-        return [{"id": j.id, "payload": j.data, "error": j.error, "failed_at": (j.failed_at or 0) // 1000,
-                 "retries": j.attempts_made,
-                 "size_bytes": len(msgpack.packb(j.dlq_view(), use_bin_type=True))}
-                for j in jobs[offset:offset + limit]]
 
 
 _FAILED = {
