@@ -55,11 +55,11 @@ class DefaultEngine(Engine):
 
 
 def process_label(p: psutil.Process, root_pid: int) -> str:
-    """``supervisor``, ``zygote`` (``brokers.supervisor.spawn``) or the process name after ``run``."""
+    """``supervisor``, ``zygote`` (``brokers.supervisor.zygote``) or the process name after ``run``."""
     if p.pid == root_pid:
         return "supervisor"
     argv = [a for a in p.cmdline() if a]
-    if "brokers.supervisor.spawn" in argv:
+    if "brokers.supervisor.zygote" in argv:
         return "zygote"
     if "run" in argv[:-1]:
         return argv[argv.index("run") + 1]

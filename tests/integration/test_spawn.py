@@ -187,7 +187,7 @@ def zygotes(sup: subprocess.Popen) -> list[psutil.Process]:
     out = []
     for p in psutil.Process(sup.pid).children():
         try:
-            if "brokers.supervisor.spawn" in p.cmdline():
+            if "brokers.supervisor.zygote" in p.cmdline():
                 out.append(p)
         except psutil.Error:
             pass
