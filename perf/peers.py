@@ -75,17 +75,26 @@ class PeerRedis:
     loopback port, data in a fresh temp dir (on /tmp, as the engine's data dir). A child of
     this process, so the quietness guard counts its CPU as ours."""
 
-    def __init__(self) -> None:
+    PREFIX = "iii-peer-redis-"
+
+    def __init__(self, appendfsync: str = "always") -> None:
         if not os.path.exists(REDIS_SERVER):
             raise RuntimeError("redis-server is not installed (scripts/setup-dev.sh installs Debian's)")
-        self.dir = tempfile.mkdtemp(prefix="iii-peer-redis-", dir="/tmp")
+        self.appendfsync = appendfsync
+        self.dir = tempfile.mkdtemp(prefix=self.PREFIX, dir="/tmp")
         self.port = free_port()
         self.log = os.path.join(self.dir, "redis.log")
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", self.log],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        self.start()
+
+    def args(self) -> list[str]:
+        """The server's command line (the same again restarts it on its port and data)."""
+        return [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+                "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "", "--logfile", self.log]
+
+    def start(self) -> None:
+        """Run the server (again, after a kill) and wait until it answers PING."""
+        self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self._wait_ready()
         except BaseException:

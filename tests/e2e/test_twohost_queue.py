@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.e2e.test_queue_chaos import FN, Consumer, Producer, seen_ids
+from tests.e2e.test_queue_chaos import Consumer, Producer, seen_ids
 from tests.harness import QUEUE_READY
 from tests.twohosts import two_hosts
 from tests.wsclient import RawClient, fid, ok
@@ -180,12 +179,6 @@ def kill_all(eng) -> None:
             pass
 
 
-def restart_redis(server, cmdline: list[str]) -> None:
-    server.proc = subprocess.Popen(cmdline, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    server._wait_ready()
-
-
 async def chaos_run(redis_server, schedule, label: str, budget: float = 75.0) -> dict:
     t0 = time.monotonic()
     with two_hosts(redis_server, queue_only(), wait_for=QUEUE_READY) as (a, b):
@@ -267,17 +260,12 @@ async def test_chaos_kill_9_of_a_queue_gateway_then_host(redis_server) -> None:
 async def test_chaos_kill_9_of_redis_server() -> None:
     from tests.redisserver import RedisServer
     server = RedisServer(appendfsync="always")  # private: the session's server is shared
-    from tests.redisserver import REDIS_SERVER
-    # redis-server rewrites its process title: the command of tests/redisserver.py again
-    cmdline = [REDIS_SERVER, "--port", str(server.port), "--bind", "127.0.0.1", "--unixsocket",
-               server.socket, "--unixsocketperm", "700", "--dir", server.dir, "--appendonly", "yes",
-               "--appendfsync", "always", "--save", "", "--logfile", server.log, "--databases", "64"]
 
     def kill_redis(a, consumer_on_a) -> None:
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait(5)
         time.sleep(0.5)
-        restart_redis(server, cmdline)  # same port and dir: the AOF is replayed
+        server.start()  # same port and dir: the AOF is replayed
 
     try:
         await chaos_run(server, [(4_000, kill_redis)], "kill redis-server")
