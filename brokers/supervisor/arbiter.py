@@ -316,18 +316,8 @@ class Arbiter:
         r = self.reloading
         if r is None:
             return []
-        groups = ([p for p in self.procs.values() if p.name in r.stop and p.ingress and not p.storage],
-                  [p for p in self.procs.values() if p.name in r.stop and not p.ingress and not p.storage],
-                  [p for p in self.procs.values() if p.name in r.stop and p.storage])
-        for group in groups:
-            live = [p for p in group if p.state.alive]
-            if not live:
-                continue
-            if any(p.state is ProcState.STOPPING for p in live):
-                return []  # this group is still draining
-            actions: list[Action] = []
-            for p in live:
-                actions += self._term(p, now)
+        actions = self._term_next_group([p for p in self.procs.values() if p.name in r.stop], now)
+        if actions is not None:
             return actions
         self.reloading = None
         return [Spawn(name) for name in r.start
@@ -339,9 +329,14 @@ class Arbiter:
 
     def _next_stop_group(self, now: float) -> list[Action]:
         """TERM the next group (ingress, others, storage) once the previous one is gone."""
-        groups = ([p for p in self.procs.values() if p.ingress and not p.storage],
-                  [p for p in self.procs.values() if not p.ingress and not p.storage],
-                  [p for p in self.procs.values() if p.storage])
+        return self._term_next_group(list(self.procs.values()), now) or []
+
+    def _term_next_group(self, procs: list[Proc], now: float) -> list[Action] | None:
+        """Of ``procs``, TERM the next group (ingress, others, storage) once the previous
+        one is gone: the actions ([] while a group drains), None once all have exited."""
+        groups = ([p for p in procs if p.ingress and not p.storage],
+                  [p for p in procs if not p.ingress and not p.storage],
+                  [p for p in procs if p.storage])
         for group in groups:
             live = [p for p in group if p.state.alive]
             if not live:
@@ -352,4 +347,4 @@ class Arbiter:
             for p in live:
                 actions += self._term(p, now)
             return actions
-        return []
+        return None
