@@ -80,6 +80,10 @@ class GatewayState:
     """Sequence number of the last UP sent to the router."""
     up_acked: int
     """The highest UP sequence number the router has applied (ACK)."""
+    claims: dict[tuple[str, str], tuple[int, tuple[str, str]]]
+    """Local claims whose UP the router has not acknowledged: (ns, function id) ->
+    (sequence number of that UP, route). A full snapshot from the router cannot hold
+    them yet, so they are applied again after one (``Registrations.reclaim``)."""
     local_functions: dict[str, Callable[[Any], Any]]
     """Built-in functions this process answers itself, ``data -> result`` (the shell's:
     ``engine::channels::create`` makes the channel here, its home)."""

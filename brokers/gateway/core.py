@@ -52,6 +52,7 @@ class GatewayCore(Hooks, CallRelay, Registrations):
         """Sequence number of the last UP sent to the router."""
         self.up_acked = 0
         """The highest UP sequence number the router has applied (ACK)."""
+        self.claims = {}
         self.synced = False
         """Whether a route table came from the router (the shell listens only then)."""
         self.drops: dict[str, int] = {}
@@ -155,10 +156,15 @@ class GatewayCore(Hooks, CallRelay, Registrations):
         elif kind == frames.RES:
             self._relayed(header.get("to"), header["id"], body, header.get("e"))
         elif kind == frames.ROUTES:
-            self.routes.apply(header["ops"])
+            ops = header["ops"]
+            self.routes.apply(ops)
             self.synced = True
+            if ops and ops[0][0] == "=" and self.claims:
+                self.reclaim()
         elif kind == frames.ACK:
             self.up_acked = max(self.up_acked, header["s"])
+            if self.claims:
+                self.claims = {k: v for k, v in self.claims.items() if v[0] > self.up_acked}
         elif kind == frames.DOWN:
             conn = self.conns.get(header.get("c"))
             if conn is not None:

@@ -8,6 +8,8 @@ Invariants:
   through the router (calls.py). Without this, a worker that registers a function and
   then enqueues a job for it could have the queue broker look the function up before
   the new route reached it;
+- a local claim (a worker's new function routed at once, ``_claim_locally``) outlives a
+  full route snapshot that the router took before it applied the claim's UP (``reclaim``);
 - what a connection registered is held (``Conn.held``) so that a restarted router gets
   it all again (``resync``), types before functions before triggers.
 """
@@ -64,9 +66,24 @@ class Registrations(GatewayState):
         if self.routes.get(conn.ns, function_id) is not None:
             return
         if invocation is None:
-            self.routes.apply([["+", conn.ns, function_id, self.node, conn.id]])
+            node = self.node
         elif self.http_functions_node is not None:
-            self.routes.apply([["+", conn.ns, function_id, self.http_functions_node, conn.id]])
+            node = self.http_functions_node
+        else:
+            return
+        self.routes.apply([["+", conn.ns, function_id, node, conn.id]])
+        self.claims[(conn.ns, function_id)] = (self.up_sent + 1, (node, conn.id))  # its UP is next
+
+    def reclaim(self) -> None:
+        """A full route snapshot ("=") replaced the table: the claims whose UP the router
+        had not applied when it took the snapshot are not in it, and a call of the worker
+        right after its registration would find nothing until the router's own route
+        arrives. Apply them again, still only where the id is free and the registration
+        still held."""
+        for (ns, fid), (_, route) in self.claims.items():
+            conn = self.conns.get(route[1])
+            if conn is not None and ("registerfunction", fid) in conn.held and self.routes.get(ns, fid) is None:
+                self.routes.apply([["+", ns, fid, *route]])
 
     def _register_worker(self, conn: Conn, data: Any, inv_id: Any) -> None:
         if isinstance(data, dict):

@@ -146,7 +146,40 @@ async def test_update_is_atomic_between_two_clients(redis_server):
         olds = sorted(-1 if o.old is MISSING else o.old["n"] for o in outs_a + outs_b)
         assert olds == [-1] + list(range(1, 2 * n))
         assert await a.get("c", "ctr") == {"n": 2 * n}
-        assert a.conflicts + b.conflicts > 0  # they did race
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_an_update_that_lost_a_race_is_computed_again_from_the_winners_value(redis_server):
+    """Whether two hammering clients race is up to the scheduler; here the other host's
+    write lands exactly between the update's fetch and its compare-and-set."""
+    url = redis_server.url(redis_server.fresh_db())
+    a, b = RedisStore(url), RedisStore(url)
+    await a.ping()
+    await a.apply(Write("set", "c", "race", value={"n": 1}))
+    inc = decode_call(core.UPDATE, {"scope": "c", "key": "race", "ops": [
+        {"type": "increment", "path": "n", "by": 1}]})
+    pipeline, made = a.client.pipeline, []
+
+    def interleaving_pipeline(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        made.append(pipe)
+        if len(made) == 1:  # the update's fetch of the current value
+            execute = pipe.execute
+
+            async def fetch_then_other_host_writes(*eargs, **ekwargs):
+                fetched = await execute(*eargs, **ekwargs)
+                await b.apply(Write("set", "c", "race", value={"n": 100}))
+                return fetched
+            pipe.execute = fetch_then_other_host_writes
+        return pipe
+    a.client.pipeline = interleaving_pipeline
+    try:
+        out = await a.apply(inc)
+        assert a.conflicts == 1
+        assert (out.old, out.new) == ({"n": 100}, {"n": 101})
+        assert await b.get("c", "race") == {"n": 101}
     finally:
         await a.close()
         await b.close()

@@ -127,3 +127,28 @@ def test_an_engine_id_is_never_routed_to_a_worker_even_before_the_router_refuses
         core.on_message("A", orjson.dumps({"type": "registerfunction", "id": fid}))
         assert core.routes.get("default", fid) is None
     assert [f["k"] for _, f, _ in rec.bus_frames()].count("up") == 4  # the router still decides
+
+
+def test_a_claim_outlives_a_snapshot_taken_before_the_router_applied_it(core: GatewayCore, rec) -> None:
+    """The router's settling snapshot ("=") can cross a new registration's UP: the claim is
+    applied again after it, so the worker's own call right after finds its function (the
+    seed page's math_add.py failed so once). An acknowledged claim is the router's again."""
+    _ready(core, "A")
+    core.on_message("A", b'{"type":"registerfunction","id":"svc::fresh"}')
+    snapshot = [["="], ["+", "default", "math::add", "gw1", "B"]]
+    core.on_frame("router", {"k": "routes", "ops": snapshot}, b"")
+    assert core.routes.get("default", "svc::fresh") == ("gw1", "A")
+    rec.take()
+    core.on_message("A", b'{"type":"invokefunction","function_id":"svc::fresh","invocation_id":"i1","data":{}}')
+    assert rec.ws_to("A")[0]["invocation_id"] == "i1"  # delivered to A itself, not refused
+    core.on_frame("router", {"k": "ack", "s": core.up_sent}, b"")
+    core.on_frame("router", {"k": "routes", "ops": snapshot}, b"")  # the router left it out: gone
+    assert core.routes.get("default", "svc::fresh") is None
+
+
+def test_a_snapshot_does_not_bring_back_a_closed_connections_claim(core: GatewayCore, rec) -> None:
+    _ready(core, "A")
+    core.on_message("A", b'{"type":"registerfunction","id":"svc::gone"}')
+    core.closed("A")
+    core.on_frame("router", {"k": "routes", "ops": [["="]]}, b"")
+    assert core.routes.get("default", "svc::gone") is None
