@@ -311,8 +311,7 @@ class WorkerProcess:
         self._eof = False
         self._readers = [threading.Thread(target=self._read, daemon=True)]
         if stderr_apart:
-            self._readers.append(threading.Thread(
-                target=lambda: self.errors.extend(self.proc.stderr), daemon=True))  # type: ignore[arg-type]
+            self._readers.append(threading.Thread(target=self._read_errors, daemon=True))
         for t in self._readers:
             t.start()
         if stdin_text is not None:
@@ -334,6 +333,18 @@ class WorkerProcess:
         with self._changed:
             self._eof = True
             self._changed.notify_all()
+
+    def _read_errors(self) -> None:
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            with self._changed:
+                self.errors.append(line)
+                self._changed.notify_all()
+
+    def wait_error(self, text: str, timeout: float = 5.0) -> bool:
+        """Whether ``text`` appears in its stderr (``stderr_apart``) within ``timeout``: a
+        line printed just before the answer it goes with is read by another thread."""
+        with self._changed:
+            return self._changed.wait_for(lambda: text in "".join(self.errors), timeout)
 
     def output(self, limit: int = 3000) -> str:
         text = "".join(self.lines)[-limit:]

@@ -58,7 +58,7 @@ def test_trigger_ts_calls_math_add_and_returns_its_result(engine: Engine, adds) 
     w = run_block(engine, "trigger.ts")
     try:
         assert call_when_found(engine, "math::calculate", {"a": 2, "b": 3}).get("result") == {"result": 5}
-        assert "Result" in "".join(w.errors)  # the page's logger.info line
+        assert w.wait_error("Result"), w.output()  # the page's logger.info line
     finally:
         w.stop()
 
