@@ -10,12 +10,13 @@ Design (the simplest one that keeps the supervisor's view of its children unchan
 
 - The zygote: ``Zygote.fork`` forks it from ``iii-supervisor start`` itself, first thing,
   before the config is read (``cli.cmd_start``): it then shares the pages of the
-  supervisor's own imports too, and holds no secret of the config, no descriptor but stdio
+  supervisor's own imports too (the units' config modules among them; ``gc.freeze`` first,
+  so that neither process's collector writes to them), and holds no secret of the config, no descriptor but stdio
   (stdin becomes /dev/null, anything else is closed), no thread, no zmq context. With
   ``--daemon`` (the process that detaches is not the supervisor) or when that fork was not
   possible, ``Zygote.start`` runs ``python -m brokers.supervisor.zygote FD`` from ``Runner``
   instead, a fresh interpreter. Either way (the zygote's side: ``brokers.supervisor.zygote``)
-  it imports the common base (``PRELOAD``), runs once what every child runs first (``warm_up``), fills pymalloc's partly used pools
+  it imports the common base (``PRELOAD``) and every broker unit's entry module, runs once what every child runs first (``warm_up``), fills pymalloc's partly used pools
   (``fill_pools``), freezes the garbage collector's view of all that (``gc.freeze``: a
   collection in a child would otherwise write to every page of it), says ``ready`` and
   waits on one end of a ``SOCK_SEQPACKET`` pair for spawn requests. It never creates a zmq
@@ -49,6 +50,7 @@ Design (the simplest one that keeps the supervisor's view of its children unchan
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import pickle
 import signal
@@ -146,6 +148,9 @@ class Zygote:
         parent = os.getpid()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
+        # our imports' objects leave the collector's view in both processes: a collection
+        # here or in the zygote would write to every page holding them and unshare it
+        gc.freeze()
         pid = os.fork()
         if pid == 0:  # the zygote
             code = 1

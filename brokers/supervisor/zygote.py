@@ -21,15 +21,17 @@ PRELOAD = (
     "asyncio", "uvloop", "zmq", "zmq.asyncio", "msgpack", "orjson",
     "concurrent.futures", "queue",
     "websockets.asyncio.server", "websockets.asyncio.client", "websockets.server",
-    "lmdb", "email.parser", "http.client", "aiohttp",
+    "lmdb", "lmdb._envid", "email.parser", "http.client", "aiohttp",
     "brokers.kit.broker", "brokers.kit.bus", "brokers.kit.commit", "brokers.kit.frames",
     "brokers.kit.inputs", "brokers.kit.lmdbenv", "brokers.kit.localbus", "brokers.kit.sink",
     "brokers.kit.telemetry", "brokers.kit.sampling", "brokers.kit.channels.hub",
     "brokers.kit.channels.link", "brokers.kit.channels.ends",
 )
-"""What every (or more than one) engine process imports: imported once, in the zygote.
-Unit-only modules (aiohttp, prometheus_client, httptools, the brokers' services) are
-imported by the child that needs them."""
+"""What every (or more than one) engine process imports: imported once, in the zygote;
+``preload`` then imports every broker unit's entry module (``Unit.main``) too, even those
+only one process runs: measured, each module a forked child imports costs that child
+0.2-1 MB of private pages beyond the module's own objects (the import writes to pages
+all over the shared heap and the interpreter's data), more than the module's share here."""
 
 PR_SET_PDEATHSIG = 1
 REPARENT_TIMEOUT = 5.0
@@ -202,7 +204,9 @@ def _die_with_parent(parent: int | None = None) -> None:
 
 def preload() -> None:
     import importlib
-    for name in PRELOAD:
+    from brokers.supervisor import units
+    entries = [u.main.partition(":")[0] for u in units.discover().values()]
+    for name in [*PRELOAD, *entries]:  # not III_TEST_UNITS': only the brokers' are ours
         try:
             importlib.import_module(name)
         except ImportError:
@@ -218,7 +222,7 @@ def warm_up() -> None:
     from brokers.kit import log as logsetup
     from brokers.supervisor import cli, units
     units.available()
-    cli.parser()
+    cli.shared_parser()
     logsetup.setup("warning", "text", "zygote", signals=False)  # the child's setup replaces it
     record = logging.LogRecord("brokers", logging.INFO, __file__, 0, "warm %s", ("up",), None)
     for formatter in (logsetup.TextFormatter("zygote"), logsetup.JsonFormatter("zygote")):
