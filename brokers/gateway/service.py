@@ -30,11 +30,11 @@ import logging
 import socket
 import uuid
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Callable
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import State
 
 from brokers.gateway import auth, rbac
@@ -52,10 +52,6 @@ ROUTES_WAIT_S = 2.0
 HELD_OVERHEAD = 1024
 """Bytes counted toward ``max_held_bytes`` per held message beyond its own: the core keeps
 it parsed, and a small message's dict costs several times its bytes."""
-SLICE = 8
-"""Messages of one connection handled before the others get a turn: recv() does not
-suspend while messages are queued, so a flooding worker would hold the loop for its whole
-queue (max_queue) at every wake-up."""
 CHANNELS_CREATE = "engine::channels::create"
 CHANNEL_WRITE_LIMIT = 256 * 1024
 """Bytes a channel socket's transport buffers before ``send`` waits (four 64 KiB chunks)."""
@@ -66,8 +62,18 @@ DRAIN_POLL_S = 0.01
 
 
 class WorkerSocket(ServerConnection):
-    """A worker's connection that reports its transport's flow control to the gateway
-    (``pause_writing``: over the budget; ``resume_writing``: drained to half of it)."""
+    """A worker's connection: its messages go to the core straight from ``data_received``,
+    and it reports its transport's flow control to the gateway (``pause_writing``: over
+    the budget; ``resume_writing``: drained to half of it).
+
+    Why not ``await ws.recv()`` per message: that wakes the handler task through
+    websockets' assembler queue for every message, the largest Python cost of a call
+    relayed by the gateway after the bus (the SDK's transport made the same change, for
+    the same reason). A worker socket (``direct``, decided at the upgrade: not a channel,
+    not ``/otel``) hands each complete data message to ``deliver``; messages that arrive
+    before ``handle`` set it (the handshake's read, the auth call) wait in ``early``.
+    Fragmented messages are joined here; the handshake, pings, pongs and the close stay
+    websockets'."""
 
     def __init__(self, gateway: Gateway, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -75,11 +81,38 @@ class WorkerSocket(ServerConnection):
         self.conn: Conn | None = None
         """The core's state of this worker, once ``handle`` opened it (None on /otel)."""
         self.stall: asyncio.TimerHandle | None = None
-        self.writable: asyncio.Future[None] | None = None
-        """What the read loop waits on while more than twice the budget waits to be sent."""
+        self.reading_paused = False
+        """Not read while more than twice the budget waits to be sent to it."""
         self.summary_at = 0.0
         self.channel: tuple[str, Any, str] | None = None
         """A channel socket's admission (verdict, end, dir), set before the upgrade."""
+        self.direct = False
+        self.deliver: Callable[[bytes], None] | None = None
+        self.early: list[bytes] = []
+        self._parts: list[bytes] = []
+
+    def process_event(self, event: Any) -> None:
+        if not self.direct or not isinstance(event, Frame):
+            super().process_event(event)
+            return
+        op = event.opcode
+        if op is Opcode.TEXT or op is Opcode.BINARY:
+            if not event.fin:
+                self._parts = [event.data]
+                return
+            data = event.data
+        elif op is Opcode.CONT:
+            self._parts.append(event.data)
+            if not event.fin:
+                return
+            data, self._parts = b"".join(self._parts), []
+        else:
+            super().process_event(event)  # PING / PONG / CLOSE
+            return
+        if self.deliver is None:
+            self.early.append(data)
+        else:
+            self.deliver(data)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -92,11 +125,10 @@ class WorkerSocket(ServerConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self.deliver = None
         if self.stall is not None:
             self.stall.cancel()
             self.stall = None
-        if self.writable is not None and not self.writable.done():
-            self.writable.set_result(None)
 
 
 class Gateway(Process):
@@ -197,8 +229,9 @@ class Gateway(Process):
                          "over its send budget", conn.id, conn.refused, conn.dropped)
                 conn.refused = conn.dropped = 0
                 sock.summary_at = now
-        if sock.writable is not None and not sock.writable.done():
-            sock.writable.set_result(None)
+        if sock.reading_paused:
+            sock.reading_paused = False
+            sock.transport.resume_reading()
 
     def _stalled(self, sock: WorkerSocket) -> None:
         """Its budget stayed full for ``send_stall_close_ms``: close it. The close frame
@@ -213,11 +246,12 @@ class Gateway(Process):
         asyncio.ensure_future(sock.close(CloseCode.POLICY_VIOLATION, "send budget full for too long"))
         self.loop.call_later(self.close_timeout_s, sock.transport.abort)
 
-    async def _read_paused(self, sock: WorkerSocket) -> None:
-        """Stop reading ``sock`` while more than twice its budget waits to be sent to it."""
-        if sock.transport.get_write_buffer_size() > self.read_limit:
-            sock.writable = self.loop.create_future()
-            await sock.writable
+    def _read_paused(self, sock: WorkerSocket) -> None:
+        """Stop reading ``sock`` while more than twice its budget waits to be sent to it
+        (``drained`` reads it again)."""
+        if not sock.reading_paused and sock.transport.get_write_buffer_size() > self.read_limit:
+            sock.reading_paused = True
+            sock.transport.pause_reading()
 
     # ---- WebSocket side -------------------------------------------------------------------
 
@@ -225,6 +259,7 @@ class Gateway(Process):
         """Channel sockets (§8.2) are admitted before the upgrade: 404 when unknown."""
         asked = channels.parse_path(request.path)
         if asked is None:
+            connection.direct = request.path.split("?", 1)[0].rstrip("/") != "/otel"
             return None
         verdict, end = await self.channels.admit(*asked)
         if verdict == channel_table.NOT_FOUND:
@@ -259,43 +294,51 @@ class Gateway(Process):
         self.sockets[conn_id] = sock
         conn = sock.conn = self.core.open(conn_id, peer)
         conn.rbac = session
-        on_message = self.core.on_message
-        recv = sock.recv
+        sock.deliver = self._deliverer(sock, conn)
         try:
-            held = n = 0
-            while conn.ns is None:  # the core holds what it sends until its namespace is fixed
-                data = await recv(decode=False)
-                before = len(conn.buffer)
-                on_message(conn_id, data)
-                if len(conn.buffer) > before:
-                    held += len(data) + HELD_OVERHEAD
-                    if held > self.max_held:
-                        log.warning("closing worker %s (1008): over %d bytes sent before its namespace was "
-                                    "fixed (max_held_bytes)", conn_id, self.max_held)
-                        await sock.close(CloseCode.POLICY_VIOLATION, "too much sent before the namespace was fixed")
-                        return
-                n += 1
-                if sock.paused:
-                    await self._read_paused(sock)
-                elif not n & (SLICE - 1):
-                    await asyncio.sleep(0)
-            while True:  # bytes even for text frames: no UTF-8 decode and re-encode per message
-                on_message(conn_id, await recv(decode=False))
-                n += 1
-                if sock.paused:  # over its budget (one attribute test per message otherwise)
-                    await self._read_paused(sock)
-                elif not n & (SLICE - 1):
-                    await asyncio.sleep(0)
-        except ConnectionClosed:
-            pass
-        except Exception as exc:  # a broken socket is a disconnect, nothing more
-            log.debug("connection %s ended: %r", conn_id, exc)
+            early, sock.early = sock.early, []
+            for data in early:
+                if sock.deliver is not None:
+                    sock.deliver(data)
+            await sock.wait_closed()
         finally:
+            sock.deliver = None
             self.sockets.pop(conn_id, None)
             if conn.refused or conn.dropped:
                 log.info("worker %s gone: %d calls refused and %d void calls dropped while it was over its "
                          "send budget", conn_id, conn.refused, conn.dropped)
             self.core.closed(conn_id)
+
+    def _deliverer(self, sock: WorkerSocket, conn: Conn) -> Callable[[bytes], None]:
+        """What ``sock`` calls with each message: the core's ``on_message`` (bytes even for
+        text frames: no UTF-8 decode and re-encode), with what this connection sent before
+        its namespace was fixed counted against ``max_held_bytes``, and reading paused
+        while it is far over its send budget."""
+        on_message = self.core.on_message
+        conn_id = conn.id
+        held = 0
+
+        def deliver(data: bytes) -> None:
+            nonlocal held
+            try:
+                if conn.ns is None:  # the core holds what it sends until its namespace is fixed
+                    before = len(conn.buffer)
+                    on_message(conn_id, data)
+                    if len(conn.buffer) > before:
+                        held += len(data) + HELD_OVERHEAD
+                        if held > self.max_held:
+                            log.warning("closing worker %s (1008): over %d bytes sent before its namespace was "
+                                        "fixed (max_held_bytes)", conn_id, self.max_held)
+                            sock.deliver = None
+                            asyncio.ensure_future(sock.close(CloseCode.POLICY_VIOLATION,
+                                                             "too much sent before the namespace was fixed"))
+                else:
+                    on_message(conn_id, data)
+            except Exception:  # the core's bug must not take websockets' read path down
+                log.exception("message of worker %s dropped", conn_id)
+            if sock.paused:  # over its budget (one attribute test per message otherwise)
+                self._read_paused(sock)
+        return deliver
 
     async def _routes_known(self) -> None:
         """Listen only once the routes are known: a worker connecting at once would find
