@@ -1,6 +1,7 @@
 """Internal frames: what engine processes say to each other over the ZeroMQ bus.
 
-A frame on the wire is the multipart message ``[header, body]`` (the receiving ROUTER
+A frame is a pair ``(header, body)``; the bus (``brokers.kit.bus``) sends the frames of one
+loop pass to one peer as one message of length-prefixed records (the receiving ROUTER
 socket prepends the sender's node name). ``header`` is a small msgpack map that routing
 reads; ``body`` is opaque bytes, in practice the worker-protocol JSON message exactly as
 it will be written to (or was read from) a WebSocket, so a relay never re-encodes it.

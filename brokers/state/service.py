@@ -29,8 +29,8 @@ in those runs); ``state::get`` at 1.05x relay. Two limits, both measured:
 - CPU: per call the state process spends ~60 us (34 us with the in-memory store: the rest is
   the thread hand-off and txn per batch), the gateway ~41 us, the client ~28 us. About 130 us
   of CPU per call on 2 cores caps the whole path near 15k/s before any fsync. About half of
-  this process's loop time is the bus (pyzmq send_multipart/recv_multipart and its enum
-  flag arithmetic), in brokers/kit/bus.py.
+  this process's loop time was the bus (pyzmq send_multipart/recv_multipart and its enum
+  flag arithmetic; brokers/kit/bus.py now sends one part per peer and pass).
 Issue 20 (py-spy of this process and the gateway at 16 in flight, on a machine at load
 6-10): the writer thread is busy ~65 % of the wall clock, nearly all of it inside the LMDB
 commit (fsync); on the loop, ``Socket.send`` of the bus is the largest single cost (15 %
