@@ -68,6 +68,11 @@ class Baselines:
                 self.h.start_callee(url, [ECHO_FN])
         return self.urls[kind]
 
+    def forget_servers(self) -> None:
+        """The harness stopped every child: start the servers again when next asked."""
+        self.urls.clear()
+        self.pids.clear()
+
     def calls(self, kind: str, bench: str, inflight: int, size: str = "", connections: int = 1) -> dict[str, Any]:
         key = (kind, bench, inflight, size, connections)
         if key not in self.memo:
@@ -117,7 +122,7 @@ class Baselines:
         import psutil
         key = ("relay", "idle_memory")
         if key not in self.memo:
-            rss = round(psutil.Process(self.pids.get("relay") or self._relay_pid()).memory_info().rss / 2**20, 1)
+            rss = round(psutil.Process(self._relay_pid()).memory_info().rss / 2**20, 1)
             self.memo[key] = {"target": "relay", "bench": "idle_memory", "variant": "RSS, 1 process",
                               "status": "ok", "unit": "MB", "metrics": {"value": rss}}
         return self.memo[key]

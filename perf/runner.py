@@ -112,7 +112,7 @@ def _engine_phase(h: Harness, base: Baselines, wanted_set: set[str], rows: list[
             bench.run_single(eng)
         finally:
             h.stop_all()  # callees of this engine; baseline servers restart lazily
-            base.urls.clear()
+            base.forget_servers()
             eng.stop()
     for name in ("startup", "idle_memory"):  # each on its own engine of the default config
         if name in wanted_set:
@@ -124,6 +124,7 @@ def _engine_phase(h: Harness, base: Baselines, wanted_set: set[str], rows: list[
         if name in wanted_set:
             importlib.import_module(f"perf.{module}").bench(h, rows.append)
             h.stop_all()
+            base.forget_servers()
     if wanted_set & {"cross_gateway", "scaling"}:
         progress("starting the engine (2 gateway processes)")
         try:
