@@ -61,6 +61,10 @@ DRAIN_POLL_S = 0.01
 """At most one 'drained: N calls refused' line per worker per this many seconds."""
 
 
+def _drop(data: bytes) -> None:
+    """A refused or closed worker socket's deliverer: what it still sends is dropped."""
+
+
 class WorkerSocket(ServerConnection):
     """A worker's connection: its messages go to the core straight from ``data_received``,
     and it reports its transport's flow control to the gateway (``pause_writing``: over
@@ -89,6 +93,7 @@ class WorkerSocket(ServerConnection):
         self.direct = False
         self.deliver: Callable[[bytes], None] | None = None
         self.early: list[bytes] = []
+        self.early_bytes = 0
         self._parts: list[bytes] = []
 
     def process_event(self, event: Any) -> None:
@@ -109,10 +114,22 @@ class WorkerSocket(ServerConnection):
         else:
             super().process_event(event)  # PING / PONG / CLOSE
             return
-        if self.deliver is None:
-            self.early.append(data)
-        else:
+        if self.deliver is not None:
             self.deliver(data)
+            return
+        self.early.append(data)
+        self.early_bytes += len(data) + HELD_OVERHEAD
+        if self.early_bytes > self.gateway.max_held:  # flooding during the auth call
+            self.early.clear()
+            self.refuse("before the connection was accepted")
+
+    def refuse(self, when: str) -> None:
+        """Close with 1008 for sending more than ``max_held_bytes`` ``when``; what it sends
+        from now on is dropped."""
+        log.warning("closing worker %s (1008): over %d bytes sent %s (max_held_bytes)",
+                    self.conn.id if self.conn else self.remote_address, self.gateway.max_held, when)
+        self.deliver = _drop
+        asyncio.ensure_future(self.close(CloseCode.POLICY_VIOLATION, f"too much sent {when}"))
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -125,7 +142,7 @@ class WorkerSocket(ServerConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self.deliver = None
+        self.deliver = _drop
         if self.stall is not None:
             self.stall.cancel()
             self.stall = None
@@ -289,6 +306,8 @@ class Gateway(Process):
             except ConnectionClosed:  # a worker leaving, cleanly or not, is no error
                 pass
             return
+        if sock.deliver is _drop:
+            return  # refused while its auth call ran, or gone
         conn_id = str(uuid.uuid4())
         peer = sock.remote_address[0] if sock.remote_address else None
         self.sockets[conn_id] = sock
@@ -298,11 +317,10 @@ class Gateway(Process):
         try:
             early, sock.early = sock.early, []
             for data in early:
-                if sock.deliver is not None:
-                    sock.deliver(data)
+                sock.deliver(data)  # _drop once it was refused
             await sock.wait_closed()
         finally:
-            sock.deliver = None
+            sock.deliver = _drop
             self.sockets.pop(conn_id, None)
             if conn.refused or conn.dropped:
                 log.info("worker %s gone: %d calls refused and %d void calls dropped while it was over its "
@@ -327,11 +345,7 @@ class Gateway(Process):
                     if len(conn.buffer) > before:
                         held += len(data) + HELD_OVERHEAD
                         if held > self.max_held:
-                            log.warning("closing worker %s (1008): over %d bytes sent before its namespace was "
-                                        "fixed (max_held_bytes)", conn_id, self.max_held)
-                            sock.deliver = None
-                            asyncio.ensure_future(sock.close(CloseCode.POLICY_VIOLATION,
-                                                             "too much sent before the namespace was fixed"))
+                            sock.refuse("before the namespace was fixed")
                 else:
                     on_message(conn_id, data)
             except Exception:  # the core's bug must not take websockets' read path down

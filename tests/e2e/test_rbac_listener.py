@@ -22,6 +22,7 @@ workers:
     config:
       port: %d
       middleware_function_id: t::mw
+      max_held_bytes: 262144
       rbac:
         auth_function_id: t::auth
         hook_timeout_ms: 1000
@@ -67,6 +68,9 @@ def server(eng):
         tok = d["headers"].get("x-token")
         if tok == "ok":
             return {"allowed_functions": ["priv::granted"], "context": {"user": "u1"}}
+        if tok == "slow":
+            time.sleep(1.5)
+            return {"allowed_functions": ["priv::granted"], "context": {"user": "s"}}
         if tok == "prefix":
             return {"function_registration_prefix": "pfx", "context": {"user": "p"}}
         raise Exception("bad token")
@@ -223,3 +227,25 @@ def test_prefix_rewrite(server):
             t.join(5)
             c.close()
         assert box["fid"] == "echo"  # the worker is called by its own name
+
+
+def test_a_flood_during_the_auth_call_is_closed_and_the_listener_goes_on(server):
+    """What a connection sends while its auth call runs is held for it: more than
+    max_held_bytes (256 KiB here) closes it with 1008, it is never accepted, and the
+    next connection is served."""
+    from websockets.exceptions import ConnectionClosed
+    ws = rbac_client("slow")  # the auth function answers after 1.5 s
+    pad = json.dumps({"type": "ping", "pad": "x" * 60_000})
+    with pytest.raises(ConnectionClosed) as closed:
+        for _ in range(40):  # 2.4 MB, sent well within the auth call
+            ws.send(pad)
+        ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "before the connection was accepted" in closed.value.rcvd.reason
+    time.sleep(2)  # the test's auth server answers one call at a time: let the slow one end
+    ok = rbac_client("ok")
+    try:
+        result = call(ok, "priv::granted", {"n": 1}).get("result")  # through the middleware
+        assert result == {"through": "priv::granted", "payload": {"n": 1, "_via_mw": "u1"}}
+    finally:
+        ok.close()
