@@ -171,8 +171,15 @@ def test_kill_9_of_B_stops_its_callers_and_withdraws_its_functions(redis_server)
             # the next call is delivered to B's worker and never answered
             caller.send({"type": "invokefunction", "invocation_id": "inv-dies", "function_id": fn, "data": {}})
             callee.recv_until(lambda f: f.get("type") == "invokefunction", 10)
-            # the whole engine at once: its supervisor's group and any child that left it
+            # the whole engine at once: its supervisor's group and any child that left it.
+            # Frozen first: a child's PDEATHSIG is SIGTERM, and one that ran its handler
+            # before our SIGKILL reached it would say goodbye (a host that crashes cannot)
             procs = [psutil.Process(b.proc.pid), *psutil.Process(b.proc.pid).children(recursive=True)]
+            for p in procs:
+                try:
+                    p.suspend()
+                except psutil.Error:
+                    pass
             killed = time.monotonic()
             os.killpg(b.proc.pid, signal.SIGKILL)
             for p in procs:
