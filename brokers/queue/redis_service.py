@@ -298,12 +298,6 @@ class RedisQueueBroker(RedisUpkeep, RedisAdmin, QueueBroker):
         self._fns = "\n".join(f"{ns}{SEP}{fid}" for (ns, fid), (node, _) in self.routes.items()
                                if node != REMOTE_NODE)
 
-    def _kick(self) -> None:
-        if self._closing or not self.routes_known.is_set() or self._pump_scheduled:
-            return
-        self._pump_scheduled = True
-        asyncio.get_running_loop().call_soon(self._pump)
-
     def _pump(self) -> None:
         self._pump_scheduled = False
         if self._closing or self.r is None:
