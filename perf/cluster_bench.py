@@ -44,8 +44,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import statistics
-import subprocess
-import time
 from typing import Any, Callable
 
 import psutil
@@ -53,7 +51,7 @@ import yaml
 
 from . import core, wire
 from .benches import ECHO_FN, attach, call_spec
-from .engine import ROOT, Engine, make_config, supervisor_cmd
+from .engine import Engine, make_config
 from .engine_benches import FAILED_STARTS, EngineBenches, EngineDown, _start_once
 from .peers import PeerRedis
 from .rbac_bench import _engine_cpu, _paired
@@ -97,13 +95,6 @@ class Host(Engine):
             yaml.safe_dump(cfg, fh)
         # no Prometheus listener (as ``DefaultEngine``): 9464 may be another engine's
         self.env = dict(os.environ, III_PROMETHEUS_PORT="0", **({"III_HOST_ID": host_id} if host_id else {}))
-
-    def start(self) -> None:
-        self.started_at = time.monotonic()
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen([*supervisor_cmd(), "start", self.config_path], env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
-                                         start_new_session=True)
 
 
 def start_host(workers: list[dict[str, Any]], host_id: str | None = None, attempts: int = 2) -> Host:

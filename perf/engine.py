@@ -64,6 +64,8 @@ class Engine:
         self.log_path = os.path.join(self.files_dir, "supervisor.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        self.env: dict[str, str] | None = None
+        """The supervisor's environment (None: ours); subclasses set it."""
 
     @property
     def url(self) -> str:
@@ -72,7 +74,7 @@ class Engine:
     def start(self) -> None:
         self.started_at = time.monotonic()
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen([*supervisor_cmd(), "start", self.config_path],
+            self.proc = subprocess.Popen([*supervisor_cmd(), "start", self.config_path], env=self.env,
                                          stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
                                          start_new_session=True)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import time
 from typing import Any, Callable
 
@@ -17,7 +16,7 @@ import psutil
 from . import core, wire
 from .benches import (CONN_INFLIGHT, CONNS, ECHO_FN, FANOUTS, INFLIGHTS, QUEUE_FN, SIZES, Baselines,
                       attach, call_spec, first_call, variant_of)
-from .engine import ROOT, Engine, supervisor_cmd
+from .engine import ROOT, Engine
 
 QUEUE_SHAPES = ((1, 16), (16, 1))
 """(producer connections, calls in flight on each) for the queue benchmarks (issue 5)."""
@@ -45,13 +44,6 @@ class DefaultEngine(Engine):
                         III_PROMETHEUS_PORT="0", III_PROMETHEUS_HOST="127.0.0.1",
                         III_GATEWAY_PROCESSES="1", III_RUNTIME_DIR=self.runtime_dir,
                         III_DATA_DIR=os.path.join(self.runtime_dir, "data"))
-
-    def start(self) -> None:
-        self.started_at = time.monotonic()
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen([*supervisor_cmd(), "start", self.config_path], env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT),
-                                         start_new_session=True)
 
 
 def process_label(p: psutil.Process, root_pid: int) -> str:
