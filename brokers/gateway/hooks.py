@@ -49,34 +49,39 @@ class Hooks(Guard):
     def _drop(self, conn: Conn, msg: dict, why: str) -> None:
         log.warning("dropping %s %r of worker %s: %s", msg.get("type"), msg.get("id"), conn.id, why)
 
-    async def _hook(self, key: str, data: dict) -> Any:
-        """The hook's answer, or an ``EngineError`` as a value (it denies)."""
+    async def _rewritten(self, conn: Conn, msg: dict, key: str, data: dict, fields: dict[str, type],
+                         id_field: str) -> bool:
+        """Ask the hook ``key`` (when the listener has one) about ``msg`` and apply the rewrite
+        it answered (``id_field`` renames ``msg["id"]``); False when it denied: dropped."""
+        hook = self.rules.hooks.get(key) if self.rules is not None else None
+        if not hook:
+            return True
         try:
-            return await self.engine_call_for(self.rules.hooks[key], data, self.hook_timeout_s)
-        except EngineError as exc:
-            return exc
+            answer: Any = await self.engine_call_for(hook, data, self.hook_timeout_s)
+        except EngineError as exc:  # a failing or silent hook denies
+            answer = exc
+        rewrite = rbac.hook_rewrite(answer, fields)
+        if rewrite is None:
+            self._drop(conn, msg, f"denied by {hook}: {_why(answer)}")
+            return False
+        if id_field in rewrite:
+            msg["id"] = rewrite.pop(id_field)
+        msg.update(rewrite)
+        return True
 
     async def _checked(self, conn: Conn, msg: dict) -> dict | None:
         """The message to register (rewritten), or None when it is dropped."""
         s = conn.rbac
         kind = msg["type"]
-        hooks = self.rules.hooks if self.rules is not None else {}
         if kind == "registerfunction":
             if not s.may_register_functions:
                 self._drop(conn, msg, "function registration not allowed for this session")
                 return None
-            hook = hooks.get("on_function_registration_function_id")
-            if hook:
-                answer = await self._hook("on_function_registration_function_id", {
+            if not await self._rewritten(conn, msg, "on_function_registration_function_id", {
                     "function_id": msg["id"], "description": msg.get("description"),
-                    "metadata": msg.get("metadata"), "namespace": conn.ns, "context": s.context})
-                rewrite = rbac.hook_rewrite(answer, {"function_id": str, "description": str, "metadata": object})
-                if rewrite is None:
-                    self._drop(conn, msg, f"denied by {hook}: {_why(answer)}")
-                    return None
-                if "function_id" in rewrite:
-                    msg["id"] = rewrite.pop("function_id")
-                msg.update(rewrite)
+                    "metadata": msg.get("metadata"), "namespace": conn.ns, "context": s.context},
+                    {"function_id": str, "description": str, "metadata": object}, "function_id"):
+                return None
             if s.prefix is not None:
                 own = msg["id"]
                 msg["id"] = f"{s.prefix}::{own}"
@@ -90,42 +95,27 @@ class Hooks(Guard):
             if not s.may_register_types:
                 self._drop(conn, msg, "trigger type registration not allowed for this session")
                 return None
-            hook = hooks.get("on_trigger_type_registration_function_id")
-            if hook:
-                answer = await self._hook("on_trigger_type_registration_function_id", {
-                    "trigger_type_id": msg["id"], "description": msg.get("description"), "context": s.context})
-                rewrite = rbac.hook_rewrite(answer, {"trigger_type_id": str, "description": str})
-                if rewrite is None:
-                    self._drop(conn, msg, f"denied by {hook}: {_why(answer)}")
-                    return None
-                if "trigger_type_id" in rewrite:
-                    msg["id"] = rewrite.pop("trigger_type_id")
-                msg.update(rewrite)
+            if not await self._rewritten(conn, msg, "on_trigger_type_registration_function_id", {
+                    "trigger_type_id": msg["id"], "description": msg.get("description"), "context": s.context},
+                    {"trigger_type_id": str, "description": str}, "trigger_type_id"):
+                return None
             return msg
         if kind == "registertrigger":
-            return await self._checked_trigger(conn, msg, hooks)
+            return await self._checked_trigger(conn, msg)
         return msg
 
-    async def _checked_trigger(self, conn: Conn, msg: dict, hooks: dict) -> dict | None:
+    async def _checked_trigger(self, conn: Conn, msg: dict) -> dict | None:
         s = conn.rbac
         if s.trigger_types is not None and msg["trigger_type"] not in s.trigger_types:
             self._drop(conn, msg, f"trigger type {msg['trigger_type']!r} not allowed for this session")
             return None
         target_ns = msg.get("namespace") or "default"
-        hook = hooks.get("on_trigger_registration_function_id")
-        if hook:
-            answer = await self._hook("on_trigger_registration_function_id", {
+        if not await self._rewritten(conn, msg, "on_trigger_registration_function_id", {
                 "trigger_id": msg["id"], "trigger_type": msg["trigger_type"], "function_id": msg["function_id"],
                 "config": msg.get("config"), "metadata": msg.get("metadata"), "namespace": target_ns,
-                "context": s.context})
-            rewrite = rbac.hook_rewrite(answer, {"trigger_id": str, "trigger_type": str, "function_id": str,
-                                                 "config": object})
-            if rewrite is None:
-                self._drop(conn, msg, f"denied by {hook}: {_why(answer)}")
-                return None
-            if "trigger_id" in rewrite:
-                msg["id"] = rewrite.pop("trigger_id")
-            msg.update(rewrite)
+                "context": s.context},
+                {"trigger_id": str, "trigger_type": str, "function_id": str, "config": object}, "trigger_id"):
+            return None
         if s.prefix is not None:
             msg["function_id"] = f"{s.prefix}::{msg['function_id']}"
         fid = msg["function_id"]
