@@ -164,7 +164,7 @@ class GatewayCore(Hooks, CallRelay, Registrations):
         elif kind == frames.ACK:
             self.up_acked = max(self.up_acked, header["s"])
             if self.claims:
-                self.claims = {k: v for k, v in self.claims.items() if v[0] > self.up_acked}
+                self.acked_claims()
         elif kind == frames.DOWN:
             conn = self.conns.get(header.get("c"))
             if conn is not None:

@@ -72,7 +72,18 @@ class Registrations(GatewayState):
         else:
             return
         self.routes.apply([["+", conn.ns, function_id, node, conn.id]])
-        self.claims[(conn.ns, function_id)] = (self.up_sent + 1, (node, conn.id))  # its UP is next
+        key = (conn.ns, function_id)
+        self.claims.pop(key, None)  # insertion order stays UP order (acked_claims)
+        self.claims[key] = (self.up_sent + 1, (node, conn.id))  # its UP is next
+
+    def acked_claims(self) -> None:
+        """Forget the claims whose UP the router acknowledged: they are the oldest ones."""
+        claims = self.claims
+        while claims:
+            key = next(iter(claims))
+            if claims[key][0] > self.up_acked:
+                return
+            del claims[key]
 
     def reclaim(self) -> None:
         """A full route snapshot ("=") replaced the table: the claims whose UP the router
