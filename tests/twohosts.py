@@ -16,7 +16,7 @@ import textwrap
 from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator
 
-from tests.harness import Engine, free_port, start_engine
+from tests.harness import Engine, free_port, make_config, start_engine
 
 
 def reference_config(queues: dict[str, Any] | None = None) -> str:
@@ -47,18 +47,11 @@ def reference_config(queues: dict[str, Any] | None = None) -> str:
 
 
 def host_config(workers_yaml: str, redis_url: str, stream_port: int) -> str:
-    text = textwrap.dedent("""\
-        engine:
-          runtime_dir: {runtime_dir}
-          data_dir: {data_dir}
-        workers:
-          - name: iii-worker-manager
-            config:
-              host: 127.0.0.1
-              port: {port}
-        """)
+    """A host's config text, ``{port}``, ``{runtime_dir}`` and ``{data_dir}`` left for
+    ``start_engine`` to fill in (the harness's ``make_config`` with those placeholders)."""
     body = workers_yaml.replace("{redis_url}", redis_url).replace("{stream_port}", str(stream_port))
-    return text + textwrap.indent(textwrap.dedent(body).strip("\n"), "  ") + "\n"
+    return make_config(port="{port}", runtime_dir="{runtime_dir}", data_dir="{data_dir}",  # type: ignore[arg-type]
+                       extra_workers_yaml=body)
 
 
 @contextmanager

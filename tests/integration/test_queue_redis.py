@@ -12,7 +12,10 @@ import uuid
 import pytest
 
 from tests.harness import QUEUE_READY, running_engine
-from tests.integration.test_queue_service import enqueue, fail, subscribe, wait_subscribers
+from tests.integration.test_queue_service import enqueue, fail, wait_subscribers
+# the builtin queue's own tests, run here again against this module's engine on Redis
+from tests.integration.test_queue_service import (  # noqa: F401
+    test_durable_fanout_and_unsubscribe_one, test_leased_job_is_delivered_again_after_kill_9)
 from tests.wsclient import RawClient, fid, ok
 
 QUEUES = {
@@ -197,29 +200,6 @@ def test_missing_target_retries_then_dlq(worker) -> None:
                           {"queue": "twice", "message_id": msg["id"]}))["redriven"] == 1
 
 
-def test_durable_fanout_and_unsubscribe_one(worker) -> None:
-    topic, a, b = fid("topic"), fid("sub.a"), fid("sub.b")
-    worker.register_function(a)
-    worker.register_function(b)
-    subscribe(worker, "ta-" + topic, a, topic)
-    subscribe(worker, "tb-" + topic, b, topic)
-    wait_subscribers(worker, topic, 2)
-    assert ok(worker.call("iii::durable::publish", {"topic": topic, "data": {"k": 1}})) is None
-    got = {}
-    for _ in range(2):
-        inv = worker.recv_until(lambda f: f.get("type") == "invokefunction" and f["function_id"] in (a, b))
-        got[inv["function_id"]] = inv["data"]
-        worker.answer(inv, None)
-    assert got == {a: {"k": 1}, b: {"k": 1}}
-    worker.send({"type": "unregistertrigger", "id": "ta-" + topic, "trigger_type": "durable:subscriber"})
-    wait_subscribers(worker, topic, 1)
-    ok(worker.call("iii::durable::publish", {"topic": topic, "data": 2}))
-    inv = worker.recv_until(lambda f: f.get("type") == "invokefunction" and f["function_id"] in (a, b))
-    assert inv["function_id"] == b
-    worker.answer(inv, None)
-    assert not [f for f in worker.frames_within(0.3) if f.get("function_id") == a]
-
-
 def test_durable_subscriber_retries_then_dlq(worker) -> None:
     topic, a = fid("topic.dlq"), fid("sub.dlq")
     worker.register_function(a)
@@ -238,15 +218,3 @@ def test_durable_subscriber_retries_then_dlq(worker) -> None:
     assert [m["retries"] for m in msgs] == [2]
     assert ok(worker.call("iii::queue::redrive", {"topic": topic}))["redriven"] == 1
     worker.answer(worker.next_call(a), None)
-
-
-def test_leased_job_is_delivered_again_after_kill_9(engine, worker) -> None:
-    fn = fid("durable")
-    worker.register_function(fn)
-    ok(enqueue(worker, fn, {"keep": "me"}, "flaky"))
-    first = worker.next_call(fn)  # leased, never answered
-    pid = engine.kill("queue")
-    engine.wait_running("queue", timeout=10, not_pid=pid)
-    again = worker.next_call(fn, timeout=10)  # the new incarnation returned the dead one's lease
-    assert again["data"] == {"keep": "me"} and again["invocation_id"] != first["invocation_id"]
-    worker.answer(again, None)
