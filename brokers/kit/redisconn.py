@@ -16,6 +16,7 @@ unix), so a typo fails ``check``/``start``, not the first write.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from typing import Any
@@ -25,6 +26,23 @@ from brokers.kit.schema import ConfigError, Field, validate
 
 DEFAULT_URL = "redis://localhost:6379"
 SCHEMES = ("redis", "rediss", "unix")
+
+
+class Backoff:
+    """The pause of a loop that talks to Redis between a failure and its next attempt:
+    ``first`` seconds, doubled after each failure up to ``cap``, ``first`` again after a
+    success. ``delay`` is the next pause (for the log line that announces it)."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first, self.cap = first, cap
+        self.delay = first
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+    async def pause(self) -> None:
+        delay, self.delay = self.delay, min(self.delay * 2, self.cap)
+        await asyncio.sleep(delay)
 
 
 def _url(value: Any) -> str | None:

@@ -24,6 +24,8 @@ import asyncio
 import logging
 from typing import Any, Callable
 
+from brokers.kit.redisconn import Backoff
+
 log = logging.getLogger(__name__)
 
 BATCH = 512
@@ -92,20 +94,19 @@ class RedisTopics:
                 raise
 
     async def _writer(self) -> None:
-        backoff = 0.1
+        backoff = Backoff()
         while True:
             await self._out_ready.wait()
             self._out_ready.clear()
             try:
                 await self._flush()
-                backoff = 0.1
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("pubsub: PUBLISH to Redis failed (%s); %d waiting, again in %.1fs",
-                            exc, len(self._out), backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                            exc, len(self._out), backoff.delay)
+                await backoff.pause()
                 self._out_ready.set()
 
     # ------------------------------------------------------------ subscribing
@@ -117,7 +118,7 @@ class RedisTopics:
             self._changed.set()
 
     async def _subscriber(self) -> None:
-        backoff = 0.1
+        backoff = Backoff()
         while True:
             await self._changed.wait()
             self._changed.clear()
@@ -131,28 +132,26 @@ class RedisTopics:
                 if drop:
                     await self._pubsub.unsubscribe(*drop)
                     self._have.difference_update(drop)
-                backoff = 0.1
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("pubsub: SUBSCRIBE on Redis failed (%s); again in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("pubsub: SUBSCRIBE on Redis failed (%s); again in %.1fs", exc, backoff.delay)
+                await backoff.pause()
                 self._changed.set()
 
     async def _reader(self) -> None:
-        backoff = 0.1
+        backoff = Backoff()
         while True:
             await self._subscribed.wait()
             try:
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                backoff = 0.1
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a connection past redis-py's retries: a new one
-                log.warning("pubsub: Redis subscription lost (%s); subscribing again in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("pubsub: Redis subscription lost (%s); subscribing again in %.1fs", exc, backoff.delay)
+                await backoff.pause()
                 old, self._pubsub = self._pubsub, self.r.pubsub()
                 self._have.clear()
                 self._subscribed.clear()

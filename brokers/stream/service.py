@@ -44,6 +44,7 @@ from brokers.kit.commit import GroupCommitter
 from brokers.kit.errors import EngineError
 from brokers.kit.ops import MISSING
 from brokers.kit import listen, redisconn
+from brokers.kit.redisconn import Backoff
 from brokers.kit.units import RunContext
 from brokers.state.core import Outcome, Write
 from brokers.state.store import LmdbStore, Store, batch_failure, open_store
@@ -318,13 +319,13 @@ class StreamBroker(Broker):
 
     async def _events_loop(self) -> None:
         """``stream::events`` -> this host's subscriber sockets."""
-        backoff = 0.1
+        backoff = Backoff()
         while True:
             pubsub = self.redis.r.pubsub()
             try:
                 await pubsub.subscribe(EVENTS_CHANNEL)
                 self._events_ready.set()
-                backoff = 0.1
+                backoff.reset()
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is None or msg.get("type") != "message":
@@ -338,9 +339,8 @@ class StreamBroker(Broker):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("iii-stream: %s subscription lost (%s); again in %.1fs", EVENTS_CHANNEL, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("iii-stream: %s subscription lost (%s); again in %.1fs", EVENTS_CHANNEL, exc, backoff.delay)
+                await backoff.pause()
             finally:
                 try:
                     await pubsub.aclose()
@@ -351,7 +351,7 @@ class StreamBroker(Broker):
         """``iii:stream-changes`` (this host's consumer group) -> this host's stream bindings.
         Entries delivered before a crash and not acknowledged are read again first."""
         await self.routes_known.wait()
-        r, backoff, start = self.redis.r, 0.1, "0"
+        r, backoff, start = self.redis.r, Backoff(), "0"
         while True:
             try:
                 resp = await r.xreadgroup(self.host, self.host, {CHANGES: start}, count=512,
@@ -374,15 +374,14 @@ class StreamBroker(Broker):
                     self.fire_triggers(message, trace)  # type: ignore[arg-type]
                 if ids:
                     await r.xack(CHANGES, self.host, *ids)
-                backoff = 0.1
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if "NOGROUP" in str(exc):
                     await self._create_group()
-                log.warning("iii-stream: reading %s failed (%s); again in %.1fs", CHANGES, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("iii-stream: reading %s failed (%s); again in %.1fs", CHANGES, exc, backoff.delay)
+                await backoff.pause()
 
     def _on_bind(self, binding: dict) -> None:
         cfg = core.parse_trigger_config(binding["config"])
