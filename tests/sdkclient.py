@@ -30,3 +30,17 @@ def trigger_when_found(iii: Any, function_id: str, payload: Any, within: float =
             if getattr(exc, "code", None) != "function_not_found" or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def wait_registered(iii: Any, function_id: str, within: float = 5.0) -> None:
+    """Until the engine knows ``function_id`` (``engine::functions::info`` answers it), before
+    a call that must not be retried (it hands over a one-use channel ref, say)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            iii.trigger({"function_id": "engine::functions::info", "payload": {"function_id": function_id}})
+            return
+        except Exception as exc:
+            if str(getattr(exc, "code", "")).lower() != "not_found" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -20,7 +20,7 @@ import pytest
 
 from tests import webclient
 from tests.harness import Engine, free_port, running_engine
-from tests.sdkclient import our_worker, trigger_when_found
+from tests.sdkclient import our_worker, trigger_when_found, wait_registered
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,7 @@ def test_ten_megabytes_in_frames_of_at_most_64_kib(pair: tuple[Any, Any]) -> Non
         return {"sha": h.hexdigest(), "n": n, "largest": largest, "frames": frames}
 
     processor.register_function(fid, digest)
+    wait_registered(sender, fid)  # the call hands over a one-use reader ref: it is not retried
 
     async def send() -> dict:
         channel = await create_channel_async(sender)  # on our own loop, not the SDK's
