@@ -13,11 +13,16 @@ an ``engine.cluster`` block (``enabled: false`` turns it off):
         ttl_ms: 3000
 
 ``advertise`` (config, else ``$III_CLUSTER_ADVERTISE``, else ``127.0.0.1`` and a free
-port) is resolved by the process itself. Invariant: ``implied(cfg)`` reads only the config
+port) is resolved by the process itself. Each gateway process of a cluster host also
+listens on a free TCP port of the ``bind`` interface and advertises it on the ``advertise``
+host (``endpoints``): the other hosts' gateways call its workers there directly. Between
+hosts, the cluster's port and those must be reachable (the links carry no
+authentication: a private network). Invariant: ``implied(cfg)`` reads only the config
 it is given.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from brokers.kit.redisconn import DEFAULT_URL, REDIS_FIELDS, is_redis
@@ -42,6 +47,22 @@ FIELDS = {
     "ttl_ms": Field(int, 3000, check=lambda v: None if v >= 100 else "must be >= 100"),
     "prefix": Field(str, "iii:cluster"),
 }
+
+
+def endpoints(cfg: dict[str, Any] | None, port: str | None = None) -> tuple[str, str]:
+    """``(advertised host, bind endpoint)`` of a process of this host: the cluster's
+    (``port`` None: the configured one), or a gateway's (``port`` "0": a free one)."""
+    advertise = (cfg or {}).get("advertise") or os.environ.get(ADVERTISE_ENV) or "127.0.0.1:0"
+    bind = (cfg or {}).get("bind") or advertise
+    host, _, p = bind.rpartition(":")
+    p = p if port is None else port
+    return advertise, f"tcp://{host}:{'*' if p == '0' else p}"
+
+
+def shares(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What every process of a cluster host learns of the cluster's config (the gateways
+    bind and advertise their own endpoints on its interfaces)."""
+    return {"advertise": cfg["advertise"], "bind": cfg["bind"]}
 
 
 def parse(raw: Any, path: str) -> dict[str, Any]:

@@ -8,12 +8,14 @@ Redis by the shell) and answers with the registrations to send the local router,
 
     ("open", conn)                     CONN open of a pseudo-connection of the cluster node
     ("close", conn)                    CONN close: the router drops all its functions at once
-    ("register", conn, ns, fn, meta)   an UP registerfunction of ``conn``
+    ("register", conn, ns, fn)         an UP registerfunction of ``conn``
     ("unregister", conn, ns, fn)       an UP unregisterfunction of ``conn``
 
-A remote function is registered as owned by ``(cluster node, "<host>/<ns>")``: one
-pseudo-connection per (host, namespace), so an INV's ``to`` names the host and namespace
-without a lookup, and a dead host's functions go away with one CONN close. The router lets
+A remote function is registered as owned by ``(cluster node, "<host>/<node>/<conn>")``,
+the connection that serves it on its host (the ``"o"`` of its directory details): one
+pseudo-connection per remote owner, so a gateway that can reach ``<host>/<node>`` (a
+PEERS frame) calls it there directly, anyone else's INV names host and owner without a
+lookup, and a dead host's functions go away with a CONN close per owner. The router lets
 an entry of the cluster node yield to any other owner (``brokers.router.core.REMOTE_NODE``).
 
 Invariants:
@@ -36,9 +38,25 @@ Owner = tuple[str, "str | None"]
 Effect = tuple
 
 
-def pseudo_conn(host: str, ns: str) -> str:
-    """The pseudo-connection id under which host ``host``'s functions of ``ns`` are registered."""
-    return f"{host}/{ns}"
+def pseudo_conn(host: str, details: dict) -> str | None:
+    """The pseudo-connection under which a function of ``host`` whose directory details
+    are ``details`` is registered: its owner's, None when they name none."""
+    owner = details.get("o")
+    if not (isinstance(owner, list) and len(owner) == 2 and all(isinstance(x, str) and x for x in owner)
+            and "/" not in owner[0] and "/" not in owner[1]):
+        return None
+    return f"{host}/{owner[0]}/{owner[1]}"
+
+
+def owner_of(conn: str) -> tuple[str, str]:
+    """``(node, connection)`` on its host of a pseudo-connection's owner."""
+    _, node, owner = conn.rsplit("/", 2)
+    return node, owner
+
+
+def details(owner: tuple[str, str | None]) -> dict:
+    """What this host publishes of a function it exports: who serves it here."""
+    return {"o": [owner[0], owner[1]]}
 
 
 @dataclass
@@ -49,7 +67,9 @@ class Host:
     addr: str
     epoch: str
     functions: dict[Key, dict] = field(default_factory=dict)
-    """Key -> its registration details (description, metadata, formats)."""
+    """Key -> its directory details (``details``: its owner there)."""
+    nodes: dict[str, list] = field(default_factory=dict)
+    """Its gateways that take calls from other hosts: node -> [TCP endpoint, epoch]."""
 
 
 class Directory:
@@ -65,8 +85,8 @@ class Directory:
         self.hosts: dict[str, Host] = {}
         self.registered: dict[Key, str] = {}
         """Key -> the pseudo-connection we registered it under."""
-        self.conns: dict[str, tuple[str, str]] = {}
-        """Open pseudo-connection -> (host, namespace)."""
+        self.conns: dict[str, str] = {}
+        """Open pseudo-connection -> its host."""
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -110,17 +130,17 @@ class Directory:
 
     def desired(self) -> dict[Key, tuple[str, str]]:
         """Key -> (pseudo-connection, host) for every remote function routable here."""
+        offers: dict[Key, dict[str, str]] = {}
+        for host_id, host in self.hosts.items():
+            for key, info in host.functions.items():
+                conn = pseudo_conn(host_id, info)
+                if conn is not None and not self.is_local(key):
+                    offers.setdefault(key, {})[host_id] = conn
         out: dict[Key, tuple[str, str]] = {}
-        for host_id in sorted(self.hosts):
-            for key in self.hosts[host_id].functions:
-                if key in out or self.is_local(key):
-                    continue
-                conn = self.registered.get(key)
-                where = self.conns.get(conn) if conn is not None else None
-                if where is not None and where[0] in self.hosts and key in self.hosts[where[0]].functions:
-                    out[key] = (conn, where[0])  # still served where it is: it stays there
-                else:
-                    out[key] = (pseudo_conn(host_id, key[0]), host_id)
+        for key, by_host in offers.items():
+            where = self.conns.get(self.registered.get(key, ""))
+            host_id = where if where in by_host else min(by_host)  # it stays where it is
+            out[key] = (by_host[host_id], host_id)
         return out
 
     def reconcile(self) -> list[Effect]:
@@ -136,10 +156,10 @@ class Directory:
             if self.registered.get(key) == conn:
                 continue
             if conn not in self.conns:
-                self.conns[conn] = (host_id, key[0])
+                self.conns[conn] = host_id
                 effects.append(("open", conn))
             self.registered[key] = conn
-            effects.append(("register", conn, key[0], key[1], self.hosts[host_id].functions.get(key) or {}))
+            effects.append(("register", conn, key[0], key[1]))
         used = set(self.registered.values())
         closed = [c for c in self.conns if c not in used]
         for conn in closed:
@@ -154,13 +174,19 @@ class Directory:
         """Everything registered, again (the router restarted)."""
         effects: list[Effect] = [("open", conn) for conn in self.conns]
         for key, conn in self.registered.items():
-            host = self.hosts[self.conns[conn][0]]
-            effects.append(("register", conn, key[0], key[1], host.functions.get(key) or {}))
+            effects.append(("register", conn, key[0], key[1]))
         return effects
 
-    def target(self, conn: str | None) -> tuple[str, str] | None:
-        """``(host, namespace)`` of an INV addressed to pseudo-connection ``conn``."""
-        return self.conns.get(conn) if conn is not None else None
+    def target(self, conn: str | None) -> tuple[str, str, str] | None:
+        """``(host, node, connection)`` of an INV addressed to pseudo-connection ``conn``."""
+        host = self.conns.get(conn) if conn is not None else None
+        return None if host is None else (host, *owner_of(conn))
+
+    def peers(self) -> dict[str, tuple[str, str]]:
+        """``"<host>/<node>"`` -> (endpoint, epoch) of every other host's gateway."""
+        return {f"{hid}/{node}": (ep[0], ep[1]) for hid, host in self.hosts.items()
+                for node, ep in host.nodes.items()
+                if isinstance(ep, list) and len(ep) == 2 and all(isinstance(x, str) for x in ep) and "/" not in node}
 
 
 def export_diff(published: dict[Key, dict], current: dict[Key, dict]) -> tuple[dict[Key, dict], list[Key]]:

@@ -4,8 +4,10 @@ hosts' functions made routable here, and the calls between hosts.
 Directory in Redis (``prefix`` = ``iii:cluster``):
 
     <prefix>:hosts            set of host ids that joined
-    <prefix>:host:<id>        {"addr", "epoch"} JSON, PX ttl_ms, refreshed every heartbeat_ms
+    <prefix>:host:<id>        {"addr", "epoch", "nodes": {gateway: [addr, epoch]}} JSON, PX
+                              ttl_ms, refreshed every heartbeat_ms
     <prefix>:fns:<id>         hash: field JSON [namespace, function_id] -> JSON details
+                              ({"o": [node, conn]}: who serves it on that host)
     <prefix>:events:<db>      pub/sub: {"host", "epoch", "ev": "fns" | "down"} on every change
                               (pub/sub is server-wide: the database number keeps clusters
                               on other databases of one server apart)
@@ -16,22 +18,26 @@ dead: its routes go (one CONN close per pseudo-connection at the local router) a
 calls waiting on it get ``invocation_stopped``; the first host to see it also deletes its
 leftovers.
 
-Calls: a gateway sends an INV for a remote function to this node (the router lists it as
-owned by ``(cluster, "<host>/<ns>")``); it goes over the TCP link to that host's cluster
-process as ``{k: inv, id, fn, ns, rc: seq}`` with the body untouched, which delivers it to
-the local owner with itself as the reply node; the RES comes back the same way. Bodies
-are never parsed on the way.
+Calls: a gateway calls another host's worker directly, gateway to gateway over TCP: each
+gateway tells this process where it listens (EP), its endpoint goes into this host's entry,
+and every local gateway gets the other hosts' gateways (PEERS). The route of a remote
+function names its owner there (``core.pseudo_conn``), so the gateway sends the INV to
+``<host>/<node>``; when one of those endpoints changes or its host goes, the local gateways
+get a RESET for it and stop what waited on it. Any other process's INV for a remote
+function comes here instead and goes over the TCP link to that host's cluster process as
+``{k: inv, id, fn, node, to, rc: seq}`` with the body untouched, which delivers it to the
+owner with itself as the reply node; the RES comes back the same way. Bodies are never
+parsed on the way.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
 from typing import Any
 
 from brokers.cluster import core
-from brokers.cluster.config import ADVERTISE_ENV
+from brokers.cluster.config import endpoints
 from brokers.cluster.link import Link
 from brokers.kit import errors, frames, wire
 from brokers.kit.broker import Broker, BusFactory, run
@@ -61,18 +67,20 @@ class Cluster(Broker):
         self.host = host_id()
         self.dir = core.Directory(self.host, self.name)
         self.calls = core.Calls()
-        advertise = cfg.get("advertise") or os.environ.get(ADVERTISE_ENV) or "127.0.0.1:0"
-        self._advertise = advertise
-        bind = cfg.get("bind") or advertise
-        h, _, p = bind.rpartition(":")
-        self.wan = Link(self.host, f"tcp://{h}:{'*' if p == '0' else p}", self._on_wan)
+        self._advertise, bind = endpoints(cfg)
+        self.wan = Link(self.host, bind, self._on_wan)
+        self.gateways: dict[str, list] = {}
+        """This host's gateways that take calls from other hosts: node -> [endpoint, epoch]."""
+        self.peers: dict[str, tuple[str, str]] = {}
+        """The other hosts' gateways as the local ones were last told (``core.Directory.peers``)."""
         self.redis: Any = None
         self.prefix = cfg["prefix"]
         self.published: dict[core.Key, dict] = {}
         self._publish_task: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
         self._kinds.update({frames.INV: self._on_local_inv, frames.RES: self._on_local_res,
-                            frames.RESET: self._on_local_reset, frames.ROUTES: self._on_routes})
+                            frames.RESET: self._on_local_reset, frames.ROUTES: self._on_routes,
+                            frames.EP: self._on_endpoint})
         self.stats = {"out": 0, "in": 0}
 
     # ---- keys -------------------------------------------------------------------------
@@ -132,7 +140,7 @@ class Cluster(Broker):
     # ---- the directory ----------------------------------------------------------------
 
     async def _beat(self) -> None:
-        record = json.dumps({"addr": self.addr, "epoch": self.epoch})
+        record = json.dumps({"addr": self.addr, "epoch": self.epoch, "nodes": self.gateways})
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self._k("host", self.host), record, px=self.cfg["ttl_ms"])
         pipe.sadd(self._k("hosts"), self.host)
@@ -187,10 +195,45 @@ class Cluster(Broker):
         fns = {_key(f): json.loads(v) for f, v in fields.items()}
         if known is None or known.epoch != rec["epoch"]:
             log.info("cluster: host %s joined at %s with %d functions", hid, rec["addr"], len(fns))
-        self._apply(self.dir.set_host(core.Host(hid, rec["addr"], rec["epoch"], fns)))
+        nodes = rec.get("nodes")
+        self._tell_peers(core.Host(hid, rec["addr"], rec["epoch"], fns, nodes if isinstance(nodes, dict) else {}))
+
+    def _tell_peers(self, host: core.Host | None = None, gone: str | None = None) -> None:
+        """A host's entry read (or ``gone``): the local gateways learn the other hosts'
+        gateways before the routes to them, and whatever waited on a gateway that moved or
+        went is stopped (a RESET of its name)."""
+        effects = self.dir.set_host(host) if host is not None else self.dir.drop_host(gone)
+        now = self.dir.peers()
+        if now != self.peers:
+            moved = [name for name, ep in self.peers.items() if now.get(name) != ep]
+            self.peers = now
+            table = {name: ep[0] for name, ep in now.items()}
+            for gw in self.gateways:
+                self.send(gw, frames.peers(table, f"{self.host}/{gw}"))
+                for name in moved:
+                    self.send(gw, frames.reset(name))
+        self._apply(effects)
+
+    def _on_endpoint(self, sender: str, header: dict, body: bytes) -> None:
+        """A local gateway takes calls from other hosts at ``addr``: into our entry."""
+        ep = [header.get("addr"), header.get("epoch")]
+        if not all(isinstance(x, str) for x in ep):
+            return
+        self.send(sender, frames.peers({name: e[0] for name, e in self.peers.items()}, f"{self.host}/{sender}"))
+        if self.gateways.get(sender) != ep:
+            self.gateways[sender] = ep
+            asyncio.get_running_loop().create_task(self._announce())
+
+    async def _announce(self) -> None:
+        """Our entry changed: written now and announced (not at the next heartbeat)."""
+        try:
+            await self._beat()
+            await self.redis.publish(self._events, json.dumps({"host": self.host, "ev": "fns", "epoch": self.epoch}))
+        except Exception as exc:  # the heartbeats write it again
+            log.warning("cluster: cannot announce this host's gateways: %s", exc)
 
     def _host_gone(self, hid: str) -> None:
-        self._apply(self.dir.drop_host(hid))
+        self._tell_peers(gone=hid)
         for out in self.calls.host_gone(hid):
             self._stop_out(out)
         self.calls.origin_gone(hid)
@@ -237,7 +280,7 @@ class Cluster(Broker):
         """Write this host's exported functions (what changed) and announce it."""
         await asyncio.sleep(0.01)  # a burst of registrations, one write
         while True:
-            current = {key: {} for key in self.dir.exported()}
+            current = {key: core.details(owner) for key, owner in self.dir.exported().items()}
             to_set, to_del = core.export_diff(self.published, current)
             if not to_set and not to_del:
                 return
@@ -266,8 +309,7 @@ class Cluster(Broker):
             elif kind == "close":
                 self.send(ROUTER, frames.conn_close(conn))
             elif kind == "register":
-                msg = {**eff[4], "type": "registerfunction", "id": eff[3]}
-                self.send(ROUTER, frames.up(conn, eff[2]), wire.dumps(msg))
+                self.send(ROUTER, frames.up(conn, eff[2]), wire.dumps({"type": "registerfunction", "id": eff[3]}))
             elif kind == "unregister":
                 self.send(ROUTER, frames.up(conn, eff[2]), wire.dumps({"type": "unregisterfunction", "id": eff[3]}))
 
@@ -281,7 +323,7 @@ class Cluster(Broker):
         if target is None:
             self._on_inv(sender, header, body)
             return
-        host, ns = target
+        host, node, conn = target
         rn = header.get("rn")
         if not self.wan.knows(host) or host not in self.dir.hosts:
             if rn is not None:
@@ -290,7 +332,8 @@ class Cluster(Broker):
             return
         seq = None if rn is None else self.calls.send(rn, header.get("rc"), header["id"], header["fn"], host)
         self.stats["out"] += 1
-        self.wan.send(host, {"k": frames.INV, "id": header["id"], "fn": header["fn"], "ns": ns, "rc": seq}, body)
+        self.wan.send(host, {"k": frames.INV, "id": header["id"], "fn": header["fn"], "node": node, "to": conn,
+                             "rc": seq}, body)
 
     def _stop_out(self, out: core.Outbound) -> None:
         self.send(out.rn, frames.res(out.id, out.rc, errors.INVOCATION_STOPPED), wire.stopped(out.id, out.fn))
@@ -307,14 +350,12 @@ class Cluster(Broker):
                 self.send(out.rn, frames.res(out.id, out.rc, header.get("e")), body)
 
     def _remote_inv(self, host: str, header: dict, body: bytes) -> None:
-        inv_id, fn, ns, seq = header["id"], header["fn"], header.get("ns") or "default", header.get("rc")
-        route = self.routes.get(ns, fn)
-        if route is None or route[0] == self.name:  # not here (any more): never a second hop
+        inv_id, fn, node, conn, seq = header["id"], header["fn"], header.get("node"), header.get("to"), header.get("rc")
+        if node == self.name or node not in self.ctx.peers:  # not ours: never a second hop
             if seq is not None:
                 self.wan.send(host, {"k": frames.RES, "id": inv_id, "to": seq, "e": errors.FUNCTION_NOT_FOUND},
-                              wire.error(inv_id, fn, errors.FUNCTION_NOT_FOUND, not_found_message(fn, ns, [])))
+                              wire.error(inv_id, fn, errors.FUNCTION_NOT_FOUND, not_found_message(fn, "default", [])))
             return
-        node, conn = route
         self.stats["in"] += 1
         if seq is None:
             self.send(node, frames.inv(inv_id, fn, conn, None, None), body)

@@ -28,4 +28,5 @@ UNIT = ImpliedUnit(
     main="brokers.cluster.service:main",
     parse_config=config.parse,
     implied=config.implied,
+    shares=config.shares,
 )

@@ -17,6 +17,9 @@ Invariants:
   than ``send_budget`` bytes waiting to be sent to it (``Conn.queued``, see conns.py) is
   not written; a waiting caller gets ``callee_overloaded``, a void call is dropped and
   counted (one log line when that starts; the shell logs the counts when it drains);
+- a call to another host's worker (a route of the cluster node whose owner's gateway is in
+  ``remote_peers``) goes to that gateway over TCP, with this gateway's name there as the
+  reply node; its answer comes back the same way, RESET of that name stops it;
 - while the router has not acknowledged every UP of this process (``up_acked <
   up_sent``), a call to another process goes through the router (INV with ``via``), so
   it cannot overtake a registration sent before it (the fence of registrations.py).
@@ -31,7 +34,7 @@ from brokers.gateway.conns import ENQUEUE_FN, REGISTER_FN, SMALL_PEER_LIMIT, Con
 from brokers.kit import frames, wire
 from brokers.kit.errors import (CALLEE_OVERLOADED, ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE,
                                 INVOCATION_STOPPED, PAYLOAD_TOO_LARGE, SERIALIZATION_ERROR, UNKNOWN)
-from brokers.kit.frames import ROUTER
+from brokers.kit.frames import CLUSTER, ROUTER
 from brokers.kit.routes import not_found_message
 
 log = logging.getLogger(__name__)
@@ -121,6 +124,14 @@ class CallRelay(GatewayState):
 
     def _send_call(self, caller: Conn, reply_conn: str | None, route, inv_id: str, fid: str, body: bytes) -> None:
         node, target = route
+        if node == CLUSTER and self.remote_peers:  # another host's worker: called there directly
+            peer, _, conn = target.rpartition("/")
+            if peer in self.remote_peers:
+                if reply_conn is not None:
+                    caller.outgoing.add(inv_id, peer, fid)
+                self.out.send(peer, frames.inv(inv_id, fid, conn, None if reply_conn is None else self.remote_as,
+                                               reply_conn, ra=self.remote_addr), body)
+                return
         rnode = None
         if reply_conn is not None:
             rnode = self.node

@@ -100,6 +100,13 @@ class GatewayState:
     """The gateway's own calls (auth, hooks, listings): inv_id -> (node, future)."""
     meta_cache: dict
     """(ns, function id) -> (route, metadata), for ``expose_functions`` metadata matchers."""
+    remote_peers: dict[str, str]
+    """Other hosts' gateways this one calls directly (``"<host>/<node>"`` -> endpoint; the
+    cluster's PEERS frame), empty on a host alone."""
+    remote_as: str | None = None
+    """This gateway's name toward them (``<host>/<node>``), from the same frame."""
+    remote_addr: str | None = None
+    """Where it receives their frames (the shell's TCP endpoint), sent along as ``ra``."""
     send_budget: int = SEND_BUDGET
     """Calls to a connection whose ``queued`` is over this are refused (the shell sets it
     from the config)."""

@@ -60,6 +60,7 @@ class GatewayCore(Hooks, CallRelay, Registrations):
         self.opened = self.gone = 0
         self.engine_calls = Pending()
         self.meta_cache = {}
+        self.remote_peers = {}
         """Worker connections opened and closed since this process started (Prometheus)."""
 
     # ---- connection lifecycle -----------------------------------------------------------
@@ -181,3 +182,6 @@ class GatewayCore(Hooks, CallRelay, Registrations):
             self.resync()
         elif kind == frames.RESET and header.get("node") != self.node:
             self._reset(header["node"])
+        elif kind == frames.PEERS:
+            self.remote_peers = header["peers"]
+            self.remote_as = header["as"]

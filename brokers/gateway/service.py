@@ -42,6 +42,8 @@ from brokers.gateway.conns import Conn
 from brokers.gateway.core import TELEMETRY_PREFIXES, GatewayCore
 from brokers.kit import frames, listen
 from brokers.kit.channels import hub as channels, table as channel_table
+from brokers.cluster.config import endpoints as cluster_endpoints
+from brokers.kit.bus import Bus
 from brokers.kit.process import BusFactory, Process, run
 from brokers.kit.units import RunContext
 from brokers.supervisor.units import node_serving
@@ -178,10 +180,50 @@ class Gateway(Process):
         self._server: Any = None
 
     def on_frame(self, sender: str, header: dict, body: bytes) -> None:
-        if header.get("k") == frames.CHAN:
+        kind = header.get("k")
+        if kind == frames.CHAN:
             self.channels.on_notice(sender, header)
-        else:
-            self.core.on_frame(sender, header, body)
+            return
+        if kind == frames.INV and "ra" in header:
+            self._learn(header)
+        elif kind == frames.PEERS:
+            self._peers(header)
+        elif kind == frames.RESET and header.get("node") == frames.CLUSTER:
+            self._announce()  # a new cluster process: it does not know our endpoint yet
+        self.core.on_frame(sender, header, body)
+
+    # ---- calls from and to other hosts' gateways (issue 19) -------------------------------
+
+    def _listen_remote(self) -> None:
+        """On a cluster host: also take frames over TCP from the other hosts' gateways, on
+        a free port of the cluster's interface (brokers/cluster/config.py ``endpoints``)."""
+        if frames.CLUSTER not in self.ctx.peers or not isinstance(self.bus, Bus):
+            return
+        advertise, bind = cluster_endpoints(self.ctx.engine.shared.get(frames.CLUSTER), "0")
+        bound = self.bus.bind_tcp(bind)
+        self.core.remote_addr = f"tcp://{advertise.rpartition(':')[0]}:{bound.rsplit(':', 1)[1]}"
+        self._announce()
+
+    def _announce(self) -> None:
+        if self.core.remote_addr is not None:
+            self.send(frames.CLUSTER, frames.endpoint(self.core.remote_addr, self.epoch))
+
+    def _peers(self, header: dict) -> None:
+        """The cluster's table of the other hosts' gateways: dialled, and the ones that
+        left it (or moved) forgotten with what was queued for them."""
+        table = header.get("peers") or {}
+        for peer in [p for p in self.core.remote_peers if table.get(p) != self.core.remote_peers[p]]:
+            self.bus.forget(peer)
+        for peer, addr in table.items():
+            self.bus.dial(peer, addr)
+        self.bus.remote_id = str(header.get("as")).encode()
+
+    def _learn(self, header: dict) -> None:
+        """A call from another host's gateway says where its answer goes: a gateway that
+        just started may call us before our cluster process has read its host's entry."""
+        rn, ra = header.get("rn"), header.get("ra")
+        if isinstance(rn, str) and isinstance(ra, str) and "/" in rn and self.bus.remote.get(rn) != ra:
+            self.bus.dial(rn, ra)
 
     def _create_channel(self, data: Any) -> dict:
         return self.channels.create(data.get("buffer_size") if isinstance(data, dict) else None)
@@ -371,6 +413,7 @@ class Gateway(Process):
     async def started(self) -> None:
         self.channels.start()
         self.hello(fresh=True)
+        self._listen_remote()
         await self._routes_known()
         self._server = await serve(
             self.handle, sock=self._listener, compression=None,

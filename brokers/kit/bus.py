@@ -21,6 +21,14 @@ way and Python cannot hand a WebSocket a view of shared memory. So a body from
 ``ZERO_COPY_BYTES`` up is not copied into the batch: its record says ``BIG`` and the body
 follows the batch as a part of its own, sent zero-copy; no shared-memory detour is taken.
 
+Peers on other engine hosts (issue 19): the ROUTER may also be bound on a TCP address
+(``bind_tcp``), and a peer whose address is known (``dial``: a ``<host>/<node>`` name, or a
+host id on the cluster's link) gets a DEALER connected over TCP instead of ipc, its routing
+id ``remote_id`` (host-qualified, so it never meets a local node's on the ROUTER). A frame
+for a ``<host>/<node>`` peer whose address is not known is dropped and logged; ``forget``
+closes that peer's DEALER and whatever was queued for it (a dead host's next life must not
+get what was meant for this one).
+
 Invariants: ``send`` never blocks the loop (frames are flushed NOBLOCK once per loop
 pass; a peer whose queue is full loses that batch, logged, and its callers learn of it
 through the peer's RESET when it comes back); a peer that is down or restarting is reconnected by ZeroMQ, and messages
@@ -102,15 +110,44 @@ class Bus:
         self._scheduled = False
         self._out: dict[str, list[bytes]] = {}
         self._flush_scheduled = False
+        self.remote: dict[str, str] = {}
+        """Peers on other hosts -> their TCP endpoint."""
+        self.remote_id = name.encode()
+        """Our routing id toward them (set by whoever knows this host's name)."""
 
     def start(self) -> None:
-        """Bind and start reading on the running loop."""
-        os.makedirs(self.runtime_dir, exist_ok=True)
-        self._inbox.bind(endpoint(self.runtime_dir, self.name))
+        """Bind (ipc, unless this bus has no runtime dir) and start reading on the running loop."""
+        if self.runtime_dir:
+            os.makedirs(self.runtime_dir, exist_ok=True)
+            self._inbox.bind(endpoint(self.runtime_dir, self.name))
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._inbox.getsockopt(zmq.FD), self._drain)
         self._safety_tick()
         self._drain()
+
+    def bind_tcp(self, address: str) -> str:
+        """Also receive on ``address`` (``tcp://host:port``, port ``*``: a free one); the
+        endpoint actually bound."""
+        self._inbox.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        self._inbox.bind(address)
+        return self._inbox.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+    def dial(self, peer: str, address: str) -> None:
+        """Know (or change) a remote peer's address; a changed one drops the old connection."""
+        if self.remote.get(peer) != address:
+            self.forget(peer)
+            self.remote[peer] = address
+
+    def forget(self, peer: str) -> None:
+        """Close ``peer``'s DEALER and drop what was queued for it."""
+        self.remote.pop(peer, None)
+        self._out.pop(peer, None)
+        sock = self._peers.pop(peer, None)
+        if sock is not None:
+            sock.close(0)
+
+    def knows(self, peer: str) -> bool:
+        return peer in self.remote
 
     def close(self) -> None:
         """Stop reading and close every socket."""
@@ -145,9 +182,10 @@ class Bus:
         for peer, parts in out.items():
             if not parts:
                 continue
-            sock = self._peers.get(peer)
+            sock = self._peers.get(peer) or self._connect(peer)
             if sock is None:
-                sock = self._connect(peer)
+                log.warning("bus: %d frames for %s dropped (no address known)", len(parts) // 2, peer)
+                continue
             messages = pack_batch(parts)
             for batch, big, count in messages:
                 try:
@@ -161,14 +199,24 @@ class Bus:
                     log.error("bus queue to %s is full: %d frames dropped", peer, lost)
                     break
 
-    def _connect(self, peer: str) -> zmq.Socket:
+    def _connect(self, peer: str) -> zmq.Socket | None:
+        address = self.remote.get(peer)
+        if address is None and (not self.runtime_dir or "/" in peer):
+            return None  # another host's peer whose address we do not know
         sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
-        sock.setsockopt(zmq.RECONNECT_IVL, 20)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
-        sock.connect(endpoint(self.runtime_dir, peer))
+        if address is None:
+            sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
+            sock.setsockopt(zmq.RECONNECT_IVL, 20)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+            sock.connect(endpoint(self.runtime_dir, peer))
+        else:
+            sock.setsockopt(zmq.ROUTING_ID, self.remote_id)
+            sock.setsockopt(zmq.RECONNECT_IVL, 50)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            sock.connect(address)
         self._peers[peer] = sock
         return sock
 

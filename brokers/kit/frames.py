@@ -19,6 +19,7 @@ Header keys (short on purpose, they are on every call):
     s    sequence number of a gateway's UP, echoed by the router's ACK
     via  on an INV sent to the router: the node to pass it on to (see ACK)
     e    on a RES: the error code when the result is a failure (for the caller's span)
+    ra   on an INV from another host's gateway: the TCP endpoint of its reply node ``rn``
 
 Kinds and who sends them:
 
@@ -41,6 +42,12 @@ Kinds and who sends them:
     CHAN   node -> node           a channel ring notice (``op``: "ring" with the segment
                                   ``name`` and the sender's ``pid``, "wake", "room"; see
                                   ``brokers.kit.channels.link``)
+    EP     gateway -> cluster     this gateway also receives on TCP ``addr`` (life ``epoch``):
+                                  other hosts' gateways call its workers there directly
+    PEERS  cluster -> gateway     the other hosts' gateways, ``peers`` = {"<host>/<node>":
+                                  addr}, and ``as``: this gateway's name toward them. A
+                                  route owned by the cluster node to ``<host>/<node>/<conn>``
+                                  whose peer is listed is called there directly
     ACK    router -> gateway      every UP numbered up to ``s`` is applied and its route
                                   changes are sent. Until then the gateway sends its calls
                                   to other nodes through the router (INV with ``via``), so
@@ -72,6 +79,8 @@ HELLO = "hello"
 RESET = "reset"
 ACK = "ack"
 CHAN = "chan"
+EP = "ep"
+PEERS = "peers"
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 
@@ -81,12 +90,15 @@ Header = dict[str, Any]
 # ---- one constructor per kind: the only place a header is spelled out -----------------
 
 def inv(inv_id: str, fn: str, to: str | None, rn: str | None, rc: str | None,
-        via: str | None = None) -> Header:
+        via: str | None = None, ra: str | None = None) -> Header:
     """Deliver an invokefunction to ``to``; the answer goes to (``rn``, ``rc``), none if
-    ``rn`` is None; ``via``: sent to the router, which passes it on to that node."""
+    ``rn`` is None; ``via``: sent to the router, which passes it on to that node; ``ra``:
+    where ``rn`` listens, when it is on another host."""
     h = {"k": INV, "id": inv_id, "fn": fn, "to": to, "rn": rn, "rc": rc}
     if via is not None:
         h["via"] = via
+    if ra is not None:
+        h["ra"] = ra
     return h
 
 
@@ -145,6 +157,14 @@ def hello(epoch: str, worker: str | None = None, fresh: bool = False) -> Header:
     if fresh:
         h["fresh"] = True
     return h
+
+
+def endpoint(addr: str, epoch: str) -> Header:
+    return {"k": EP, "addr": addr, "epoch": epoch}
+
+
+def peers(table: dict[str, str], me: str) -> Header:
+    return {"k": PEERS, "peers": table, "as": me}
 
 
 def reset(node: str) -> Header:

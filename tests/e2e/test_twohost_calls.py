@@ -1,5 +1,6 @@
 """Calls routed across engine hosts (issue 19): two hosts on one Redis, a raw worker on A
-calling a function registered only on B; local preferred; a host killed with kill -9.
+calling a function registered only on B; local preferred; gateway to gateway, past the
+cluster processes; a host, and a host's gateway, killed with kill -9.
 
 The hosts' config is reference-style (only ``iii-state`` on the ``redis`` adapter): that
 alone makes each engine a cluster host (``brokers/cluster``)."""
@@ -129,6 +130,46 @@ def test_a_function_on_both_hosts_is_served_locally(hosts) -> None:
             return (frame.get("result") or {}).get("host") == "B"
         wait_until(remote_again, 10, "B serves again once A's worker left")
         tb.join(5)
+
+
+def test_a_workers_call_goes_gateway_to_gateway_past_both_cluster_processes(hosts) -> None:
+    """The direct path: with both hosts' cluster processes frozen (well inside the heartbeat
+    ttl), a call from A's worker still reaches B's worker and comes back."""
+    a, b = hosts
+    fn = fid("direct::echo")
+    with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
+        callee.register_function(fn)
+        callee.declare("callee-b")
+        t = serve(callee, count=21)
+        caller.call_when_found(fn, {}, within=10)
+        frozen = [psutil.Process(a.pid("cluster")), psutil.Process(b.pid("cluster"))]
+        for p in frozen:
+            p.suspend()
+        try:
+            got = [caller.call(fn, {"i": i}, timeout=5)["result"]["echo"]["i"] for i in range(20)]
+        finally:
+            for p in frozen:
+                p.resume()
+        t.join(5)
+        assert got == list(range(20))
+
+
+def test_kill_9_of_Bs_gateway_stops_the_call_waiting_on_it_from_A(redis_server) -> None:
+    """B's gateway restarts with a new endpoint: A's gateways get a RESET of its old one."""
+    with two_hosts(redis_server, STATE_ON_REDIS) as (a, b):
+        fn = fid("gwdies::slow")
+        with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
+            callee.register_function(fn)
+            callee.declare("callee-b")
+            t = serve(callee)
+            caller.call_when_found(fn, {}, within=10)
+            t.join(5)
+            caller.send({"type": "invokefunction", "invocation_id": "inv-gw", "function_id": fn, "data": {}})
+            callee.recv_until(lambda f: f.get("invocation_id") == "inv-gw", 10)
+            old = b.kill("gateway")
+            frame = caller.recv_until(lambda f: f.get("invocation_id") == "inv-gw", WINDOW_S + 5)
+            assert frame["error"]["code"] == "invocation_stopped"
+            b.wait_running("gateway", 10, not_pid=old)
 
 
 def test_round_trip_cross_host_against_same_host(hosts) -> None:

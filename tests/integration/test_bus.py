@@ -109,3 +109,30 @@ def test_a_malformed_message_is_dropped_and_the_next_one_arrives(runtime: str) -
         b.close()
 
     asyncio.run(main())
+
+
+def test_a_peer_on_another_host_is_reached_over_tcp_by_its_qualified_name(runtime: str) -> None:
+    """Issue 19: a gateway's bus also listens on TCP; another host's node is dialled by
+    address under a host-qualified name (never meeting a local node's routing id), what
+    is sent to an unknown ``<host>/<node>`` is dropped, and a forgotten peer's socket goes."""
+    async def main():
+        got: list[tuple[str, dict]] = []
+        b = Bus("gateway-0", runtime, lambda s, h, body: got.append((s, h)))
+        b.start()
+        addr = b.bind_tcp("tcp://127.0.0.1:*")
+        assert addr.startswith("tcp://127.0.0.1:")
+        a = Bus("gateway-0", runtime + "/other", lambda s, h, body: None)  # the same node name
+        a.remote_id = b"hostA/gateway-0"
+        a.start()
+        a.send("hostB/gateway-0", {"k": "lost"})  # no address yet: dropped, not an ipc path
+        a.flush()
+        a.dial("hostB/gateway-0", addr)
+        assert a.knows("hostB/gateway-0")
+        a.send("hostB/gateway-0", {"k": "t", "i": 1})
+        await _until(lambda: got == [("hostA/gateway-0", {"k": "t", "i": 1})])
+        a.forget("hostB/gateway-0")
+        assert not a.knows("hostB/gateway-0") and "hostB/gateway-0" not in a._peers
+        a.close()
+        b.close()
+
+    asyncio.run(main())

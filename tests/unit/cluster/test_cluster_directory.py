@@ -2,7 +2,7 @@
 preferred, hosts that come and go, the export diff and the calls in flight."""
 from __future__ import annotations
 
-from brokers.cluster.core import Calls, Directory, Host, export_diff, pseudo_conn
+from brokers.cluster.core import Calls, Directory, Host, details, export_diff, pseudo_conn
 
 GW = "gateway"
 
@@ -11,16 +11,36 @@ def d() -> Directory:
     return Directory("A", "cluster")
 
 
-def host(hid: str, *fns: str, ns: str = "default", epoch: str = "1") -> Host:
-    return Host(hid, f"tcp://127.0.0.1:{ord(hid[0])}", epoch, {(ns, f): {} for f in fns})
+def host(hid: str, *fns: str, ns: str = "default", epoch: str = "1", conn: str = "w1") -> Host:
+    return Host(hid, f"tcp://127.0.0.1:{ord(hid[0])}", epoch, {(ns, f): details((GW, conn)) for f in fns},
+                {GW: [f"tcp://127.0.0.1:{ord(hid[0]) + 1}", "e1"]})
 
 
-def test_remote_function_is_registered_under_a_pseudo_connection() -> None:
+def pc(hid: str, conn: str = "w1") -> str:
+    return f"{hid}/{GW}/{conn}"
+
+
+def test_remote_function_is_registered_under_its_owner_there() -> None:
     dr = d()
     eff = dr.set_host(host("B", "b::f"))
-    assert eff == [("open", "B/default"), ("register", "B/default", "default", "b::f", {})]
-    assert dr.target("B/default") == ("B", "default")
+    assert eff == [("open", pc("B")), ("register", pc("B"), "default", "b::f")]
+    assert dr.target(pc("B")) == ("B", GW, "w1")
     assert dr.set_host(host("B", "b::f")) == []  # unchanged: nothing to say
+    assert dr.peers() == {"B/gateway": ("tcp://127.0.0.1:67", "e1")}
+
+
+def test_details_without_a_well_formed_owner_are_not_routable() -> None:
+    dr = d()
+    for bad in ({}, {"o": "gateway/w1"}, {"o": ["gateway"]}, {"o": ["gate/way", "w1"]}, {"o": ["gateway", 3]}):
+        assert pseudo_conn("B", bad) is None
+        assert dr.set_host(Host("B", "tcp://x:1", "1", {("default", "f"): bad})) == []
+
+
+def test_a_function_whose_owner_changes_on_its_host_moves_to_the_new_owner() -> None:
+    dr = d()
+    dr.set_host(host("B", "f"))
+    eff = dr.set_host(host("B", "f", conn="w2"))
+    assert eff == [("open", pc("B", "w2")), ("register", pc("B", "w2"), "default", "f"), ("close", pc("B"))]
 
 
 def test_a_local_function_is_never_registered_as_remote() -> None:
@@ -36,21 +56,20 @@ def test_a_local_owner_takes_over_and_the_remote_one_comes_back_after_it() -> No
     assert dr.apply_routes([["+", "default", "f", GW, "w1"]]) == []
     assert ("default", "f") not in dr.registered
     # the worker goes: the remote one is registered again
-    assert dr.apply_routes([["-", "default", "f", GW, "w1"]]) == [
-        ("register", "B/default", "default", "f", {})]
+    assert dr.apply_routes([["-", "default", "f", GW, "w1"]]) == [("register", pc("B"), "default", "f")]
 
 
 def test_our_own_route_ops_do_not_count_as_local() -> None:
     dr = d()
     dr.set_host(host("B", "f"))
-    assert dr.apply_routes([["+", "default", "f", "cluster", "B/default"]]) == []
-    assert dr.registered == {("default", "f"): "B/default"}
+    assert dr.apply_routes([["+", "default", "f", "cluster", pc("B")]]) == []
+    assert dr.registered == {("default", "f"): pc("B")}
 
 
 def test_a_dead_host_closes_its_pseudo_connections_in_one_go() -> None:
     dr = d()
     dr.set_host(host("B", "f", "g"))
-    assert dr.drop_host("B") == [("close", "B/default")]
+    assert dr.drop_host("B") == [("close", pc("B"))]
     assert dr.registered == {} and dr.conns == {}
     assert dr.drop_host("B") == []
 
@@ -59,34 +78,34 @@ def test_a_function_moves_to_another_host_when_its_host_dies_and_stays_put_other
     dr = d()
     dr.set_host(host("C", "f"))
     dr.set_host(host("B", "f"))  # B sorts first, but f stays on C: no flapping
-    assert dr.registered[("default", "f")] == "C/default"
+    assert dr.registered[("default", "f")] == pc("C")
     eff = dr.drop_host("C")
-    assert eff == [("open", "B/default"), ("register", "B/default", "default", "f", {}), ("close", "C/default")]
+    assert eff == [("open", pc("B")), ("register", pc("B"), "default", "f"), ("close", pc("C"))]
 
 
 def test_a_function_the_host_no_longer_serves_is_unregistered() -> None:
     dr = d()
     dr.set_host(host("B", "f", "g"))
-    assert dr.set_host(host("B", "g")) == [("unregister", "B/default", "default", "f")]
+    assert dr.set_host(host("B", "g")) == [("unregister", pc("B"), "default", "f")]
 
 
-def test_namespaces_get_their_own_pseudo_connection() -> None:
+def test_one_owner_serves_several_namespaces_under_one_pseudo_connection() -> None:
     dr = d()
-    eff = dr.set_host(Host("B", "tcp://x:1", "1", {("default", "f"): {}, ("billing", "f"): {}}))
-    assert ("open", pseudo_conn("B", "billing")) in eff
-    assert dr.target("B/billing") == ("B", "billing")
+    eff = dr.set_host(Host("B", "tcp://x:1", "1", {("default", "f"): details((GW, "w1")),
+                                                    ("billing", "f"): details((GW, "w1"))}))
+    assert eff == [("open", pc("B")), ("register", pc("B"), "default", "f"), ("register", pc("B"), "billing", "f")]
 
 
 def test_a_restart_of_the_router_replays_everything() -> None:
     dr = d()
     dr.set_host(host("B", "f"))
-    assert dr.replay() == [("open", "B/default"), ("register", "B/default", "default", "f", {})]
+    assert dr.replay() == [("open", pc("B")), ("register", pc("B"), "default", "f")]
 
 
 def test_exported_is_the_workers_functions_only() -> None:
     dr = d()
     dr.apply_routes([["=",], ["+", "default", "w::f", GW, "w1"], ["+", "default", "state::get", "state", None],
-                     ["+", "default", "r::f", "cluster", "B/default"], ["+", "default", "engine::x", GW, "w1"]])
+                     ["+", "default", "r::f", "cluster", pc("B")], ["+", "default", "engine::x", GW, "w1"]])
     assert set(dr.exported()) == {("default", "w::f")}
     assert export_diff({("default", "old"): {}}, {("default", "w::f"): {}}) == ({("default", "w::f"): {}},
                                                                                [("default", "old")])
