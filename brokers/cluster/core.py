@@ -189,6 +189,35 @@ class Directory:
                 if isinstance(ep, list) and len(ep) == 2 and all(isinstance(x, str) for x in ep) and "/" not in node}
 
 
+class Lives:
+    """The other hosts' gateways that this host's gateways may have calls on: name
+    (``<host>/<node>``) -> the epoch of its life. A life ends, and the local gateways get a
+    RESET of its name, when the name comes back with another epoch (that gateway restarted)
+    or its host is dead (heartbeat expired); not when its host's cluster process restarts or
+    its host's entry lacks it for a while: that gateway lives on and answers what it holds."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[str, str] = {}
+
+    def seen(self, peers: dict[str, tuple[str, str]]) -> list[str]:
+        """The current table (``Directory.peers``); the names whose life ended."""
+        ended = [name for name, (_, epoch) in peers.items() if self.epochs.get(name, epoch) != epoch]
+        self.epochs.update({name: epoch for name, (_, epoch) in peers.items()})
+        return ended
+
+    def dead(self, host: str) -> list[str]:
+        """``host`` is dead: every life of it ended."""
+        ended = [name for name in self.epochs if name.rpartition("/")[0] == host]
+        for name in ended:
+            del self.epochs[name]
+        return ended
+
+    def prune(self, hosts: Iterable[str]) -> None:
+        """Forget (no RESET) the lives of hosts not in ``hosts``: they left cleanly."""
+        keep = set(hosts)
+        self.epochs = {n: e for n, e in self.epochs.items() if n.rpartition("/")[0] in keep}
+
+
 def export_diff(published: dict[Key, dict], current: dict[Key, dict]) -> tuple[dict[Key, dict], list[Key]]:
     """What to write to this host's directory entry: ``(set, delete)``."""
     to_set = {k: v for k, v in current.items() if published.get(k) != v}

@@ -73,6 +73,7 @@ class Cluster(Broker):
         """This host's gateways that take calls from other hosts: node -> [endpoint, epoch]."""
         self.peers: dict[str, tuple[str, str]] = {}
         """The other hosts' gateways as the local ones were last told (``core.Directory.peers``)."""
+        self.lives = core.Lives()
         self.redis: Any = None
         self.prefix = cfg["prefix"]
         self.published: dict[core.Key, dict] = {}
@@ -166,9 +167,9 @@ class Cluster(Broker):
         for hid, raw in zip(ids, records):
             known = self.dir.hosts.get(hid)
             if raw is None:
-                if known is not None:
+                if known is not None or any(n.rpartition("/")[0] == hid for n in self.lives.epochs):
                     log.warning("cluster: host %s missed its heartbeats: its functions are withdrawn", hid)
-                    self._host_gone(hid)
+                    self._host_gone(hid, dead=True)
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.delete(self._k("fns", hid))
                 pipe.srem(self._k("hosts"), hid)
@@ -178,19 +179,20 @@ class Cluster(Broker):
             if known is None or known.epoch != rec["epoch"] or full:
                 await self._read_host(hid, rec)
         for hid in [h for h in self.dir.hosts if h not in ids]:
-            self._host_gone(hid)
+            self._host_gone(hid, dead=True)  # removed from the set by whoever saw it expire
+        self.lives.prune([*ids, *self.dir.hosts])
 
     async def _read_host(self, hid: str, rec: dict | None = None) -> None:
         if rec is None:
             raw = await self.redis.get(self._k("host", hid))
             if raw is None:
-                self._host_gone(hid)
+                self._host_gone(hid, dead=True)
                 return
             rec = json.loads(raw)
         fields = await self.redis.hgetall(self._k("fns", hid))
         known = self.dir.hosts.get(hid)
         if known is not None and known.epoch != rec["epoch"]:
-            self._host_gone(hid)  # restarted: what waited on its previous life is stopped
+            self._host_gone(hid)  # its cluster restarted: what waited on that process's life is stopped
         self.wan.dial(hid, rec["addr"])
         fns = {_key(f): json.loads(v) for f, v in fields.items()}
         if known is None or known.epoch != rec["epoch"]:
@@ -198,19 +200,19 @@ class Cluster(Broker):
         nodes = rec.get("nodes")
         self._tell_peers(core.Host(hid, rec["addr"], rec["epoch"], fns, nodes if isinstance(nodes, dict) else {}))
 
-    def _tell_peers(self, host: core.Host | None = None, gone: str | None = None) -> None:
-        """A host's entry read (or ``gone``): the local gateways learn the other hosts'
-        gateways before the routes to them, and whatever waited on a gateway that moved or
-        went is stopped (a RESET of its name)."""
+    def _tell_peers(self, host: core.Host | None = None, gone: str | None = None, dead: bool = False) -> None:
+        """A host's entry read (or ``gone``, ``dead``: its heartbeat expired): the local
+        gateways learn the other hosts' gateways before the routes to them, and get a RESET
+        of each gateway whose life ended (``core.Lives``), stopping what waited on it."""
         effects = self.dir.set_host(host) if host is not None else self.dir.drop_host(gone)
         now = self.dir.peers()
-        if now != self.peers:
-            moved = [name for name, ep in self.peers.items() if now.get(name) != ep]
+        ended = self.lives.seen(now) + (self.lives.dead(gone) if dead and gone is not None else [])
+        if now != self.peers or ended:
             self.peers = now
             table = {name: ep[0] for name, ep in now.items()}
             for gw in self.gateways:
                 self.send(gw, frames.peers(table, f"{self.host}/{gw}"))
-                for name in moved:
+                for name in ended:
                     self.send(gw, frames.reset(name))
         self._apply(effects)
 
@@ -232,8 +234,8 @@ class Cluster(Broker):
         except Exception as exc:  # the heartbeats write it again
             log.warning("cluster: cannot announce this host's gateways: %s", exc)
 
-    def _host_gone(self, hid: str) -> None:
-        self._tell_peers(gone=hid)
+    def _host_gone(self, hid: str, dead: bool = False) -> None:
+        self._tell_peers(gone=hid, dead=dead)
         for out in self.calls.host_gone(hid):
             self._stop_out(out)
         self.calls.origin_gone(hid)

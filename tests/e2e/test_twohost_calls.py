@@ -172,6 +172,30 @@ def test_kill_9_of_Bs_gateway_stops_the_call_waiting_on_it_from_A(redis_server) 
             b.wait_running("gateway", 10, not_pid=old)
 
 
+def test_kill_9_of_As_cluster_process_loses_no_answer_in_flight(redis_server) -> None:
+    """A cluster process that restarts (within the heartbeat ttl) ends no gateway's life: a
+    call from A's worker delivered to B's worker meanwhile still gets its answer."""
+    with two_hosts(redis_server, STATE_ON_REDIS) as (a, b):
+        fn = fid("clusterdies::slow")
+        with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
+            callee.register_function(fn)
+            callee.declare("callee-b")
+            t = serve(callee)
+            caller.call_when_found(fn, {}, within=10)
+            t.join(5)
+            caller.send({"type": "invokefunction", "invocation_id": "inv-kept", "function_id": fn, "data": {}})
+            inv = callee.recv_until(lambda f: f.get("invocation_id") == "inv-kept", 10)
+            old = a.kill("cluster")
+            a.wait_running("cluster", 10, not_pid=old)
+            time.sleep(1.5)  # B has read A's new entry (another cluster epoch) by now
+            callee.answer(inv, {"late": True})
+            frame = caller.recv_until(lambda f: f.get("invocation_id") == "inv-kept", 10)
+            assert frame.get("result") == {"late": True}, frame
+            t = serve(callee)  # and the next call goes as before
+            assert caller.call_when_found(fn, {}, within=10)["result"]["host"] == "B"
+            t.join(5)
+
+
 def test_round_trip_cross_host_against_same_host(hosts) -> None:
     a, b = hosts
     fn_b, fn_a = fid("rt::b"), fid("rt::a")

@@ -2,7 +2,7 @@
 preferred, hosts that come and go, the export diff and the calls in flight."""
 from __future__ import annotations
 
-from brokers.cluster.core import Calls, Directory, Host, details, export_diff, pseudo_conn
+from brokers.cluster.core import Calls, Directory, Host, Lives, details, export_diff, pseudo_conn
 
 GW = "gateway"
 
@@ -123,3 +123,14 @@ def test_calls_are_numbered_and_stopped_per_host_and_per_node() -> None:
     calls.deliver("A", 8, "id", "f", "gateway")
     calls.origin_gone("A")
     assert calls.inb == {}
+
+
+def test_a_gateway_life_ends_on_a_new_epoch_or_a_dead_host_not_on_a_gap() -> None:
+    lives = Lives()
+    assert lives.seen({"B/gw": ("tcp://b:1", "e1"), "C/gw": ("tcp://c:1", "e1")}) == []
+    assert lives.seen({"C/gw": ("tcp://c:1", "e1")}) == []  # B's entry lacks it (its cluster restarted)
+    assert lives.seen({"B/gw": ("tcp://b:1", "e1"), "C/gw": ("tcp://c:1", "e1")}) == []  # the same life
+    assert lives.seen({"B/gw": ("tcp://b:2", "e2"), "C/gw": ("tcp://c:1", "e1")}) == ["B/gw"]  # restarted
+    assert lives.dead("C") == ["C/gw"] and lives.dead("C") == []
+    lives.prune(["A"])  # B left cleanly: forgotten, nothing to stop
+    assert lives.epochs == {}
