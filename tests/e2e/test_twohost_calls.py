@@ -12,6 +12,8 @@ import statistics
 import threading
 import time
 import uuid
+from contextlib import contextmanager
+from typing import Iterator
 
 import psutil
 import pytest
@@ -154,46 +156,45 @@ def test_a_workers_call_goes_gateway_to_gateway_past_both_cluster_processes(host
         assert got == list(range(20))
 
 
-def test_kill_9_of_Bs_gateway_stops_the_call_waiting_on_it_from_A(redis_server) -> None:
-    """B's gateway restarts with a new endpoint: A's gateways get a RESET of its old one."""
+@contextmanager
+def call_in_flight(redis_server, stem: str, inv_id: str) -> Iterator[tuple]:
+    """Fresh hosts A and B; B's worker serves a function, and a call of A's worker to it
+    (``inv_id``) is delivered and not answered yet: ``(a, b, fn, caller, callee, inv)``."""
     with two_hosts(redis_server, STATE_ON_REDIS) as (a, b):
-        fn = fid("gwdies::slow")
+        fn = fid(stem)
         with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
             callee.register_function(fn)
             callee.declare("callee-b")
             t = serve(callee)
             caller.call_when_found(fn, {}, within=10)
             t.join(5)
-            caller.send({"type": "invokefunction", "invocation_id": "inv-gw", "function_id": fn, "data": {}})
-            callee.recv_until(lambda f: f.get("invocation_id") == "inv-gw", 10)
-            old = b.kill("gateway")
-            frame = caller.recv_until(lambda f: f.get("invocation_id") == "inv-gw", WINDOW_S + 5)
-            assert frame["error"]["code"] == "invocation_stopped"
-            b.wait_running("gateway", 10, not_pid=old)
+            caller.send({"type": "invokefunction", "invocation_id": inv_id, "function_id": fn, "data": {}})
+            inv = callee.recv_until(lambda f: f.get("invocation_id") == inv_id, 10)
+            yield a, b, fn, caller, callee, inv
+
+
+def test_kill_9_of_Bs_gateway_stops_the_call_waiting_on_it_from_A(redis_server) -> None:
+    """B's gateway restarts with a new endpoint: A's gateways get a RESET of its old one."""
+    with call_in_flight(redis_server, "gwdies::slow", "inv-gw") as (a, b, fn, caller, callee, inv):
+        old = b.kill("gateway")
+        frame = caller.recv_until(lambda f: f.get("invocation_id") == "inv-gw", WINDOW_S + 5)
+        assert frame["error"]["code"] == "invocation_stopped"
+        b.wait_running("gateway", 10, not_pid=old)
 
 
 def test_kill_9_of_As_cluster_process_loses_no_answer_in_flight(redis_server) -> None:
     """A cluster process that restarts (within the heartbeat ttl) ends no gateway's life: a
     call from A's worker delivered to B's worker meanwhile still gets its answer."""
-    with two_hosts(redis_server, STATE_ON_REDIS) as (a, b):
-        fn = fid("clusterdies::slow")
-        with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
-            callee.register_function(fn)
-            callee.declare("callee-b")
-            t = serve(callee)
-            caller.call_when_found(fn, {}, within=10)
-            t.join(5)
-            caller.send({"type": "invokefunction", "invocation_id": "inv-kept", "function_id": fn, "data": {}})
-            inv = callee.recv_until(lambda f: f.get("invocation_id") == "inv-kept", 10)
-            old = a.kill("cluster")
-            a.wait_running("cluster", 10, not_pid=old)
-            time.sleep(1.5)  # B has read A's new entry (another cluster epoch) by now
-            callee.answer(inv, {"late": True})
-            frame = caller.recv_until(lambda f: f.get("invocation_id") == "inv-kept", 10)
-            assert frame.get("result") == {"late": True}, frame
-            t = serve(callee)  # and the next call goes as before
-            assert caller.call_when_found(fn, {}, within=10)["result"]["host"] == "B"
-            t.join(5)
+    with call_in_flight(redis_server, "clusterdies::slow", "inv-kept") as (a, b, fn, caller, callee, inv):
+        old = a.kill("cluster")
+        a.wait_running("cluster", 10, not_pid=old)
+        time.sleep(1.5)  # B has read A's new entry (another cluster epoch) by now
+        callee.answer(inv, {"late": True})
+        frame = caller.recv_until(lambda f: f.get("invocation_id") == "inv-kept", 10)
+        assert frame.get("result") == {"late": True}, frame
+        t = serve(callee)  # and the next call goes as before
+        assert caller.call_when_found(fn, {}, within=10)["result"]["host"] == "B"
+        t.join(5)
 
 
 def test_round_trip_cross_host_against_same_host(hosts) -> None:
@@ -225,38 +226,29 @@ def test_round_trip_cross_host_against_same_host(hosts) -> None:
 
 
 def test_kill_9_of_B_stops_its_callers_and_withdraws_its_functions(redis_server) -> None:
-    with two_hosts(redis_server, STATE_ON_REDIS) as (a, b):
-        fn = fid("dies::slow")
-        with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
-            callee.register_function(fn)
-            callee.declare("callee-b")
-            t = serve(callee)
-            caller.call_when_found(fn, {}, within=10)
-            t.join(5)
-            # the next call is delivered to B's worker and never answered
-            caller.send({"type": "invokefunction", "invocation_id": "inv-dies", "function_id": fn, "data": {}})
-            callee.recv_until(lambda f: f.get("type") == "invokefunction", 10)
-            # the whole engine at once: its supervisor's group and any child that left it.
-            # Frozen first: a child's PDEATHSIG is SIGTERM, and one that ran its handler
-            # before our SIGKILL reached it would say goodbye (a host that crashes cannot)
-            procs = [psutil.Process(b.proc.pid), *psutil.Process(b.proc.pid).children(recursive=True)]
-            for p in procs:
-                try:
-                    p.suspend()
-                except psutil.Error:
-                    pass
-            killed = time.monotonic()
-            os.killpg(b.proc.pid, signal.SIGKILL)
-            for p in procs:
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-            frame = caller.recv_until(lambda f: f.get("invocation_id") == "inv-dies", WINDOW_S + 2)
-            stopped_after = time.monotonic() - killed
-            assert frame["error"]["code"] == "invocation_stopped"
-            assert 1.0 < stopped_after < WINDOW_S  # by the heartbeat, not by a goodbye
-            gone_after = wait_until(lambda: not listed(a.url, fn), WINDOW_S, "B's function leaves A's list")
-            print(f"\nkill -9 of B: caller stopped after {stopped_after:.2f}s, listing clean "
-                  f"{stopped_after + gone_after:.2f}s after the kill")
-            assert caller.call(fn, {}, timeout=5)["error"]["code"] == "function_not_found"
+    with call_in_flight(redis_server, "dies::slow", "inv-dies") as (a, b, fn, caller, callee, inv):
+        # B's worker never answers; the whole engine B goes at once: its supervisor's
+        # group and any child that left it.
+        # Frozen first: a child's PDEATHSIG is SIGTERM, and one that ran its handler
+        # before our SIGKILL reached it would say goodbye (a host that crashes cannot)
+        procs = [psutil.Process(b.proc.pid), *psutil.Process(b.proc.pid).children(recursive=True)]
+        for p in procs:
+            try:
+                p.suspend()
+            except psutil.Error:
+                pass
+        killed = time.monotonic()
+        os.killpg(b.proc.pid, signal.SIGKILL)
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        frame = caller.recv_until(lambda f: f.get("invocation_id") == "inv-dies", WINDOW_S + 2)
+        stopped_after = time.monotonic() - killed
+        assert frame["error"]["code"] == "invocation_stopped"
+        assert 1.0 < stopped_after < WINDOW_S  # by the heartbeat, not by a goodbye
+        gone_after = wait_until(lambda: not listed(a.url, fn), WINDOW_S, "B's function leaves A's list")
+        print(f"\nkill -9 of B: caller stopped after {stopped_after:.2f}s, listing clean "
+              f"{stopped_after + gone_after:.2f}s after the kill")
+        assert caller.call(fn, {}, timeout=5)["error"]["code"] == "function_not_found"
