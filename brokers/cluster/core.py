@@ -205,6 +205,10 @@ class Lives:
         self.epochs.update({name: epoch for name, (_, epoch) in peers.items()})
         return ended
 
+    def of(self, host: str) -> bool:
+        """Whether a gateway of ``host`` is alive as far as we know."""
+        return any(name.rpartition("/")[0] == host for name in self.epochs)
+
     def dead(self, host: str) -> list[str]:
         """``host`` is dead: every life of it ended."""
         ended = [name for name in self.epochs if name.rpartition("/")[0] == host]

@@ -22,8 +22,9 @@ Calls: a gateway calls another host's worker directly, gateway to gateway over T
 gateway tells this process where it listens (EP), its endpoint goes into this host's entry,
 and every local gateway gets the other hosts' gateways (PEERS). The route of a remote
 function names its owner there (``core.pseudo_conn``), so the gateway sends the INV to
-``<host>/<node>``; when one of those endpoints changes or its host goes, the local gateways
-get a RESET for it and stop what waited on it. Any other process's INV for a remote
+``<host>/<node>``; when that gateway's life ends (a new epoch, or its host's heartbeat
+expired: ``core.Lives``), the local gateways get a RESET of its name and stop what waited
+on it. Any other process's INV for a remote
 function comes here instead and goes over the TCP link to that host's cluster process as
 ``{k: inv, id, fn, node, to, rc: seq}`` with the body untouched, which delivers it to the
 owner with itself as the reply node; the RES comes back the same way. Bodies are never
@@ -167,7 +168,7 @@ class Cluster(Broker):
         for hid, raw in zip(ids, records):
             known = self.dir.hosts.get(hid)
             if raw is None:
-                if known is not None or any(n.rpartition("/")[0] == hid for n in self.lives.epochs):
+                if known is not None or self.lives.of(hid):
                     log.warning("cluster: host %s missed its heartbeats: its functions are withdrawn", hid)
                     self._host_gone(hid, dead=True)
                 pipe = self.redis.pipeline(transaction=False)

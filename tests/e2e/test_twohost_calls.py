@@ -156,6 +156,31 @@ def test_a_workers_call_goes_gateway_to_gateway_past_both_cluster_processes(host
         assert got == list(range(20))
 
 
+STATE_ON_REDIS_BUILTIN_QUEUE = STATE_ON_REDIS + """\
+- name: iii-queue
+  config:
+    queue_configs: {"default": {"max_retries": 1, "concurrency": 4}}
+"""
+
+
+def test_an_engine_process_reaches_another_hosts_worker_through_the_cluster_relay(redis_server) -> None:
+    """Not a gateway's call: A's own (builtin) queue delivers a job to a function only B's
+    worker serves, through A's cluster process, B's cluster process and B's gateway."""
+    with two_hosts(redis_server, STATE_ON_REDIS_BUILTIN_QUEUE) as (a, b):
+        fn = fid("relay::job")
+        with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
+            callee.register_function(fn)
+            callee.declare("callee-b")
+            t = serve(callee)
+            caller.call_when_found(fn, {}, within=10)
+            t.join(5)
+            t = serve(callee, answer=lambda inv: {"job": inv.get("data")})
+            receipt = caller.call(fn, {"n": 7}, action={"type": "enqueue", "queue": "default"})
+            assert receipt.get("error") is None, receipt
+            t.join(10)
+            assert not t.is_alive(), "B's worker never got the job A's queue delivered"
+
+
 @contextmanager
 def call_in_flight(redis_server, stem: str, inv_id: str) -> Iterator[tuple]:
     """Fresh hosts A and B; B's worker serves a function, and a call of A's worker to it

@@ -131,6 +131,6 @@ def test_a_gateway_life_ends_on_a_new_epoch_or_a_dead_host_not_on_a_gap() -> Non
     assert lives.seen({"C/gw": ("tcp://c:1", "e1")}) == []  # B's entry lacks it (its cluster restarted)
     assert lives.seen({"B/gw": ("tcp://b:1", "e1"), "C/gw": ("tcp://c:1", "e1")}) == []  # the same life
     assert lives.seen({"B/gw": ("tcp://b:2", "e2"), "C/gw": ("tcp://c:1", "e1")}) == ["B/gw"]  # restarted
-    assert lives.dead("C") == ["C/gw"] and lives.dead("C") == []
+    assert lives.of("C") and lives.dead("C") == ["C/gw"] and lives.dead("C") == [] and not lives.of("C")
     lives.prune(["A"])  # B left cleanly: forgotten, nothing to stop
     assert lives.epochs == {}
