@@ -166,36 +166,37 @@ STATE_ON_REDIS_BUILTIN_QUEUE = STATE_ON_REDIS + """\
 def test_an_engine_process_reaches_another_hosts_worker_through_the_cluster_relay(redis_server) -> None:
     """Not a gateway's call: A's own (builtin) queue delivers a job to a function only B's
     worker serves, through A's cluster process, B's cluster process and B's gateway."""
-    with two_hosts(redis_server, STATE_ON_REDIS_BUILTIN_QUEUE) as (a, b):
-        fn = fid("relay::job")
-        with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
-            callee.register_function(fn)
-            callee.declare("callee-b")
-            t = serve(callee)
-            caller.call_when_found(fn, {}, within=10)
-            t.join(5)
-            t = serve(callee, answer=lambda inv: {"job": inv.get("data")})
-            receipt = caller.call(fn, {"n": 7}, action={"type": "enqueue", "queue": "default"})
-            assert receipt.get("error") is None, receipt
-            t.join(10)
-            assert not t.is_alive(), "B's worker never got the job A's queue delivered"
+    with two_hosts(redis_server, STATE_ON_REDIS_BUILTIN_QUEUE) as (a, b), \
+            reachable(a, b, "relay::job") as (fn, caller, callee):
+        t = serve(callee, answer=lambda inv: {"job": inv.get("data")})
+        receipt = caller.call(fn, {"n": 7}, action={"type": "enqueue", "queue": "default"})
+        assert receipt.get("error") is None, receipt
+        t.join(10)
+        assert not t.is_alive(), "B's worker never got the job A's queue delivered"
+
+
+@contextmanager
+def reachable(a, b, stem: str) -> Iterator[tuple]:
+    """B's worker serves a fresh function that A's worker has called once already:
+    ``(fn, caller on A, callee on B)``."""
+    fn = fid(stem)
+    with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
+        callee.register_function(fn)
+        callee.declare("callee-b")
+        t = serve(callee)
+        caller.call_when_found(fn, {}, within=10)
+        t.join(5)
+        yield fn, caller, callee
 
 
 @contextmanager
 def call_in_flight(redis_server, stem: str, inv_id: str) -> Iterator[tuple]:
-    """Fresh hosts A and B; B's worker serves a function, and a call of A's worker to it
-    (``inv_id``) is delivered and not answered yet: ``(a, b, fn, caller, callee, inv)``."""
-    with two_hosts(redis_server, STATE_ON_REDIS) as (a, b):
-        fn = fid(stem)
-        with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
-            callee.register_function(fn)
-            callee.declare("callee-b")
-            t = serve(callee)
-            caller.call_when_found(fn, {}, within=10)
-            t.join(5)
-            caller.send({"type": "invokefunction", "invocation_id": inv_id, "function_id": fn, "data": {}})
-            inv = callee.recv_until(lambda f: f.get("invocation_id") == inv_id, 10)
-            yield a, b, fn, caller, callee, inv
+    """Fresh hosts A and B and ``reachable``; then a call of A's worker (``inv_id``) is
+    delivered and not answered yet: ``(a, b, fn, caller, callee, inv)``."""
+    with two_hosts(redis_server, STATE_ON_REDIS) as (a, b), reachable(a, b, stem) as (fn, caller, callee):
+        caller.send({"type": "invokefunction", "invocation_id": inv_id, "function_id": fn, "data": {}})
+        inv = callee.recv_until(lambda f: f.get("invocation_id") == inv_id, 10)
+        yield a, b, fn, caller, callee, inv
 
 
 def test_kill_9_of_Bs_gateway_stops_the_call_waiting_on_it_from_A(redis_server) -> None:
