@@ -11,8 +11,9 @@ an engine with a ``redis`` adapter gets the ``cluster`` process planned automati
   tests/twohosts.py), each with ``iii-state`` and ``iii-queue`` on the adapter ``{name:
   redis, config: {redis_url}}``, both on one database. The echo callee (``perf.procs``, the
   ``ws_roundtrip`` one) connects to B only; the ``ws_roundtrip`` caller (``call_spec``, 1 and
-  16 in flight on one connection) runs on A (``cross host``: gateway A -> cluster A -> TCP
-  -> cluster B -> gateway B -> worker, and back) and on B (``same host``: the local call).
+  16 in flight on one connection) runs on A (``cross host``: gateway A -> TCP -> gateway B
+  -> worker, and back; the cluster processes only keep the directory) and on B (``same
+  host``: the local call).
 - ``state_redis``: ``state::set`` / ``state::get`` (``EngineBenches._calls`` with the
   ``state_set`` / ``state_get`` definitions of ``run_single``) at 1 and 16 in flight on an
   engine whose ``iii-state`` adapter is ``redis`` against one on the builtin LMDB store.
