@@ -129,11 +129,11 @@ def call(ws, fid, data=None, void=False):
 
 
 def test_denied_connection(server):
-    ws = rbac_client("nope")
-    f = json.loads(ws.recv(timeout=5))
-    assert f["type"] == "error" and f["error"]["code"] == "AUTH_ERROR"
-    with pytest.raises(Exception):
-        ws.recv(timeout=5)
+    with rbac_client("nope") as ws:
+        f = json.loads(ws.recv(timeout=5))
+        assert f["type"] == "error" and f["error"]["code"] == "AUTH_ERROR"
+        with pytest.raises(Exception):
+            ws.recv(timeout=5)
 
 
 def test_denied_call_sync_and_void_and_granted(server):
@@ -234,18 +234,14 @@ def test_a_flood_during_the_auth_call_is_closed_and_the_listener_goes_on(server)
     max_held_bytes (256 KiB here) closes it with 1008, it is never accepted, and the
     next connection is served."""
     from websockets.exceptions import ConnectionClosed
-    ws = rbac_client("slow")  # the auth function answers after 1.5 s
     pad = json.dumps({"type": "ping", "pad": "x" * 60_000})
-    with pytest.raises(ConnectionClosed) as closed:
+    with rbac_client("slow") as ws, pytest.raises(ConnectionClosed) as closed:  # auth answers after 1.5 s
         for _ in range(40):  # 2.4 MB, sent well within the auth call
             ws.send(pad)
         ws.recv(timeout=5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert "before the connection was accepted" in closed.value.rcvd.reason
     time.sleep(2)  # the test's auth server answers one call at a time: let the slow one end
-    ok = rbac_client("ok")
-    try:
+    with rbac_client("ok") as ok:
         result = call(ok, "priv::granted", {"n": 1}).get("result")  # through the middleware
         assert result == {"through": "priv::granted", "payload": {"n": 1, "_via_mw": "u1"}}
-    finally:
-        ok.close()
