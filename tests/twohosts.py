@@ -46,25 +46,30 @@ def reference_config(queues: dict[str, Any] | None = None) -> str:
         """)
 
 
-def host_config(workers_yaml: str, redis_url: str, stream_port: int) -> str:
+def host_config(workers_yaml: str, redis_url: str, stream_port: int, cluster: str | None = None) -> str:
     """A host's config text, ``{port}``, ``{runtime_dir}`` and ``{data_dir}`` left for
-    ``start_engine`` to fill in (the harness's ``make_config`` with those placeholders)."""
+    ``start_engine`` to fill in (the harness's ``make_config`` with those placeholders);
+    ``cluster``: an ``engine.cluster`` block (flow-style YAML) to add."""
     body = workers_yaml.replace("{redis_url}", redis_url).replace("{stream_port}", str(stream_port))
-    return make_config(port="{port}", runtime_dir="{runtime_dir}", data_dir="{data_dir}",  # type: ignore[arg-type]
+    text = make_config(port="{port}", runtime_dir="{runtime_dir}", data_dir="{data_dir}",  # type: ignore[arg-type]
                        extra_workers_yaml=body)
+    return text if cluster is None else text.replace("engine:\n", f"engine:\n  cluster: {cluster}\n", 1)
 
 
 @contextmanager
 def two_hosts(redis_server: Any, workers_yaml: str | None = None, *, wait_for: str | None = None,
-              env: dict[str, str] | None = None) -> Iterator[tuple[Engine, Engine]]:
-    """Hosts A and B on one fresh Redis database; both stopped when the block ends."""
+              env: dict[str, str] | None = None, clusters: tuple[str, str] | None = None
+              ) -> Iterator[tuple[Engine, Engine]]:
+    """Hosts A and B on one fresh Redis database; both stopped when the block ends.
+    ``clusters``: each host's ``engine.cluster`` block (flow-style YAML)."""
     url = redis_server.url(redis_server.fresh_db())
     workers_yaml = reference_config() if workers_yaml is None else workers_yaml
     with ExitStack() as stack:
         hosts = []
-        for name in ("A", "B"):
+        for i, name in enumerate(("A", "B")):
             stream_port = free_port()
-            eng = start_engine(config_text=host_config(workers_yaml, url, stream_port), wait_for=wait_for,
+            text = host_config(workers_yaml, url, stream_port, clusters[i] if clusters else None)
+            eng = start_engine(config_text=text, wait_for=wait_for,
                                env={"III_HOST_ID": name, **(env or {})})
             eng.host_id = name  # type: ignore[attr-defined]
             eng.stream_port = stream_port  # type: ignore[attr-defined]

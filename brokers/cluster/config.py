@@ -11,11 +11,13 @@ an ``engine.cluster`` block (``enabled: false`` turns it off):
         bind: 0.0.0.0:7400                   # default: the advertised address
         heartbeat_ms: 1000                   # a host is dead after ttl_ms without one
         ttl_ms: 3000
+        gateway_ports: 7401-7410             # default: any free port
 
 ``advertise`` (config, else ``$III_CLUSTER_ADVERTISE``, else ``127.0.0.1`` and a free
 port) is resolved by the process itself. Each gateway process of a cluster host also
-listens on a free TCP port of the ``bind`` interface and advertises it on the ``advertise``
-host (``endpoints``): the other hosts' gateways call its workers there directly. Between
+listens on a TCP port of the ``bind`` interface (the first free one of ``gateway_ports``,
+else any free one) and advertises it on the ``advertise`` host (``gateway_endpoints``): the
+other hosts' gateways call its workers there directly. Between
 hosts, the cluster's port and those must be reachable (the links carry no
 authentication: a private network). Invariant: ``implied(cfg)`` reads only the config
 it is given.
@@ -38,6 +40,13 @@ def _addr(value: Any) -> str | None:
     return None
 
 
+def _ports(value: Any) -> str | None:
+    lo, sep, hi = str(value).partition("-")
+    if not (sep and lo.isdigit() and hi.isdigit() and 0 < int(lo) <= int(hi) < 65536):
+        return f"must be a port range lo-hi (1-65535), got {value!r}"
+    return None
+
+
 FIELDS = {
     **REDIS_FIELDS,
     "enabled": Field(bool, True),
@@ -46,23 +55,33 @@ FIELDS = {
     "heartbeat_ms": Field(int, 1000, check=lambda v: None if v >= 50 else "must be >= 50"),
     "ttl_ms": Field(int, 3000, check=lambda v: None if v >= 100 else "must be >= 100"),
     "prefix": Field(str, "iii:cluster"),
+    "gateway_ports": Field(str, None, check=_ports),
 }
 
 
-def endpoints(cfg: dict[str, Any] | None, port: str | None = None) -> tuple[str, str]:
-    """``(advertised host, bind endpoint)`` of a process of this host: the cluster's
-    (``port`` None: the configured one), or a gateway's (``port`` "0": a free one)."""
+def endpoints(cfg: dict[str, Any] | None) -> tuple[str, str]:
+    """``(advertised host:port, bind endpoint)`` of this host's cluster process."""
     advertise = (cfg or {}).get("advertise") or os.environ.get(ADVERTISE_ENV) or "127.0.0.1:0"
-    bind = (cfg or {}).get("bind") or advertise
-    host, _, p = bind.rpartition(":")
-    p = p if port is None else port
-    return advertise, f"tcp://{host}:{'*' if p == '0' else p}"
+    host, _, port = ((cfg or {}).get("bind") or advertise).rpartition(":")
+    return advertise, f"tcp://{host}:{'*' if port == '0' else port}"
+
+
+def gateway_endpoints(cfg: dict[str, Any] | None) -> tuple[str, list[str]]:
+    """``(advertised host, bind endpoints to try in order)`` of a gateway of this host:
+    each port of ``gateway_ports``, else any free one."""
+    advertise, bind = endpoints(cfg)
+    host = bind.rsplit(":", 1)[0]
+    ports = (cfg or {}).get("gateway_ports")
+    if ports:
+        lo, hi = (int(p) for p in ports.split("-"))
+        return advertise.rpartition(":")[0], [f"{host}:{p}" for p in range(lo, hi + 1)]
+    return advertise.rpartition(":")[0], [f"{host}:*"]
 
 
 def shares(cfg: dict[str, Any]) -> dict[str, Any]:
     """What every process of a cluster host learns of the cluster's config (the gateways
     bind and advertise their own endpoints on its interfaces)."""
-    return {"advertise": cfg["advertise"], "bind": cfg["bind"]}
+    return {"advertise": cfg["advertise"], "bind": cfg["bind"], "gateway_ports": cfg["gateway_ports"]}
 
 
 def parse(raw: Any, path: str) -> dict[str, Any]:

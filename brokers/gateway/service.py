@@ -32,17 +32,18 @@ import uuid
 from http import HTTPStatus
 from typing import Any, Callable
 
+import zmq
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import State
 
+from brokers.cluster.config import gateway_endpoints
 from brokers.gateway import auth, rbac
 from brokers.gateway.conns import Conn
 from brokers.gateway.core import TELEMETRY_PREFIXES, GatewayCore
 from brokers.kit import frames, listen
 from brokers.kit.channels import hub as channels, table as channel_table
-from brokers.cluster.config import endpoints as cluster_endpoints
 from brokers.kit.bus import Bus
 from brokers.kit.process import BusFactory, Process, run
 from brokers.kit.units import RunContext
@@ -196,12 +197,21 @@ class Gateway(Process):
 
     def _listen_remote(self) -> None:
         """On a cluster host: also take frames over TCP from the other hosts' gateways, on
-        a free port of the cluster's interface (brokers/cluster/config.py ``endpoints``)."""
+        the cluster's interface (brokers/cluster/config.py ``gateway_endpoints``)."""
         if frames.CLUSTER not in self.ctx.peers or not isinstance(self.bus, Bus):
             return
-        advertise, bind = cluster_endpoints(self.ctx.engine.shared.get(frames.CLUSTER), "0")
-        bound = self.bus.bind_tcp(bind)
-        self.core.remote_addr = f"tcp://{advertise.rpartition(':')[0]}:{bound.rsplit(':', 1)[1]}"
+        host, binds = gateway_endpoints(self.ctx.engine.shared.get(frames.CLUSTER))
+        for bind in binds:
+            try:
+                bound = self.bus.bind_tcp(bind)
+                break
+            except zmq.ZMQError as exc:
+                last = exc
+        else:
+            log.error("%s: no port of %s-%s to take calls from other hosts on (%s); they reach its workers "
+                      "through the cluster process", self.name, binds[0], binds[-1].rsplit(":", 1)[1], last)
+            return
+        self.core.remote_addr = f"tcp://{host}:{bound.rsplit(':', 1)[1]}"
         self._announce()
 
     def _announce(self) -> None:

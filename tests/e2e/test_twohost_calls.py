@@ -189,6 +189,33 @@ def reachable(a, b, stem: str) -> Iterator[tuple]:
         yield fn, caller, callee
 
 
+def test_gateways_take_calls_on_the_configured_ports_else_through_the_relay(redis_server) -> None:
+    """``engine.cluster.gateway_ports``: B's gateway listens on its one port; A's one port is
+    taken, so A's gateway says so and has no endpoint: calls between A's workers and B's go
+    through the cluster processes, both ways."""
+    import json
+    import socket
+
+    import redis
+    from tests.harness import free_port
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    busy, free = taken.getsockname()[1], free_port()
+    try:
+        with two_hosts(redis_server, STATE_ON_REDIS, clusters=(f"{{gateway_ports: '{busy}-{busy}'}}",
+                                                               f"{{gateway_ports: '{free}-{free}'}}")) as (a, b), \
+                reachable(a, b, "ports::onb") as (fn, caller, callee), reachable(b, a, "ports::ona"):
+            entry = redis.Redis.from_url(a.redis_url)
+            nodes = {h: json.loads(entry.get(f"iii:cluster:host:{h}"))["nodes"] for h in ("A", "B")}
+            assert nodes["A"] == {} and nodes["B"]["gateway"][0] == f"tcp://127.0.0.1:{free}", nodes
+            assert "no port of" in a.log_tail()
+            t = serve(callee)
+            assert caller.call(fn, {}, timeout=5)["result"]["host"] == "B"
+            t.join(5)
+    finally:
+        taken.close()
+
+
 @contextmanager
 def call_in_flight(redis_server, stem: str, inv_id: str) -> Iterator[tuple]:
     """Fresh hosts A and B and ``reachable``; then a call of A's worker (``inv_id``) is

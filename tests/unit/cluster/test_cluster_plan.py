@@ -55,3 +55,14 @@ def test_an_engine_cluster_block_sets_it_or_turns_it_off(tmp_path) -> None:
 def test_a_bad_cluster_block_names_its_path(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"engine.cluster.advertise"):
         planned(tmp_path, "engine:\n  cluster: {advertise: nope}\nworkers: []\n")
+
+
+def test_gateway_ports_are_a_range_tried_in_order(tmp_path) -> None:
+    from brokers.cluster.config import gateway_endpoints
+    assert gateway_endpoints({"advertise": "10.0.0.7:7400", "bind": "0.0.0.0:7400", "gateway_ports": "7401-7403"}) == (
+        "10.0.0.7", ["tcp://0.0.0.0:7401", "tcp://0.0.0.0:7402", "tcp://0.0.0.0:7403"])
+    assert gateway_endpoints({"advertise": "10.0.0.7:7400", "bind": None, "gateway_ports": None}) == (
+        "10.0.0.7", ["tcp://10.0.0.7:*"])
+    for bad in ("7401", "7403-7401", "0-10", "a-b", "1-70000"):
+        with pytest.raises(ConfigError, match="gateway_ports"):
+            planned(tmp_path, f"engine:\n  cluster: {{gateway_ports: '{bad}'}}\nworkers: []\n")
