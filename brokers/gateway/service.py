@@ -189,8 +189,12 @@ class Gateway(Process):
             self._learn(header)
         elif kind == frames.PEERS:
             self._peers(header)
-        elif kind == frames.RESET and header.get("node") == frames.CLUSTER:
-            self._announce()  # a new cluster process: it does not know our endpoint yet
+        elif kind == frames.RESET:
+            node = header.get("node")
+            if node == frames.CLUSTER:
+                self._announce()  # a new cluster process: it does not know our endpoint yet
+            elif isinstance(node, str) and "/" in node:
+                self.bus.forget(node)  # another host's gateway whose life ended (cluster core.Lives)
         self.core.on_frame(sender, header, body)
 
     # ---- calls from and to other hosts' gateways (issue 19) -------------------------------
@@ -219,14 +223,16 @@ class Gateway(Process):
             self.send(frames.CLUSTER, frames.endpoint(self.core.remote_addr, self.epoch))
 
     def _peers(self, header: dict) -> None:
-        """The cluster's table of the other hosts' gateways: dialled, and the ones that
-        left it (or moved) forgotten with what was queued for them."""
+        """The cluster's table of the other hosts' gateways: dialled (a moved one is
+        dialled anew). One that left the table is still answered (its host's cluster
+        process may be restarting) until a RESET says its life ended."""
         table = header.get("peers") or {}
-        for peer in [p for p in self.core.remote_peers if table.get(p) != self.core.remote_peers[p]]:
-            self.bus.forget(peer)
         for peer, addr in table.items():
             self.bus.dial(peer, addr)
         self.bus.remote_id = str(header.get("as")).encode()
+        if set(table) != set(self.core.remote_peers):
+            log.info("%s calls the gateways of other hosts directly: %s", self.name,
+                     ", ".join(sorted(table)) or "none")
 
     def _learn(self, header: dict) -> None:
         """A call from another host's gateway says where its answer goes: a gateway that

@@ -66,6 +66,15 @@ def wait_until(pred, within: float, what: str) -> float:
     raise AssertionError(f"not within {within}s: {what}")
 
 
+def wait_direct(host, peer: str, within: float = 10.0) -> None:
+    """Until ``host``'s gateway has said it calls ``peer`` (``<host>/<node>``) directly: the
+    other host's gateway is known there (the first calls may go through the relay before)."""
+    def known() -> bool:
+        lines = [ln for ln in host.log_tail(400000).splitlines() if "of other hosts directly:" in ln]
+        return bool(lines) and peer in lines[-1].rsplit("directly:", 1)[1].strip().split(", ")
+    wait_until(known, within, f"{peer} known to the gateway directly")
+
+
 def test_a_worker_on_A_calls_a_function_registered_only_on_B(hosts) -> None:
     a, b = hosts
     fn = fid("onb::echo")
@@ -144,6 +153,7 @@ def test_a_workers_call_goes_gateway_to_gateway_past_both_cluster_processes(host
         callee.declare("callee-b")
         t = serve(callee, count=21)
         caller.call_when_found(fn, {}, within=10)
+        wait_direct(a, "B/gateway")
         frozen = [psutil.Process(a.pid("cluster")), psutil.Process(b.pid("cluster"))]
         for p in frozen:
             p.suspend()
@@ -167,7 +177,7 @@ def test_an_engine_process_reaches_another_hosts_worker_through_the_cluster_rela
     """Not a gateway's call: A's own (builtin) queue delivers a job to a function only B's
     worker serves, through A's cluster process, B's cluster process and B's gateway."""
     with two_hosts(redis_server, STATE_ON_REDIS_BUILTIN_QUEUE) as (a, b), \
-            reachable(a, b, "relay::job") as (fn, caller, callee):
+            reachable(a, b, "relay::job", direct=False) as (fn, caller, callee):
         t = serve(callee, answer=lambda inv: {"job": inv.get("data")})
         receipt = caller.call(fn, {"n": 7}, action={"type": "enqueue", "queue": "default"})
         assert receipt.get("error") is None, receipt
@@ -176,9 +186,9 @@ def test_an_engine_process_reaches_another_hosts_worker_through_the_cluster_rela
 
 
 @contextmanager
-def reachable(a, b, stem: str) -> Iterator[tuple]:
-    """B's worker serves a fresh function that A's worker has called once already:
-    ``(fn, caller on A, callee on B)``."""
+def reachable(a, b, stem: str, direct: bool = True) -> Iterator[tuple]:
+    """B's worker serves a fresh function that A's worker has called once already, and
+    (``direct``) A's gateway calls B's directly: ``(fn, caller on A, callee on B)``."""
     fn = fid(stem)
     with RawClient.worker(b.url) as callee, RawClient.declared(a.url, "caller-a") as caller:
         callee.register_function(fn)
@@ -186,6 +196,8 @@ def reachable(a, b, stem: str) -> Iterator[tuple]:
         t = serve(callee)
         caller.call_when_found(fn, {}, within=10)
         t.join(5)
+        if direct:
+            wait_direct(a, f"{b.host_id}/gateway")
         yield fn, caller, callee
 
 
@@ -204,7 +216,8 @@ def test_gateways_take_calls_on_the_configured_ports_else_through_the_relay(redi
     try:
         with two_hosts(redis_server, STATE_ON_REDIS, clusters=(f"{{gateway_ports: '{busy}-{busy}'}}",
                                                                f"{{gateway_ports: '{free}-{free}'}}")) as (a, b), \
-                reachable(a, b, "ports::onb") as (fn, caller, callee), reachable(b, a, "ports::ona"):
+                reachable(a, b, "ports::onb", direct=False) as (fn, caller, callee), \
+                reachable(b, a, "ports::ona", direct=False):
             entry = redis.Redis.from_url(a.redis_url)
             nodes = {h: json.loads(entry.get(f"iii:cluster:host:{h}"))["nodes"] for h in ("A", "B")}
             assert nodes["A"] == {} and nodes["B"]["gateway"][0] == f"tcp://127.0.0.1:{free}", nodes
