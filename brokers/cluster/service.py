@@ -210,19 +210,22 @@ class Cluster(Broker):
         ended = self.lives.seen(now) + (self.lives.dead(gone) if dead and gone is not None else [])
         if now != self.peers or ended:
             self.peers = now
-            table = {name: ep[0] for name, ep in now.items()}
             for gw in self.gateways:
-                self.send(gw, frames.peers(table, f"{self.host}/{gw}"))
+                self._tell_gateway(gw)
                 for name in ended:
                     self.send(gw, frames.reset(name))
         self._apply(effects)
+
+    def _tell_gateway(self, gw: str) -> None:
+        """PEERS to local gateway ``gw``: the other hosts' gateways and its name toward them."""
+        self.send(gw, frames.peers({name: ep[0] for name, ep in self.peers.items()}, f"{self.host}/{gw}"))
 
     def _on_endpoint(self, sender: str, header: dict, body: bytes) -> None:
         """A local gateway takes calls from other hosts at ``addr``: into our entry."""
         ep = [header.get("addr"), header.get("epoch")]
         if not all(isinstance(x, str) for x in ep):
             return
-        self.send(sender, frames.peers({name: e[0] for name, e in self.peers.items()}, f"{self.host}/{sender}"))
+        self._tell_gateway(sender)
         if self.gateways.get(sender) != ep:
             self.gateways[sender] = ep
             asyncio.get_running_loop().create_task(self._announce())

@@ -58,10 +58,10 @@ class GatewayCore(Hooks, CallRelay, Registrations):
         self.drops: dict[str, int] = {}
         """Frames dropped per connection (for the log's rate limit)."""
         self.opened = self.gone = 0
+        """Worker connections opened and closed since this process started (Prometheus)."""
         self.engine_calls = Pending()
         self.meta_cache = {}
         self.remote_peers = {}
-        """Worker connections opened and closed since this process started (Prometheus)."""
 
     # ---- connection lifecycle -----------------------------------------------------------
 
