@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from brokers.gateway.conns import ENQUEUE_FN, REGISTER_FN, SMALL_PEER_LIMIT, Conn, GatewayState
 from brokers.kit import frames, wire
 from brokers.kit.errors import (CALLEE_OVERLOADED, ENQUEUE_ERROR, FUNCTION_NOT_FOUND, INVALID_NAMESPACE,
-                                INVOCATION_STOPPED, PAYLOAD_TOO_LARGE, SERIALIZATION_ERROR, UNKNOWN)
+                                INVOCATION_STOPPED, PAYLOAD_TOO_LARGE, SERIALIZATION_ERROR, UNKNOWN,
+                                EngineError, NotServedHere)
 from brokers.kit.frames import CLUSTER, ROUTER
 from brokers.kit.routes import not_found_message
 
@@ -80,6 +81,9 @@ class CallRelay(GatewayState):
                 self.out.ws(conn.id, wire.error(inv_id, fid, FUNCTION_NOT_FOUND, not_found_message(
                     fid, ns, self.routes.namespaces_of(fid))))
             return
+        read = self.local_reads.get(fid)
+        if read is not None and route[0] == read[0] and self._read_here(conn, msg, fid, inv_id, kind, read[1]):
+            return
         data = msg.get("data")
         if isinstance(data, dict):
             data[wire.CALLER_KEY] = conn.id
@@ -102,6 +106,27 @@ class CallRelay(GatewayState):
         else:
             conn.spans[inv_id] = rec  # before the send: a callee that is gone answers at once
             self._send_call(conn, conn.id, route, inv_id, fid, body)
+
+    def _read_here(self, conn: Conn, msg: dict, fid: str, inv_id: Any, kind: Any,
+                   read: Callable[[Any], Any]) -> bool:
+        """A read of ``local_reads`` answered here as its owner would answer it, with the
+        engine's span of the call; False when ``read`` declines (the call goes on)."""
+        rec, _, _ = self.telemetry.begin(fid, msg.get("traceparent"), msg.get("baggage"))
+        void = kind == "void" or not inv_id
+        error = None
+        if not void:  # a read nobody waits for changes nothing: only counted
+            try:
+                body = wire.result(inv_id, fid, read(msg.get("data")))
+            except NotServedHere:
+                return False
+            except EngineError as exc:
+                error = exc.code
+                body = wire.error(inv_id, fid, exc.code, exc.message)
+            self.out.ws(conn.id, body)
+        if rec is not None:
+            rec[10:] = self.local_reads[fid][0], conn.id, inv_id, "void" if void else "sync"
+            self.telemetry.finish(rec, error is not None, void=void, description=error)
+        return True
 
     def _unrelayable(self, conn: Conn, inv_id: str | None, fid: str, exc: Exception) -> None:
         """A payload the engine parsed but cannot encode again: the caller is told, never

@@ -87,6 +87,11 @@ class GatewayState:
     local_functions: dict[str, Callable[[Any], Any]]
     """Built-in functions this process answers itself, ``data -> result`` (the shell's:
     ``engine::channels::create`` makes the channel here, its home)."""
+    local_reads: dict[str, tuple[str, Callable[[Any], Any]]]
+    """Reads of another process's functions this process answers in place while their
+    route names that process: function id -> (that node, ``data -> result``, which may
+    raise ``NotServedHere`` to send the call on). The shell's: ``state::get`` from the
+    state store (brokers/state/reader.py)."""
     http_functions_node: str | None = None
     """The process serving HTTP-invoked functions, if the engine has one (the shell's)."""
     telemetry: Recorder

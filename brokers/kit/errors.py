@@ -98,3 +98,8 @@ class EngineError(Exception):
 def deserialization_error(function_id: str, detail: str) -> EngineError:
     """The error every built-in raises for input that does not fit its shape (workers-a §0)."""
     return EngineError(DESERIALIZATION_ERROR, f"Failed to deserialize input for {function_id}: {detail}")
+
+
+class NotServedHere(Exception):
+    """A process declines to serve, in place, a read of a function another process owns
+    (its copy of the store cannot be read just now): the call goes to the owner instead."""

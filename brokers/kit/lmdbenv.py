@@ -19,6 +19,11 @@ whole body run again in a fresh transaction, until it fits or the next size woul
 uncontended except during a resize: readers never wait for writers (LMDB MVCC), only for a
 growth in progress; the writer's own transaction is already aborted when it grows.
 
+Read-only (``readonly=True``): another process's environment read in place (LMDB serves
+readers in many processes; a reader sees every transaction committed before its read
+began). It is never created or tightened here, and a map the owner has grown since is
+adopted on the next read (``MapResizedError``, then ``set_mapsize(0)``).
+
 Threads: ``write`` runs on the caller's thread and keeps its transaction there (an LMDB
 write transaction must stay on its thread); reads may run on any other thread meanwhile.
 """
@@ -95,7 +100,7 @@ class _Read:
     def __enter__(self) -> lmdb.Transaction:
         self._owner._resize.acquire()
         try:
-            self._txn = self._owner.env.begin(db=self._db)
+            self._txn = self._owner.begin_read(self._db)
         except BaseException:
             self._owner._resize.release()
             raise
@@ -112,16 +117,23 @@ class LmdbEnv:
     """An LMDB environment at ``path`` (a directory) with growth up to ``max_map_size``."""
 
     def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, max_map_size: int = MAX_MAP_SIZE,
-                 max_dbs: int = 0, max_readers: int = 126, readahead: bool = True) -> None:
-        private_dir(path, "store")
+                 max_dbs: int = 0, max_readers: int = 126, readahead: bool = True,
+                 readonly: bool = False) -> None:
         self.path = path
         self.max_map_size = max_map_size
+        self._resize = threading.Lock()
+        if readonly:  # the owner's store as it is: FileNotFoundError until the owner made it
+            if not os.path.isfile(os.path.join(path, "data.mdb")):
+                raise FileNotFoundError(f"no LMDB store at {path}")
+            self.env = lmdb.open(path, subdir=True, readonly=True, create=False, max_dbs=max_dbs,
+                                 max_readers=max_readers, readahead=readahead, lock=True)
+            return
+        private_dir(path, "store")
         self.env = lmdb.open(path, map_size=map_size, subdir=True, sync=True, metasync=True,
                              max_dbs=max_dbs, max_readers=max_readers, readahead=readahead,
                              lock=True, mode=0o600)
         for name in ("data.mdb", "lock.mdb"):  # ``mode`` applies to new files only
             private_file(os.path.join(path, name), "store file")
-        self._resize = threading.Lock()
 
     def open_db(self, name: bytes) -> Any:
         return self.env.open_db(name)
@@ -156,9 +168,18 @@ class LmdbEnv:
         """``with env.read() as txn:`` a read transaction a resize waits for."""
         return _Read(self, db)
 
+    def begin_read(self, db: Any = None) -> lmdb.Transaction:
+        """A read transaction (the caller holds ``_resize``). Another process that grew the
+        map since this one last looked makes LMDB refuse it once: its size is adopted."""
+        try:
+            return self.env.begin(db=db)
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)
+            return self.env.begin(db=db)
+
     def get(self, key: bytes, db: Any = None) -> bytes | None:
         """One point read in its own read transaction."""
-        with self._resize, self.env.begin(db=db) as txn:
+        with self._resize, self.begin_read(db) as txn:
             return txn.get(key)
 
     def grow(self) -> int:

@@ -116,3 +116,10 @@ def stores(cfg: dict[str, Any], data_dir: str) -> dict[str, str]:
         from brokers.state.redis_store import describe
         return {"state": describe(cfg["redis_url"])}
     return {"state": store_path(cfg, data_dir) or "in memory"}
+
+
+def shares(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the state unit tells every process (``Unit.shares``): where its LMDB store is,
+    so that a gateway can serve ``state::get`` from it (reader.py). The kind of store and
+    ``file_path`` only, never a Redis URL (it may hold a password)."""
+    return {"store": cfg["store"], "path": cfg.get("path")}

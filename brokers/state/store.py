@@ -199,9 +199,11 @@ def open_store(path: str | None) -> Store:
 class LmdbStore:
     """The durable store: one LMDB environment under ``path`` (a directory)."""
 
-    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE, max_map_size: int = MAX_MAP_SIZE) -> None:
+    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE, max_map_size: int = MAX_MAP_SIZE,
+                 readonly: bool = False) -> None:
         self.path = path
-        self.lmdbenv = LmdbEnv(path, map_size=map_size, max_map_size=max_map_size, readahead=False)
+        self.lmdbenv = LmdbEnv(path, map_size=map_size, max_map_size=max_map_size, readahead=False,
+                               readonly=readonly)
         self.env = self.lmdbenv.env
         self._limit = self.lmdbenv.max_key_size()
         self._touched: set[str] = set()

@@ -1,7 +1,7 @@
 """Unit descriptor of the state broker: one storage process for ``iii-state``."""
 from __future__ import annotations
 
-from brokers.state.config import parse, stores
+from brokers.state.config import parse, shares, stores
 from brokers.kit.units import Unit
 
 UNIT = Unit(
@@ -11,4 +11,5 @@ UNIT = Unit(
     storage=True,
     parse_config=parse,
     stores=stores,
+    shares=shares,
 )
