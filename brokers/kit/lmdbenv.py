@@ -192,6 +192,12 @@ class LmdbEnv:
         log.warning("LMDB map of %s was full; grown to %d MiB", self.path, size >> 20)
         return size
 
+    def clear_stale_readers(self) -> int:
+        """Free the reader slots of processes that died inside a read transaction (a
+        gateway killed while reading the state store in place): until then LMDB keeps every
+        page their snapshot could see, and the file grows under writes. Returns how many."""
+        return self.env.reader_check()
+
     def map_size(self) -> int:
         return self.env.info()["map_size"]
 

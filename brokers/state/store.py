@@ -35,6 +35,7 @@ group commit around it is the kit's ``GroupCommitter`` (service.py).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from typing import Any, Callable, Protocol, Sequence
@@ -48,6 +49,8 @@ from brokers.kit.lmdbenv import (DEFAULT_MAP_SIZE, MAX_MAP_SIZE, LmdbEnv, MapLim
                                  StorageFull, caller_reason)
 from brokers.kit.ops import MISSING
 
+
+log = logging.getLogger(__name__)
 
 _FAIL = {"set": ("SET_ERROR", "Failed to set value"),
          "update": ("UPDATE_ERROR", "Failed to update value"),
@@ -110,6 +113,8 @@ IDEM_TTL_MS = 24 * 3600 * 1000
 """How long an idempotency key is remembered: a day, longer than any client's retries."""
 SWEEP = 32
 PREFIX_CACHE = 1024
+READERS_CHECK_S = 10.0
+"""How often the writer frees the reader slots of dead processes (``clear_stale_readers``)."""
 """Scopes whose escaped key prefix ``LmdbStore`` keeps (cleared when full)."""
 """Idempotency records looked at per committed batch, to prune the expired ones: the
 sweep walks them in key order, a few per commit, so no commit pays for all of them."""
@@ -210,6 +215,10 @@ class LmdbStore:
         self._prefixes: dict[str, bytes] = {}
         self._sweep_at = IDEM
         self.commits = 0
+        self._readers_at = 0.0
+        """When (monotonic) the writer last looked for dead readers' slots."""
+        if not readonly:
+            self._check_readers()
 
     def _key(self, scope: str, key: str) -> bytes:
         # Hot path: the escaped prefix of a scope is computed once (a bounded cache).
@@ -231,6 +240,8 @@ class LmdbStore:
             return []
 
         now_ms = int(time.time() * 1000)
+        if time.monotonic() - self._readers_at > READERS_CHECK_S:
+            self._check_readers()
 
         def body(txn: lmdb.Transaction) -> list[Outcome]:
             io = KeyIO(txn.get, txn.put, txn.delete)
@@ -248,6 +259,15 @@ class LmdbStore:
             if w.scope not in touched:
                 touched.add(w.scope)
         return outcomes
+
+    def _check_readers(self) -> None:
+        """Other processes read this store in place (reader.py); one that died in a read
+        leaves its slot taken: freed here, at open and every ``READERS_CHECK_S``."""
+        self._readers_at = time.monotonic()
+        freed = self.lmdbenv.clear_stale_readers()
+        if freed:
+            log.warning("state store at %s: freed %d reader slots of processes that died reading it",
+                        self.path, freed)
 
     def _sweep(self, txn: lmdb.Transaction, now_ms: int) -> None:
         """Delete expired idempotency records among the next ``SWEEP`` ones."""

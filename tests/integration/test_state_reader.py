@@ -24,8 +24,10 @@ from brokers.state.reader import StateReader
 
 WRITER = textwrap.dedent("""
     import sys
-    from brokers.state import core
+    from brokers.state import core, store as store_mod
     from brokers.state.store import LmdbStore
+    if len(sys.argv) > 2:
+        store_mod.READERS_CHECK_S = float(sys.argv[2])
     store = LmdbStore(sys.argv[1], map_size=1 << 20)
     print("open", flush=True)
     for line in sys.stdin:
@@ -39,9 +41,10 @@ WRITER = textwrap.dedent("""
 
 
 class Writer:
-    def __init__(self, path: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", WRITER, path], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    def __init__(self, path: str, *extra: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", WRITER, path, *extra], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     cwd=os.getcwd())
         assert self.proc.stdout.readline().strip() == "open"
 
     def write(self, first: int, count: int, size: int) -> int:
@@ -94,3 +97,30 @@ def test_only_an_lmdb_store_is_offered(shared) -> None:
 def test_the_store_path_is_the_state_process_own() -> None:
     assert StateReader.for_engine({"state": {"store": "lmdb", "path": None}}, "/d").path == "/d/state"
     assert StateReader.for_engine({"state": {"store": "lmdb", "path": "/x/y"}}, "/d").path == "/x/y"
+
+
+STUCK_READER = textwrap.dedent("""
+    import sys, time
+    from brokers.kit.lmdbenv import LmdbEnv
+    env = LmdbEnv(sys.argv[1], readonly=True)
+    txn = env.env.begin()  # a read transaction it never ends: killed inside it
+    print("reading", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_the_slot_of_a_reader_killed_while_reading_is_freed_by_the_writer(tmp_path) -> None:
+    """LMDB resets its reader table when the first process opens the store, so a stale slot
+    is left only while another process keeps the store open: the state process, as here."""
+    path = str(tmp_path / "state")
+    writer = Writer(path, "0")  # looks for dead readers before every batch
+    try:
+        writer.write(0, 1, 10)
+        stuck = subprocess.Popen([sys.executable, "-c", STUCK_READER, path], stdout=subprocess.PIPE, text=True)
+        assert stuck.stdout.readline().strip() == "reading"
+        stuck.kill()
+        stuck.wait(10)
+        writer.write(1, 1, 10)
+    finally:
+        writer.close()
+    assert "freed 1 reader slots of processes that died reading it" in writer.proc.stderr.read()
