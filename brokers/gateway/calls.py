@@ -81,8 +81,8 @@ class CallRelay(GatewayState):
                 self.out.ws(conn.id, wire.error(inv_id, fid, FUNCTION_NOT_FOUND, not_found_message(
                     fid, ns, self.routes.namespaces_of(fid))))
             return
-        read = self.local_reads.get(fid)
-        if read is not None and route[0] == read[0] and self._read_here(conn, msg, fid, inv_id, kind, read[1]):
+        here = self.in_place.get(fid)
+        if here is not None and route[0] == here[0] and self._serve_here(conn, msg, fid, inv_id, kind, here):
             return
         data = msg.get("data")
         if isinstance(data, dict):
@@ -107,25 +107,33 @@ class CallRelay(GatewayState):
             conn.spans[inv_id] = rec  # before the send: a callee that is gone answers at once
             self._send_call(conn, conn.id, route, inv_id, fid, body)
 
-    def _read_here(self, conn: Conn, msg: dict, fid: str, inv_id: Any, kind: Any,
-                   read: Callable[[Any], Any]) -> bool:
-        """A read of ``local_reads`` answered here as its owner would answer it, with the
-        engine's span of the call; False when ``read`` declines (the call goes on)."""
-        rec, _, _ = self.telemetry.begin(fid, msg.get("traceparent"), msg.get("baggage"))
+    def _serve_here(self, conn: Conn, msg: dict, fid: str, inv_id: Any, kind: Any,
+                    here: tuple[str, Callable[..., None]]) -> bool:
+        """A call of ``in_place`` served here as its owner would serve it, with the
+        engine's span of the call; False when the handler declines (the call goes on)."""
+        node, handler = here
+        rec, traceparent, baggage = self.telemetry.begin(fid, msg.get("traceparent"), msg.get("baggage"))
         void = kind == "void" or not inv_id
-        error = None
-        if not void:  # a read nobody waits for changes nothing: only counted
-            try:
-                body = wire.result(inv_id, fid, read(msg.get("data")))
-            except NotServedHere:
-                return False
-            except EngineError as exc:
-                error = exc.code
-                body = wire.error(inv_id, fid, exc.code, exc.message)
-            self.out.ws(conn.id, body)
-        if rec is not None:
-            rec[10:] = self.local_reads[fid][0], conn.id, inv_id, "void" if void else "sync"
-            self.telemetry.finish(rec, error is not None, void=void, description=error)
+        conn_id = conn.id
+
+        def done(result: Any, exc: EngineError | None) -> None:
+            if not void:
+                if exc is None:
+                    body = wire.result(inv_id, fid, result)
+                else:
+                    body = wire.error(inv_id, fid, exc.code, exc.message)
+                self.out.ws(conn_id, body)  # a connection gone meanwhile is skipped by the shell
+            if rec is not None:
+                rec[10:] = node, conn_id, inv_id, "void" if void else "sync"
+                self.telemetry.finish(rec, exc is not None, void=void,
+                                      description=None if exc is None else exc.code)
+
+        try:
+            handler(msg.get("data"), (traceparent, baggage), done)
+        except NotServedHere:
+            return False
+        except EngineError as exc:
+            done(None, exc)
         return True
 
     def _unrelayable(self, conn: Conn, inv_id: str | None, fid: str, exc: Exception) -> None:

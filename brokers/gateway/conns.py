@@ -87,11 +87,12 @@ class GatewayState:
     local_functions: dict[str, Callable[[Any], Any]]
     """Built-in functions this process answers itself, ``data -> result`` (the shell's:
     ``engine::channels::create`` makes the channel here, its home)."""
-    local_reads: dict[str, tuple[str, Callable[[Any], Any]]]
-    """Reads of another process's functions this process answers in place while their
-    route names that process: function id -> (that node, ``data -> result``, which may
-    raise ``NotServedHere`` to send the call on). The shell's: ``state::get`` from the
-    state store (brokers/state/reader.py)."""
+    in_place: dict[str, tuple[str, Callable[..., None]]]
+    """Functions of another process this one serves itself while their route names that
+    process: function id -> (that node, ``handler(data, trace, done)``). The handler
+    answers ``done(result, None)`` or ``done(None, EngineError)``, now or later, or raises
+    ``NotServedHere`` to send the call on (or an ``EngineError``). The shell's: ``state::*``
+    on the state store (brokers/state/inplace.py)."""
     http_functions_node: str | None = None
     """The process serving HTTP-invoked functions, if the engine has one (the shell's)."""
     telemetry: Recorder

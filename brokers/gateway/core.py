@@ -48,7 +48,7 @@ class GatewayCore(Hooks, CallRelay, Registrations):
         self.routes = RouteTable()
         self.conns: dict[str, Conn] = {}
         self.local_functions = {}
-        self.local_reads = {}
+        self.in_place = {}
         self.up_sent = 0
         """Sequence number of the last UP sent to the router."""
         self.up_acked = 0

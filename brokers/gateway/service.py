@@ -47,8 +47,8 @@ from brokers.kit.channels import hub as channels, table as channel_table
 from brokers.kit.bus import Bus
 from brokers.kit.process import BusFactory, Process, run
 from brokers.kit.units import RunContext
-from brokers.state import core as state_core, reader as state_reader
-from brokers.state.reader import StateReader
+from brokers.state import inplace
+from brokers.state.inplace import InPlace
 from brokers.supervisor.units import node_serving
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,11 @@ class Gateway(Process):
         self.core = GatewayCore(ctx.process, self, self.epoch, self.telemetry)
         self.channels = channels.Hub(ctx.process, ctx.peers, ctx.runtime_dir, self.send)
         self.core.local_functions[CHANNELS_CREATE] = self._create_channel
-        self.state_reader = StateReader.for_engine(ctx.engine.shared, ctx.data_dir)
-        """``state::get`` from the state store in place (None when it is not on LMDB here)."""
-        if self.state_reader is not None:
-            self.core.local_reads[state_core.GET] = (state_reader.OWNER, self.state_reader.get)
+        self.state = InPlace.for_engine(ctx.engine.shared, ctx.data_dir, self.send)
+        """``state::*`` on the state store in place (None when it is not on LMDB here)."""
+        if self.state is not None:
+            for fid, handler in self.state.handlers().items():
+                self.core.in_place[fid] = (inplace.OWNER, handler)
         self.core.http_functions_node = node_serving("iii-http-functions", ctx.peers)
         if self.cfg.get("rbac") is not None:
             self.core.rules = rbac.Rules(self.cfg["rbac"])
@@ -487,11 +488,13 @@ class Gateway(Process):
             if left:
                 log.warning("%s: %d calls still in flight after %.1f s; closing the connections",
                             self.name, left, timeout)
+            if self.state is not None:  # writes accepted in place are committed and answered
+                await self.state.flush()
             self._server.close(close_connections=True)
             await self._server.wait_closed()
         self.channels.close()
-        if self.state_reader is not None:
-            self.state_reader.close()
+        if self.state is not None:
+            self.state.close()
 
 
 def main(ctx: RunContext) -> None:

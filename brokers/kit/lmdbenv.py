@@ -19,10 +19,13 @@ whole body run again in a fresh transaction, until it fits or the next size woul
 uncontended except during a resize: readers never wait for writers (LMDB MVCC), only for a
 growth in progress; the writer's own transaction is already aborted when it grows.
 
-Read-only (``readonly=True``): another process's environment read in place (LMDB serves
-readers in many processes; a reader sees every transaction committed before its read
-began). It is never created or tightened here, and a map the owner has grown since is
-adopted on the next read (``MapResizedError``, then ``set_mapsize(0)``).
+Several processes: LMDB serves readers and writers of one environment in many processes
+(one write transaction at a time, under LMDB's own lock; a reader sees every transaction
+committed before it began). A map another process has grown since this one last looked
+makes LMDB refuse the next transaction (``MapResizedError``); the new size is adopted
+(``set_mapsize(0)``, which must not run while a transaction of this process is live) and
+the transaction begun again: by ``write`` under ``_resize`` (its own transaction is gone,
+readers wait), by a reader under ``_writing`` (it waits for a running commit to end).
 
 Threads: ``write`` runs on the caller's thread and keeps its transaction there (an LMDB
 write transaction must stay on its thread); reads may run on any other thread meanwhile.
@@ -117,17 +120,12 @@ class LmdbEnv:
     """An LMDB environment at ``path`` (a directory) with growth up to ``max_map_size``."""
 
     def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, max_map_size: int = MAX_MAP_SIZE,
-                 max_dbs: int = 0, max_readers: int = 126, readahead: bool = True,
-                 readonly: bool = False) -> None:
+                 max_dbs: int = 0, max_readers: int = 126, readahead: bool = True) -> None:
         self.path = path
         self.max_map_size = max_map_size
         self._resize = threading.Lock()
-        if readonly:  # the owner's store as it is: FileNotFoundError until the owner made it
-            if not os.path.isfile(os.path.join(path, "data.mdb")):
-                raise FileNotFoundError(f"no LMDB store at {path}")
-            self.env = lmdb.open(path, subdir=True, readonly=True, create=False, max_dbs=max_dbs,
-                                 max_readers=max_readers, readahead=readahead, lock=True)
-            return
+        self._writing = threading.Lock()
+        """Held for the life of this process's write transaction."""
         private_dir(path, "store")
         self.env = lmdb.open(path, map_size=map_size, subdir=True, sync=True, metasync=True,
                              max_dbs=max_dbs, max_readers=max_readers, readahead=readahead,
@@ -147,34 +145,46 @@ class LmdbEnv:
         disk): nothing is stored.
         """
         while True:
-            txn = self.env.begin(write=True, db=db)
-            try:
-                out = body(txn)
-                txn.commit()
-                return out
-            except lmdb.MapFullError:
-                txn.abort()
+            with self._writing:
+                try:
+                    txn = self.env.begin(write=True, db=db)
+                except lmdb.MapResizedError:
+                    txn = None
+                else:
+                    try:
+                        out = body(txn)
+                        txn.commit()
+                        return out
+                    except lmdb.MapFullError:
+                        txn.abort()
+                    except (lmdb.Error, OSError) as exc:
+                        txn.abort()
+                        if disk_full(exc, self.path):
+                            raise StorageFull(self.path) from None
+                        raise
+                    except BaseException:
+                        txn.abort()
+                        raise
+            # outside _writing (a reader that adopts a size holds _resize, then takes it)
+            if txn is None:  # another process grew the map: adopt its size
+                with self._resize:
+                    self.env.set_mapsize(0)
+            else:
                 self.grow()
-            except (lmdb.Error, OSError) as exc:
-                txn.abort()
-                if disk_full(exc, self.path):
-                    raise StorageFull(self.path) from None
-                raise
-            except BaseException:
-                txn.abort()
-                raise
 
     def read(self, db: Any = None) -> _Read:
         """``with env.read() as txn:`` a read transaction a resize waits for."""
         return _Read(self, db)
 
     def begin_read(self, db: Any = None) -> lmdb.Transaction:
-        """A read transaction (the caller holds ``_resize``). Another process that grew the
-        map since this one last looked makes LMDB refuse it once: its size is adopted."""
+        """A read transaction (the caller holds ``_resize``). After another process grew
+        the map LMDB refuses it once: the size is adopted when no write transaction of
+        this process is live (``_writing``; lock order ``_resize`` then ``_writing``)."""
         try:
             return self.env.begin(db=db)
         except lmdb.MapResizedError:
-            self.env.set_mapsize(0)
+            with self._writing:
+                self.env.set_mapsize(0)
             return self.env.begin(db=db)
 
     def get(self, key: bytes, db: Any = None) -> bytes | None:
@@ -194,7 +204,7 @@ class LmdbEnv:
 
     def clear_stale_readers(self) -> int:
         """Free the reader slots of processes that died inside a read transaction (a
-        gateway killed while reading the state store in place): until then LMDB keeps every
+        gateway killed while serving the state store in place): until then LMDB keeps every
         page their snapshot could see, and the file grows under writes. Returns how many."""
         return self.env.reader_check()
 

@@ -119,7 +119,7 @@ def stores(cfg: dict[str, Any], data_dir: str) -> dict[str, str]:
 
 
 def shares(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What the state unit tells every process (``Unit.shares``): where its LMDB store is,
-    so that a gateway can serve ``state::get`` from it (reader.py). The kind of store and
-    ``file_path`` only, never a Redis URL (it may hold a password)."""
-    return {"store": cfg["store"], "path": cfg.get("path")}
+    """What the state unit tells every process (``Unit.shares``): where its LMDB store is
+    and its value limit, so that a gateway can serve ``state::*`` on it (inplace.py). Never
+    a Redis URL (it may hold a password)."""
+    return {"store": cfg["store"], "path": cfg.get("path"), "max_value_bytes": cfg.get("max_value_bytes")}

@@ -58,9 +58,12 @@ import os
 from collections import deque
 from typing import TYPE_CHECKING, Any, Sequence
 
+import orjson
+
 from brokers.state import core
 from brokers.state.config import store_path
-from brokers.state.store import LmdbStore, Store, batch_failure, open_store
+from brokers.state import inplace
+from brokers.state.store import Store, group_committer, open_store
 from brokers.kit.commit import GroupCommitter
 from brokers.kit.broker import Broker, BusFactory, Call, Trace, run
 from brokers.kit.errors import EngineError
@@ -121,11 +124,8 @@ class StateBroker(Broker):
             log.warning("iii-state uses the in-memory store: nothing is persisted")
         else:
             log.info("iii-state store at %s", path)
-        # LMDB commits block on fsync: off the loop, on one thread. A dict store is instant.
-        thread = "state-writer" if isinstance(self.store, LmdbStore) else None
-        self.committer = GroupCommitter(self._apply, name="state", thread=thread,
-                                        settle=core.write_result, committed=self._committed,
-                                        failed=lambda item, exc: batch_failure(item[0], exc))
+        self.committer = group_committer(self.store, self._committed)
+        self._kinds[inplace.EVENTS] = self._on_events
         self._declare(self._write_handler, self._get, self._list, self._list_groups)
 
     def _declare(self, write_handler: Any, get: Any, list_: Any, list_groups: Any) -> None:
@@ -265,11 +265,6 @@ class StateBroker(Broker):
 
     # ------------------------------------------------------------ group commit
 
-    def _apply(self, batch: list[tuple[core.Write, Trace]]) -> list[core.Outcome]:
-        """One batch in one transaction (on the writer thread); nothing stored if it raises,
-        and then each caller gets ``store.batch_failure``: its own write's code, no traceback."""
-        return self.store.apply_batch([write for write, _ in batch])
-
     def _committed(self, batch: list[tuple[core.Write, Trace]], outcomes: Sequence[core.Outcome]) -> None:
         """After the batch's calls are answered: count it, fan its events out in commit order."""
         self.batches += 1
@@ -277,6 +272,20 @@ class StateBroker(Broker):
             for (_, trace), outcome in zip(batch, outcomes):
                 if outcome.failure is None and not outcome.replayed:
                     self._enqueue_event(outcome, trace)
+
+    def _on_events(self, sender: str, header: dict, body: bytes) -> None:
+        """A batch a gateway committed in place (inplace.py): its scopes, and its events
+        fanned out as this process's own commits are."""
+        self.store.note_scopes(header.get("scopes") or ())
+        if not (self.cfg["triggers_enabled"] and self.state_triggers):
+            return
+        try:
+            events = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            log.warning("iii-state: undecodable change events from %s dropped", sender)
+            return
+        for scope, key, event, traceparent, baggage in events:
+            self._enqueue(scope, key, lambda event=event: event, (traceparent, baggage))
 
     # ------------------------------------------------------------ triggers
 

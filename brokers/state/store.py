@@ -38,12 +38,13 @@ import hashlib
 import logging
 import re
 import time
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import lmdb
 import orjson
 
-from brokers.state.core import Outcome, Write, apply_write
+from brokers.kit.commit import GroupCommitter
+from brokers.state.core import Outcome, Write, apply_write, write_result
 from brokers.kit.errors import EngineError
 from brokers.kit.lmdbenv import (DEFAULT_MAP_SIZE, MAX_MAP_SIZE, LmdbEnv, MapLimitError,
                                  StorageFull, caller_reason)
@@ -78,6 +79,20 @@ def batch_failure(write: Write, exc: BaseException) -> EngineError:
     code, text = _FAIL[write.kind]
     reason = exc.reason if isinstance(exc, BatchFailed) else caller_reason(exc)
     return EngineError(code, f"{text}: {reason}")
+
+
+def group_committer(store: Store, committed: Callable[[list, Sequence[Outcome]], None]
+                    ) -> GroupCommitter[tuple[Write, Any], Outcome]:
+    """The group commit of ``store`` (items ``(write, trace)``; kit.commit): one batch at a
+    time in one transaction, on the ``state-writer`` thread for LMDB (its commit blocks on
+    fsync and releases the GIL), inline for the dict store. Each caller gets its write's
+    result (``write_result``) or its own kind of error for a failed batch; ``committed``
+    runs on the loop after the batch's callers were answered. The state process and a
+    gateway serving writes in place (inplace.py) commit through this one."""
+    thread = "state-writer" if isinstance(store, LmdbStore) else None
+    return GroupCommitter(lambda batch: store.apply_batch([w for w, _ in batch]), name="state",
+                          thread=thread, settle=write_result, committed=committed,
+                          failed=lambda item, exc: batch_failure(item[0], exc))
 
 
 def esc_scope(scope: str) -> bytes:
@@ -189,6 +204,7 @@ class Store(Protocol):
     commits: int
 
     def apply_batch(self, writes: Sequence[Write]) -> list[Outcome]: ...
+    def note_scopes(self, scopes: Iterable[str]) -> None: ...
     def get(self, scope: str, key: str) -> Any: ...
     def get_raw(self, scope: str, key: str) -> bytes | None: ...
     def list(self, scope: str) -> list[Any]: ...
@@ -204,11 +220,9 @@ def open_store(path: str | None) -> Store:
 class LmdbStore:
     """The durable store: one LMDB environment under ``path`` (a directory)."""
 
-    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE, max_map_size: int = MAX_MAP_SIZE,
-                 readonly: bool = False) -> None:
+    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE, max_map_size: int = MAX_MAP_SIZE) -> None:
         self.path = path
-        self.lmdbenv = LmdbEnv(path, map_size=map_size, max_map_size=max_map_size, readahead=False,
-                               readonly=readonly)
+        self.lmdbenv = LmdbEnv(path, map_size=map_size, max_map_size=max_map_size, readahead=False)
         self.env = self.lmdbenv.env
         self._limit = self.lmdbenv.max_key_size()
         self._touched: set[str] = set()
@@ -217,8 +231,7 @@ class LmdbStore:
         self.commits = 0
         self._readers_at = 0.0
         """When (monotonic) the writer last looked for dead readers' slots."""
-        if not readonly:
-            self._check_readers()
+        self._check_readers()
 
     def _key(self, scope: str, key: str) -> bytes:
         # Hot path: the escaped prefix of a scope is computed once (a bounded cache).
@@ -261,7 +274,7 @@ class LmdbStore:
         return outcomes
 
     def _check_readers(self) -> None:
-        """Other processes read this store in place (reader.py); one that died in a read
+        """Gateways serve this store in place too (inplace.py); one that died in a read
         leaves its slot taken: freed here, at open and every ``READERS_CHECK_S``."""
         self._readers_at = time.monotonic()
         freed = self.lmdbenv.clear_stale_readers()
@@ -291,6 +304,11 @@ class LmdbStore:
         self._sweep_at = cur.key()
 
     # ------------------------------------------------------------ reads
+
+    def note_scopes(self, scopes: Iterable[str]) -> None:
+        """Scopes another process wrote (a gateway in place): ``list_groups`` counts them
+        as this process's own writes."""
+        self._touched.update(scopes)
 
     def get(self, scope: str, key: str) -> Any:
         raw = self.get_raw(scope, key)
@@ -363,6 +381,9 @@ class MemoryStore:
         self.commits += 1
         self._touched.update(w.scope for w in writes)
         return outcomes
+
+    def note_scopes(self, scopes: Iterable[str]) -> None:
+        self._touched.update(scopes)
 
     def get(self, scope: str, key: str) -> Any:
         raw = self.get_raw(scope, key)

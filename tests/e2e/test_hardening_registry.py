@@ -164,14 +164,14 @@ def test_deep_json_is_dropped_or_answered_and_the_connection_kept(engine: Engine
     with RawClient.worker(engine.url) as w:
         before = len(engine.log_tail(10**7))
         w.send_raw("[" * 100_000 + "]" * 100_000)  # undecodable: dropped, logged (protocol §1.3)
-        # A call relayed to another process (state::set: the state process) must be encoded
+        # A call relayed to another process (state::list: the state process) must be encoded
         # again, which these levels cannot be: answered, not lost.
-        w.send_raw('{"type":"invokefunction","function_id":"state::set","invocation_id":"deep",'
+        w.send_raw('{"type":"invokefunction","function_id":"state::list","invocation_id":"deep",'
                    '"data":' + "[" * 300 + "]" * 300 + "}")
         answer = w.recv_until(lambda f: f.get("invocation_id") == "deep")
         assert answer["error"]["code"] == "serialization_error"  # answered, not lost
-        # state::get is answered by the gateway in place (issue 20): nothing to encode
-        # again, so the input is refused as the state process would refuse it.
+        # state::get is served by the gateway in place (issue 20): nothing to encode again,
+        # so the input is refused as the state process would refuse it.
         w.send_raw('{"type":"invokefunction","function_id":"state::get","invocation_id":"deep-get",'
                    '"data":' + "[" * 300 + "]" * 300 + "}")
         answer = w.recv_until(lambda f: f.get("invocation_id") == "deep-get")
