@@ -162,10 +162,10 @@ class Gateway(Process):
         self.core = GatewayCore(ctx.process, self, self.epoch, self.telemetry)
         self.channels = channels.Hub(ctx.process, ctx.peers, ctx.runtime_dir, self.send)
         self.core.local_functions[CHANNELS_CREATE] = self._create_channel
-        self.state = InPlace.for_engine(ctx.engine.shared, ctx.data_dir, self.send)
+        self.in_place = InPlace.for_engine(ctx.engine.shared, ctx.data_dir, self.send)
         """``state::*`` on the state store in place (None when it is not on LMDB here)."""
-        if self.state is not None:
-            for fid, handler in self.state.handlers().items():
+        if self.in_place is not None:
+            for fid, handler in self.in_place.handlers().items():
                 self.core.in_place[fid] = (inplace.OWNER, handler)
         self.core.http_functions_node = node_serving("iii-http-functions", ctx.peers)
         if self.cfg.get("rbac") is not None:
@@ -488,13 +488,13 @@ class Gateway(Process):
             if left:
                 log.warning("%s: %d calls still in flight after %.1f s; closing the connections",
                             self.name, left, timeout)
-            if self.state is not None:  # writes accepted in place are committed and answered
-                await self.state.flush()
+            if self.in_place is not None:  # writes accepted in place are committed and answered
+                await self.in_place.flush()
             self._server.close(close_connections=True)
             await self._server.wait_closed()
         self.channels.close()
-        if self.state is not None:
-            self.state.close()
+        if self.in_place is not None:
+            self.in_place.close()
 
 
 def main(ctx: RunContext) -> None:

@@ -21,10 +21,13 @@ Invariants:
   or an engine without ``iii-state``); while the store cannot be opened here, a call raises
   ``NotServedHere`` and goes to the state process as before (a failed open is tried again
   after ``RETRY_S``);
-- events: a committed batch's events reach the state process in commit order, one frame
-  per batch; the state process also records the batch's scopes (``list_groups``). Events
-  of writes committed while the state process is down are not fired (the bus drops frames
-  for a peer that is gone); the writes themselves are durable.
+- events: a gateway's committed batches reach the state process in commit order, one frame
+  per batch, and it also records their scopes (``list_groups``). Two writers of one key
+  at the same moment through two gateway processes (``processes`` > 1), or through a
+  gateway and the state process, fire in the order their events arrive there, which can
+  differ from their commit order. Events of writes committed while the state process is
+  down are not fired (the bus drops frames for a peer that is gone); the writes
+  themselves are durable.
 """
 from __future__ import annotations
 

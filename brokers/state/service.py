@@ -17,30 +17,20 @@ stuck handler delays only its own binding, never another worker's. Handler error
 logged, never returned to writers, and the writer never waits for fan-out. Both calls carry the ``traceparent``/``baggage``
 of the write that caused the event (protocol §9.1; we create no spans).
 
-What limits the speed (measured on this 2-core machine, shared with other work, against the
-perf harness's relay baseline in the same run; target was 20k durable sets/s at 16 in
-flight, NOT reached): ``state::set`` ran at 1.9k-9.4k/s = 0.25-0.41x relay (relay 7.7k-22.9k/s
-in those runs); ``state::get`` at 1.05x relay. Two limits, both measured:
-- fsync: a group commit is one LMDB write txn with two fdatasyncs (data pages, then the meta
-  page; one sync or none would risk losing or corrupting an acked write on power loss).
-  It cost 180 us p50 on a quiet disk, 440 us p50 / 8 ms p99 while others used it. At 16 in
-  flight the rate is at most 16 / (commit + path); batches average 3-3.5 writes, since the
-  calls spend most of their time on the path (gateway hops), not waiting for the disk.
-- CPU: per call the state process spends ~60 us (34 us with the in-memory store: the rest is
-  the thread hand-off and txn per batch), the gateway ~41 us, the client ~28 us. About 130 us
-  of CPU per call on 2 cores caps the whole path near 15k/s before any fsync. About half of
-  this process's loop time was the bus (pyzmq send_multipart/recv_multipart and its enum
-  flag arithmetic; brokers/kit/bus.py now sends one part per peer and pass).
-Issue 20 (py-spy of this process and the gateway at 16 in flight, on a machine at load
-6-10): the writer thread is busy ~65 % of the wall clock, nearly all of it inside the LMDB
-commit (fsync); on the loop, ``Socket.send`` of the bus is the largest single cost (15 %
-of the loop's samples here, 36 % in the gateway), then the generic input decode and the
-frozen-dataclass ``Write``. Changed: the group committer's writer thread takes the next
-batch itself right after a commit (one thread hop per batch, no executor round trip), set/
-get/delete decode directly (the generic ``Input`` path only for what is not plainly
-well-formed, so every error reads as before), ``Write``/``Read`` are NamedTuples, scope key
-prefixes are cached, and ``state::get`` answers with the stored bytes (``orjson.Fragment``).
-Loop CPU per call at 16 in flight fell ~23 % (medians, same harness, alternated runs).
+Served in place (issue 20, inplace.py): with the LMDB store, the gateways answer a
+worker's ``state::get/set/update/delete`` themselves on this same store, group-committed by
+the same ``store.group_committer``, and send each committed batch's events here (frame
+``EVENTS``): ``_on_events`` counts their scopes and fans them out as this process's own
+commits are. What still comes here: those calls from other engine processes (a queue
+delivery, a trigger), ``state::list``, ``state::list_groups``, a gateway's calls before it
+could open the store, and every call with the in-memory store or Redis. Why: a call through
+this process crossed the bus twice on top of the WebSocket round trip; on this 2-core VM
+each crossing costs cross-CPU wake-ups of the loop and ZeroMQ's I/O threads, more than
+the write itself (measured in issue 20's notes: state::set at 16 in flight went from
+0.42x to 0.66x of Redis SET with ``appendfsync always``, state::get from 0.50x to 1.75x).
+What is left per write is LMDB's commit: two fdatasyncs (data pages, then the meta page;
+one would risk losing or corrupting an acked write on power loss), ~680 us p50 here against
+~400 us for one append and fdatasync, which is Redis's way.
 With ``adapter: {name: redis}`` the store is Redis (redis_store.py), shared by every engine
 host on it: each write is one script that also appends the change event to a capped Redis
 stream, and triggers fire from that stream on every host (redis_events.py) instead of after
