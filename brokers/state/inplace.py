@@ -7,9 +7,9 @@ processes; its write lock makes one writer at a time). A call then costs one Web
 trip and, for a write, its commit, instead of two more bus hops to the state process and
 back. Writes are group-committed here exactly as in the state process (the same
 ``store.group_committer``: one transaction and one fsync per batch, every ack after its
-commit). After each commit the batch's change events go to the state process in one
-one-way frame (``EVENTS``), and it fires the ``state`` triggers from them as from its own
-commits. ``state::list`` and ``state::list_groups`` stay with the state process.
+commit). After each commit the batch's change events go to the state process in a one-way
+frame (``EVENTS``, several batches' within ``EVENTS_DELAY_S``), and it fires the ``state``
+triggers from them as from its own commits. ``state::list`` and ``state::list_groups`` stay with the state process.
 
 Invariants:
 - the answer is the state process's own: input decoded by ``core.decode_call`` (same errors,
@@ -21,8 +21,8 @@ Invariants:
   or an engine without ``iii-state``); while the store cannot be opened here, a call raises
   ``NotServedHere`` and goes to the state process as before (a failed open is tried again
   after ``RETRY_S``);
-- events: a gateway's committed batches reach the state process in commit order, one frame
-  per batch, and it also records their scopes (``list_groups``). Two writers of one key
+- events: a gateway's committed batches reach the state process in commit order, within
+  ``EVENTS_DELAY_S`` of their commit, and it also records their scopes (``list_groups``). Two writers of one key
   at the same moment through two gateway processes (``processes`` > 1), or through a
   gateway and the state process, fire in the order their events arrive there, which can
   differ from their commit order. Events of writes committed while the state process is
@@ -53,6 +53,9 @@ RETRY_S = 1.0
 OWNER = "state"
 """The state unit's name (its key in ``EngineSettings.shared``) and its process's node
 name: a gateway serves ``state::*`` in place only while the route names that process."""
+EVENTS_DELAY_S = 0.005
+"""How long committed batches' events wait to be sent together (a trigger fires that much
+later; the state process wakes once for several commits instead of once each)."""
 EVENTS = "stev"
 """Frame kind, gateway -> state: a committed batch's change events (header ``scopes``:
 the batch's scopes; body: ``[[scope, key, event, traceparent, baggage], ...]``)."""
@@ -76,6 +79,10 @@ class InPlace:
         self.store: LmdbStore | None = None
         self.committer: GroupCommitter | None = None
         self._retry_at = 0.0
+        self._events: list[list] = []
+        """Events of committed batches not sent yet, in commit order."""
+        self._scopes: set[str] = set()
+        self._events_due: asyncio.TimerHandle | None = None
 
     @classmethod
     def for_engine(cls, shared: dict[str, Any], data_dir: str,
@@ -132,12 +139,22 @@ class InPlace:
         return write
 
     def _committed(self, batch: list[tuple[core.Write, Trace]], outcomes: Sequence[core.Outcome]) -> None:
-        """On the loop, after the batch's callers were answered: its events to the state
-        process, which fires the triggers (and counts the scopes for ``list_groups``)."""
-        events = [[o.write.scope, o.write.key, core.event_for(o), tp, bg]
-                  for (_, (tp, bg)), o in zip(batch, outcomes) if o.failure is None and not o.replayed]
-        scopes = sorted({w.scope for w, _ in batch})
-        self._send(OWNER, {"k": EVENTS, "scopes": scopes}, orjson.dumps(events))
+        """On the loop, after the batch's callers were answered: its events, for the state
+        process, which fires the triggers (and counts the scopes for ``list_groups``).
+        They leave together with those of the batches of the next ``EVENTS_DELAY_S``: one
+        frame, and one wake-up of the state process, for several commits."""
+        self._events.extend([o.write.scope, o.write.key, core.event_for(o), tp, bg]
+                            for (_, (tp, bg)), o in zip(batch, outcomes) if o.failure is None and not o.replayed)
+        self._scopes.update(w.scope for w, _ in batch)
+        if self._events_due is None:
+            self._events_due = asyncio.get_running_loop().call_later(EVENTS_DELAY_S, self._send_events)
+
+    def _send_events(self) -> None:
+        self._events_due = None
+        events, self._events = self._events, []
+        scopes, self._scopes = sorted(self._scopes), set()
+        if scopes:
+            self._send(OWNER, {"k": EVENTS, "scopes": scopes}, orjson.dumps(events))
 
     # ------------------------------------------------------------ stop
 
@@ -148,8 +165,14 @@ class InPlace:
                 await self.committer.flush()
             except Exception:  # logged by the committer; its callers got the error
                 pass
+        if self._events_due is not None:
+            self._events_due.cancel()
+            self._send_events()
 
     def close(self) -> None:
+        if self._events_due is not None:  # the bus is still up: the last events go out
+            self._events_due.cancel()
+            self._send_events()
         if self.committer is not None:
             self.committer.close()
             self.committer = None
