@@ -56,6 +56,8 @@ name: a gateway serves ``state::*`` in place only while the route names that pro
 EVENTS_DELAY_S = 0.005
 """How long committed batches' events wait to be sent together (a trigger fires that much
 later; the state process wakes once for several commits instead of once each)."""
+EVENTS_MAX = 512
+"""Events that leave at once, without waiting (each carries a value before and after)."""
 EVENTS = "stev"
 """Frame kind, gateway -> state: a committed batch's change events (header ``scopes``:
 the batch's scopes; body: ``[[scope, key, event, traceparent, baggage], ...]``)."""
@@ -146,7 +148,11 @@ class InPlace:
         self._events.extend([o.write.scope, o.write.key, core.event_for(o), tp, bg]
                             for (_, (tp, bg)), o in zip(batch, outcomes) if o.failure is None and not o.replayed)
         self._scopes.update(w.scope for w, _ in batch)
-        if self._events_due is None:
+        if len(self._events) >= EVENTS_MAX:
+            if self._events_due is not None:
+                self._events_due.cancel()
+            self._send_events()
+        elif self._events_due is None:
             self._events_due = asyncio.get_running_loop().call_later(EVENTS_DELAY_S, self._send_events)
 
     def _send_events(self) -> None:
