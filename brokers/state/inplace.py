@@ -81,6 +81,8 @@ class InPlace:
         self.store: LmdbStore | None = None
         self.committer: GroupCommitter | None = None
         self._retry_at = 0.0
+        self._failed = False
+        """An open failed already (logged once)."""
         self._events: list[list] = []
         """Events of committed batches not sent yet, in commit order."""
         self._scopes: set[str] = set()
@@ -113,7 +115,10 @@ class InPlace:
             store = LmdbStore(self.path)
         except (OSError, lmdb.Error) as exc:
             self._retry_at = now + RETRY_S
-            log.debug("state store at %s not open here yet: %s", self.path, exc)
+            # said once (e.g. a unit that may not write there); tried again quietly
+            (log.debug if self._failed else log.warning)(
+                "state store at %s cannot be opened here (%s): state calls go to the state process", self.path, exc)
+            self._failed = True
             raise NotServedHere(self.path) from None
         self.store = store
         self.committer = group_committer(store, self._committed)

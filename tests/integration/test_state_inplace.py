@@ -20,7 +20,8 @@ import textwrap
 import orjson
 import pytest
 
-from brokers.kit.errors import EngineError
+from brokers.kit.errors import EngineError, NotServedHere
+from brokers.state import inplace
 from brokers.state.inplace import EVENTS, InPlace
 
 WRITER = textwrap.dedent("""
@@ -155,3 +156,15 @@ def test_the_slot_of_a_reader_killed_while_reading_is_freed_by_the_writer(tmp_pa
     finally:
         writer.close()
     assert "freed 1 reader slots of processes that died reading it" in writer.proc.stderr.read()
+
+
+def test_a_store_that_cannot_be_opened_sends_calls_on_and_says_so_once(tmp_path, caplog, monkeypatch) -> None:
+    monkeypatch.setattr(inplace, "RETRY_S", 0.0)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    here = InPlace(str(blocker / "state"), None, print)  # its parent is a file: no store there
+    for _ in range(3):
+        with pytest.raises(NotServedHere):
+            here.get({"scope": "s", "key": "k"}, (None, None), print)
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "cannot be opened here" in r.message]
+    assert len(warned) == 1 and "state calls go to the state process" in warned[0].message
