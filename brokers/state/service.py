@@ -26,11 +26,11 @@ delivery, a trigger), ``state::list``, ``state::list_groups``, a gateway's calls
 could open the store, and every call with the in-memory store or Redis. Why: a call through
 this process crossed the bus twice on top of the WebSocket round trip; on this 2-core VM
 each crossing costs cross-CPU wake-ups of the loop and ZeroMQ's I/O threads, more than
-the write itself (measured in issue 20's notes: state::set at 16 in flight went from
-0.42x to 0.66x of Redis SET with ``appendfsync always``, state::get from 0.50x to 1.75x).
-What is left per write is LMDB's commit: two fdatasyncs (data pages, then the meta page;
-one would risk losing or corrupting an acked write on power loss), ~680 us p50 here against
-~400 us for one append and fdatasync, which is Redis's way.
+the write itself (issue 20, same-run ratios: state::set at 16 in flight went from 0.42x to
+0.77x of Redis SET with ``appendfsync always``, state::get from 0.50x to 1.21x). What is
+left per write is LMDB's commit: two fdatasyncs (data pages, then the meta page; one would
+risk losing or corrupting an acked write on power loss), 590-640 us p50 idle here against
+270-290 us for one append and fdatasync, which is Redis's way.
 With ``adapter: {name: redis}`` the store is Redis (redis_store.py), shared by every engine
 host on it: each write is one script that also appends the change event to a capped Redis
 stream, and triggers fire from that stream on every host (redis_events.py) instead of after

@@ -127,12 +127,12 @@ IDEM = b"\xfe"
 IDEM_TTL_MS = 24 * 3600 * 1000
 """How long an idempotency key is remembered: a day, longer than any client's retries."""
 SWEEP = 32
-PREFIX_CACHE = 1024
-READERS_CHECK_S = 10.0
-"""How often the writer frees the reader slots of dead processes (``clear_stale_readers``)."""
-"""Scopes whose escaped key prefix ``LmdbStore`` keeps (cleared when full)."""
 """Idempotency records looked at per committed batch, to prune the expired ones: the
 sweep walks them in key order, a few per commit, so no commit pays for all of them."""
+PREFIX_CACHE = 1024
+"""Scopes whose escaped key prefix ``LmdbStore`` keeps (cleared when full)."""
+READERS_CHECK_S = 10.0
+"""How often the writer frees the reader slots of dead processes (``clear_stale_readers``)."""
 
 
 def idem_key(write: Write) -> bytes:
