@@ -114,3 +114,48 @@ def test_the_in_memory_store_is_served_by_the_state_process_only(engine_factory)
                 c.recv_until(lambda f: f.get("invocation_id") == "get-k", timeout=0.5)
         assert ok(c.recv_until(lambda f: f.get("invocation_id") == "get-k", timeout=5)) == 1
     assert "served in place" not in eng.log_tail()
+
+
+def test_two_gateway_processes_write_one_store(engine_factory) -> None:
+    """Two gateway processes each commit in place to the one store (LMDB's write lock makes
+    one transaction at a time): increments through both add up, nothing is lost, and the
+    trigger sees every write once."""
+    eng = engine_factory(extra_workers_yaml=LMDB_STATE, gateway_processes=2, wait_for="state::get",
+                         wait_data={"scope": "reads", "key": "none"})
+    handler, scope = fid("on-count"), fid("count")
+    clients: list[RawClient] = []
+    try:
+        # Connections until both gateway processes have one (the kernel picks who accepts);
+        # each says so on its first call served in place.
+        while eng.log_tail().count("served in place from") < 2 or len(clients) < 6:
+            assert len(clients) < 60, "every connection landed on one gateway process"
+            c = RawClient.declared(eng.url, f"w{len(clients)}")
+            clients.append(c)
+            ok(c.call("state::get", {"scope": scope, "key": "n"}))
+        watcher = clients[0]
+        watcher.register_function(handler)
+        watcher.send({"type": "registertrigger", "id": fid("t"), "trigger_type": "state",
+                      "function_id": handler, "config": {"scope": scope}})
+        deadline = time.monotonic() + 10
+        while f"bound to {handler}" not in eng.log_tail():
+            assert time.monotonic() < deadline, "the state trigger was never bound"
+            time.sleep(0.05)
+        writers = clients[1:]
+        for n in range(20):  # 20 increments per writer, pipelined
+            for c in writers:
+                c.send({"type": "invokefunction", "function_id": "state::update", "invocation_id": f"u{n}",
+                        "data": {"scope": scope, "key": "n", "ops": [{"type": "increment", "path": "v", "by": 1}]}})
+        for c in writers:
+            for n in range(20):
+                ok(c.recv_until(lambda f, n=n: f.get("invocation_id") == f"u{n}", timeout=10))
+        total = 20 * len(writers)
+        assert ok(clients[1].call("state::get", {"scope": scope, "key": "n"})) == {"v": total}
+        seen = []
+        while len(seen) < total:
+            call = watcher.next_call(handler, timeout=10)
+            watcher.answer(call, None)
+            seen.append(call["data"]["new_value"]["v"])
+        assert sorted(seen) == list(range(1, total + 1))
+    finally:
+        for c in clients:
+            c.close()
