@@ -22,7 +22,9 @@ Invariants:
   ``NotServedHere`` and goes to the state process as before (a failed open is tried again
   after ``RETRY_S``);
 - events: a gateway's committed batches reach the state process in commit order, within
-  ``EVENTS_DELAY_S`` of their commit, and it also records their scopes (``list_groups``). Two writers of one key
+  ``EVENTS_DELAY_S`` of their commit, and it also records their scopes. A write fires the
+  bindings that existed when it was committed, not those made while its event was on its
+  way (each event carries its commit time, and the state process each binding's) (``list_groups``). Two writers of one key
   at the same moment through two gateway processes (``processes`` > 1), or through a
   gateway and the state process, fire in the order their events arrive there, which can
   differ from their commit order. Events of writes committed while the state process is
@@ -59,8 +61,9 @@ later; the state process wakes once for several commits instead of once each).""
 EVENTS_MAX = 512
 """Events that leave at once, without waiting (each carries a value before and after)."""
 EVENTS = "stev"
-"""Frame kind, gateway -> state: a committed batch's change events (header ``scopes``:
-the batch's scopes; body: ``[[scope, key, event, traceparent, baggage], ...]``)."""
+"""Frame kind, gateway -> state: committed batches' change events (header ``scopes``:
+their scopes; body: ``[[scope, key, event, traceparent, baggage, committed_at], ...]``,
+``committed_at`` monotonic: a binding made after it does not fire for that write)."""
 WRITES = (core.SET, core.UPDATE, core.DELETE)
 
 Done = Callable[[Any, "EngineError | None"], None]
@@ -150,7 +153,8 @@ class InPlace:
         process, which fires the triggers (and counts the scopes for ``list_groups``).
         They leave together with those of the batches of the next ``EVENTS_DELAY_S``: one
         frame, and one wake-up of the state process, for several commits."""
-        self._events.extend([o.write.scope, o.write.key, core.event_for(o), tp, bg]
+        at = time.monotonic()  # one clock for every process of this host
+        self._events.extend([o.write.scope, o.write.key, core.event_for(o), tp, bg, at]
                             for (_, (tp, bg)), o in zip(batch, outcomes) if o.failure is None and not o.replayed)
         self._scopes.update(w.scope for w, _ in batch)
         if len(self._events) >= EVENTS_MAX:

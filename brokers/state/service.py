@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -90,6 +91,9 @@ class StateBroker(Broker):
         self.store: Store | None = None
         self.committer: GroupCommitter[tuple[core.Write, Trace], core.Outcome] | None = None
         self.state_triggers: dict[str, tuple[core.TriggerConfig, dict]] = {}
+        self._bound_at: dict[str, float] = {}
+        """Binding id -> when it was bound (monotonic): events of writes committed in place
+        before that do not fire it (``_on_events``)."""
         self._events: dict[tuple[str, str], deque] = {}
         self.batches = 0
         self._profile: Any = None
@@ -274,25 +278,33 @@ class StateBroker(Broker):
         except orjson.JSONDecodeError:
             log.warning("iii-state: undecodable change events from %s dropped", sender)
             return
-        for scope, key, event, traceparent, baggage in events:
-            self._enqueue(scope, key, lambda event=event: event, (traceparent, baggage))
+        for scope, key, event, traceparent, baggage, at in events:
+            self._enqueue(scope, key, lambda event=event: event, (traceparent, baggage), committed_at=at)
 
     # ------------------------------------------------------------ triggers
 
     def _on_bind(self, binding: dict) -> None:
         self.state_triggers[binding["id"]] = (core.parse_trigger_config(binding["config"]), binding)
+        self._bound_at[binding["id"]] = time.monotonic()
         log.info("state trigger %s bound to %s", binding["id"], binding["function_id"])
 
     def _on_unbind(self, trigger_id: str) -> None:
         self.state_triggers.pop(trigger_id, None)
+        self._bound_at.pop(trigger_id, None)
 
     def _enqueue_event(self, outcome: core.Outcome, trace: Trace) -> None:
         self._enqueue(outcome.write.scope, outcome.write.key, lambda: core.event_for(outcome), trace)
 
-    def _enqueue(self, scope: str, key: str, make_event: Any, trace: Trace) -> None:
+    def _enqueue(self, scope: str, key: str, make_event: Any, trace: Trace,
+                 committed_at: float | None = None) -> None:
+        """``committed_at`` (monotonic, this host's clock): when a gateway committed the
+        write in place; a binding made after that does not fire for it, as a binding made
+        after one of this process's own commits does not."""
         event = None
         for cfg, binding in self.state_triggers.values():
             if not cfg.matches(scope, key):
+                continue
+            if committed_at is not None and self._bound_at.get(binding["id"], 0.0) > committed_at:
                 continue
             event = event or make_event()
             # One queue per (binding, key): its events go out in commit order, and a

@@ -106,7 +106,7 @@ def test_in_place_follows_the_other_writer_and_its_map_growth(tmp_path) -> None:
     assert len(sent) < 21  # batched: fewer frames than writes
     assert [(e[1], e[2]["event_type"], e[2]["new_value"]) for e in events[:20]] == [
         (f"h{i}", "state:created", i) for i in range(20)]
-    assert events[0][3:] == ["00-tp", "b=0"]
+    assert events[0][3:5] == ["00-tp", "b=0"] and isinstance(events[0][5], float)
     assert events[20][2]["old_value"] == "x" * 100
     # A new process reads what was written here: committed, on disk.
     out = subprocess.run([sys.executable, "-c", textwrap.dedent("""

@@ -80,3 +80,35 @@ async def test_a_retried_write_with_its_idempotency_key_fires_its_trigger_once()
         answer(gw, header, None)
         await asyncio.sleep(0.05)
         assert not [h for _, h, _ in gw.received if h.get("fn") == "audit::on"]  # fired once
+
+
+async def test_events_of_writes_made_in_place_fire_the_bindings_of_their_commit_time() -> None:
+    """A gateway that committed writes in place sends their events (``inplace.EVENTS``),
+    each with its commit time: a binding made after a write's commit does not fire for it,
+    even though its event arrives later; the batch's scopes are listed as groups."""
+    import time
+
+    from brokers.state.inplace import EVENTS
+    hub = LocalHub()
+    router, gw = hub.peer(frames.ROUTER), hub.peer("gw")
+    async with running(StateBroker, context(UNIT, MEMORY, peers=("gw",)), hub):
+        route(router, ["state"], "audit::on", "gw", "W1")
+        before = time.monotonic()
+        router.send("state", frames.down(None), wire.dumps(
+            {"type": "registertrigger", "id": "t1", "trigger_type": "state",
+             "function_id": "audit::on", "config": {"scope": "orders"}}))
+        await router.next(frames.UP)
+        after = time.monotonic()
+
+        def event(key: str, new: int, at: float) -> list:
+            return ["orders", key, {"type": "state", "event_type": "state:created", "scope": "orders",
+                                    "key": key, "old_value": None, "new_value": new}, None, None, at]
+        gw.send("state", {"k": EVENTS, "scopes": ["orders", "emptied"]},
+                orjson.dumps([event("early", 1, before), event("late", 2, after)]))
+        _, header, body = await gw.next(frames.INV, where=lambda h: h["fn"] == "audit::on")
+        assert orjson.loads(body)["data"]["key"] == "late"
+        answer(gw, header, None)
+        await asyncio.sleep(0.05)
+        assert not [h for _, h, _ in gw.received if h.get("fn") == "audit::on"]  # "early" did not fire
+        groups = await invoke(gw, "state", "state::list_groups", {})
+        assert "emptied" in groups["result"]["groups"]
