@@ -24,7 +24,8 @@ Invariants:
 - events: a gateway's committed batches reach the state process in commit order, within
   ``EVENTS_DELAY_S`` of their commit, and it also records their scopes. A write fires the
   bindings that existed when it was committed, not those made while its event was on its
-  way (each event carries its commit time, and the state process each binding's) (``list_groups``). Two writers of one key
+  way (each event carries its commit time, and the state process each binding's); a
+  binding removed while the event is on its way does not fire for it (``list_groups``). Two writers of one key
   at the same moment through two gateway processes (``processes`` > 1), or through a
   gateway and the state process, fire in the order their events arrive there, which can
   differ from their commit order. Events of writes committed while the state process is
