@@ -101,5 +101,5 @@ def deserialization_error(function_id: str, detail: str) -> EngineError:
 
 
 class NotServedHere(Exception):
-    """A process declines to serve, in place, a read of a function another process owns
-    (its copy of the store cannot be read just now): the call goes to the owner instead."""
+    """A process declines to serve, in place, a call of a function another process owns
+    (the store cannot be opened here just now): the call goes to the owner instead."""
