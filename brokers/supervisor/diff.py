@@ -23,6 +23,9 @@ every spec:
 - ``engine.workers`` (the config's worker list, names and units only): read by the router
   alone, which is peer-bound; other processes ignore it.
 
+- ``engine.shared`` per sharing unit: the state unit's entry counts for the gateways only
+  (``SHARED_BY``), every other entry for every process.
+
 Everything else of ``engine`` (the log level, the data dir, the shared sampling settings,
 the stop timeout, ...) counts for every process: a change restarts them all.
 
@@ -40,6 +43,10 @@ PEER_BOUND = frozenset({"router", "observability"})
 LOOKUPS: Mapping[str, tuple[str, ...]] = {"router": ("iii-http-functions",),
                                           "gateway": ("iii-http-functions",)}
 """Unit -> the config worker names whose serving process it looks up in its peers."""
+SHARED_BY: Mapping[str, tuple[str, ...]] = {"state": ("gateway",)}
+"""``engine.shared`` entries only some units read: unit sharing -> units reading it. The
+state unit's (its store's place and value limit) is read by the gateways, which serve
+``state::*`` in place; the others (observability's sampling) by every process."""
 IGNORED = ("generation", "planned_at", "peers", "format")
 """Spec fields that never make a process ``changed`` by themselves."""
 
@@ -91,6 +98,11 @@ def why_changed(old: Mapping[str, Any], new: Mapping[str, Any],
     for key in sorted(set(old_engine) | set(new_engine)):
         if key == "workers" and not bound:
             continue
+        if key == "shared":
+            why = _shared_changed(unit, old_engine.get(key) or {}, new_engine.get(key) or {})
+            if why is not None:
+                return why
+            continue
         if old_engine.get(key) != new_engine.get(key):
             return f"engine.{key}"
     old_peers, new_peers = list(old.get("peers") or ()), list(new.get("peers") or ())
@@ -102,6 +114,16 @@ def why_changed(old: Mapping[str, Any], new: Mapping[str, Any],
     for key in sorted(set(old) | set(new)):
         if key not in IGNORED and key not in ("unit", "config", "engine") and old.get(key) != new.get(key):
             return key
+    return None
+
+
+def _shared_changed(unit: Any, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    for owner in sorted(set(old) | set(new)):
+        readers = SHARED_BY.get(owner)
+        if readers is not None and unit not in readers:
+            continue
+        if old.get(owner) != new.get(owner):
+            return f"engine.shared.{owner}"
     return None
 
 

@@ -180,3 +180,23 @@ def test_stop_during_a_reload_starts_nothing_of_it():
     assert acts == [Kill("gateway", "TERM")]
     acts = arb.exited("router", 0, 3.2)
     assert not [a for a in acts if isinstance(a, Spawn)]
+
+
+def test_changing_the_state_store_restarts_state_and_the_gateways_that_serve_it(tmp_path):
+    """The gateways serve ``state::*`` on the state store in place (its place and value
+    limit are shared with them): a change there restarts them too, nobody else."""
+    old = BASE + "      - name: iii-state\n        config: {}\n"
+    new = BASE + "      - name: iii-state\n        config: {max_value_bytes: 1000}\n"
+    d = plans(make_plan(tmp_path, old), make_plan(tmp_path, new, 2), UNITS)
+    assert set(d.changed) == {"state", "gateway"}
+    assert d.reasons == {"state": "config", "gateway": "engine.shared.state"}
+    assert set(d.unchanged) == {"router", "observability", "queue", "cron"}
+
+
+def test_adding_state_restarts_the_gateway_besides_the_peer_bound(tmp_path):
+    new = BASE + "      - name: iii-state\n        config: {}\n"
+    d = plans(make_plan(tmp_path, BASE), make_plan(tmp_path, new, 2), UNITS)
+    assert d.added == ("state",)
+    assert set(d.changed) == {"router", "observability", "gateway"}
+    assert d.reasons["gateway"] == "engine.shared.state"
+    assert set(d.unchanged) == {"queue", "cron"}
