@@ -9,7 +9,7 @@ What one worker can make the gateway hold is bounded (issue 11; the limits are c
 - calls to a worker with more than ``send_budget_bytes`` waiting to be sent to it are
   refused by the core (calls.py). ``Conn.queued`` is set here, from the transport's buffer,
   at every flush and when the buffer drains to half the budget (the transport's low-water
-  mark, ``WorkerSocket.resume_writing``); no call into the shell on the hot path;
+  mark, ``sockets.WorkerSocket.resume_writing``); no call into the shell on the hot path;
 - a worker with more than twice its budget waiting is not read until it drains: it does
   not read its answers, and each call it sends would queue one more. Twice, not once: a
   callee that answers from its read loop must keep being read while calls to it are
@@ -33,15 +33,16 @@ from http import HTTPStatus
 from typing import Any, Callable
 
 import zmq
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from brokers.cluster.config import gateway_endpoints
 from brokers.gateway import auth, rbac
 from brokers.gateway.conns import Conn
 from brokers.gateway.core import TELEMETRY_PREFIXES, GatewayCore
+from brokers.gateway.sockets import HELD_OVERHEAD, WorkerSocket, drop
 from brokers.kit import frames, listen
 from brokers.kit.channels import hub as channels, table as channel_table
 from brokers.kit.bus import Bus
@@ -54,103 +55,13 @@ from brokers.supervisor.units import node_serving
 log = logging.getLogger(__name__)
 
 ROUTES_WAIT_S = 2.0
-HELD_OVERHEAD = 1024
-"""Bytes counted toward ``max_held_bytes`` per held message beyond its own: the core keeps
-it parsed, and a small message's dict costs several times its bytes."""
 CHANNELS_CREATE = "engine::channels::create"
 CHANNEL_WRITE_LIMIT = 256 * 1024
 """Bytes a channel socket's transport buffers before ``send`` waits (four 64 KiB chunks)."""
 SUMMARY_EVERY_S = 1.0
+"""At most one 'drained: N calls refused' line per worker per this many seconds."""
 DRAIN_POLL_S = 0.01
 """How often a draining gateway looks whether its calls in flight are done."""
-"""At most one 'drained: N calls refused' line per worker per this many seconds."""
-
-
-def _drop(data: bytes) -> None:
-    """A refused or closed worker socket's deliverer: what it still sends is dropped."""
-
-
-class WorkerSocket(ServerConnection):
-    """A worker's connection: its messages go to the core straight from ``data_received``,
-    and it reports its transport's flow control to the gateway (``pause_writing``: over
-    the budget; ``resume_writing``: drained to half of it).
-
-    Why not ``await ws.recv()`` per message: that wakes the handler task through
-    websockets' assembler queue for every message, the largest Python cost of a call
-    relayed by the gateway after the bus (the SDK's transport made the same change, for
-    the same reason). A worker socket (``direct``, decided at the upgrade: not a channel,
-    not ``/otel``) hands each complete data message to ``deliver``; messages that arrive
-    before ``handle`` set it (the handshake's read, the auth call) wait in ``early``.
-    Fragmented messages are joined here; the handshake, pings, pongs and the close stay
-    websockets'."""
-
-    def __init__(self, gateway: Gateway, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.gateway = gateway
-        self.conn: Conn | None = None
-        """The core's state of this worker, once ``handle`` opened it (None on /otel)."""
-        self.stall: asyncio.TimerHandle | None = None
-        self.reading_paused = False
-        """Not read while more than twice the budget waits to be sent to it."""
-        self.summary_at = 0.0
-        self.channel: tuple[str, Any, str] | None = None
-        """A channel socket's admission (verdict, end, dir), set before the upgrade."""
-        self.direct = False
-        self.deliver: Callable[[bytes], None] | None = None
-        self.early: list[bytes] = []
-        self.early_bytes = 0
-        self._parts: list[bytes] = []
-
-    def process_event(self, event: Any) -> None:
-        if not self.direct or not isinstance(event, Frame):
-            super().process_event(event)
-            return
-        op = event.opcode
-        if op is Opcode.TEXT or op is Opcode.BINARY:
-            if not event.fin:
-                self._parts = [event.data]
-                return
-            data = event.data
-        elif op is Opcode.CONT:
-            self._parts.append(event.data)
-            if not event.fin:
-                return
-            data, self._parts = b"".join(self._parts), []
-        else:
-            super().process_event(event)  # PING / PONG / CLOSE
-            return
-        if self.deliver is not None:
-            self.deliver(data)
-            return
-        self.early.append(data)
-        self.early_bytes += len(data) + HELD_OVERHEAD
-        if self.early_bytes > self.gateway.max_held:  # flooding during the auth call
-            self.early.clear()
-            self.refuse("before the connection was accepted")
-
-    def refuse(self, when: str) -> None:
-        """Close with 1008 for sending more than ``max_held_bytes`` ``when``; what it sends
-        from now on is dropped."""
-        log.warning("closing worker %s (1008): over %d bytes sent %s (max_held_bytes)",
-                    self.conn.id if self.conn else self.remote_address, self.gateway.max_held, when)
-        self.deliver = _drop
-        asyncio.ensure_future(self.close(CloseCode.POLICY_VIOLATION, f"too much sent {when}"))
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self.channel is None:  # a channel's reader may stall: back-pressure, not a fault
-            self.gateway.over_budget(self)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self.gateway.drained(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.deliver = _drop
-        if self.stall is not None:
-            self.stall.cancel()
-            self.stall = None
 
 
 class Gateway(Process):
@@ -371,7 +282,7 @@ class Gateway(Process):
             except ConnectionClosed:  # a worker leaving, cleanly or not, is no error
                 pass
             return
-        if sock.deliver is _drop:
+        if sock.deliver is drop:
             return  # refused while its auth call ran, or gone
         conn_id = str(uuid.uuid4())
         peer = sock.remote_address[0] if sock.remote_address else None
@@ -382,10 +293,10 @@ class Gateway(Process):
         try:
             early, sock.early = sock.early, []
             for data in early:
-                sock.deliver(data)  # _drop once it was refused
+                sock.deliver(data)  # drop once it was refused
             await sock.wait_closed()
         finally:
-            sock.deliver = _drop
+            sock.deliver = drop
             self.sockets.pop(conn_id, None)
             if conn.refused or conn.dropped:
                 log.info("worker %s gone: %d calls refused and %d void calls dropped while it was over its "
