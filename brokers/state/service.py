@@ -90,10 +90,9 @@ class StateBroker(Broker):
         self.cfg: dict[str, Any] = ctx.config
         self.store: Store | None = None
         self.committer: GroupCommitter[tuple[core.Write, Trace], core.Outcome] | None = None
-        self.state_triggers: dict[str, tuple[core.TriggerConfig, dict]] = {}
-        self._bound_at: dict[str, float] = {}
-        """Binding id -> when it was bound (monotonic): events of writes committed in place
-        before that do not fire it (``_on_events``)."""
+        self.state_triggers: dict[str, tuple[core.TriggerConfig, dict, float]] = {}
+        """Binding id -> (its config, the binding, when it was bound: monotonic; events of
+        writes committed in place before that do not fire it, ``_on_events``)."""
         self._events: dict[tuple[str, str], deque] = {}
         self.batches = 0
         self._profile: Any = None
@@ -284,13 +283,12 @@ class StateBroker(Broker):
     # ------------------------------------------------------------ triggers
 
     def _on_bind(self, binding: dict) -> None:
-        self.state_triggers[binding["id"]] = (core.parse_trigger_config(binding["config"]), binding)
-        self._bound_at[binding["id"]] = time.monotonic()
+        self.state_triggers[binding["id"]] = (core.parse_trigger_config(binding["config"]), binding,
+                                              time.monotonic())
         log.info("state trigger %s bound to %s", binding["id"], binding["function_id"])
 
     def _on_unbind(self, trigger_id: str) -> None:
         self.state_triggers.pop(trigger_id, None)
-        self._bound_at.pop(trigger_id, None)
 
     def _enqueue_event(self, outcome: core.Outcome, trace: Trace) -> None:
         self._enqueue(outcome.write.scope, outcome.write.key, lambda: core.event_for(outcome), trace)
@@ -301,10 +299,8 @@ class StateBroker(Broker):
         write in place; a binding made after that does not fire for it, as a binding made
         after one of this process's own commits does not."""
         event = None
-        for cfg, binding in self.state_triggers.values():
-            if not cfg.matches(scope, key):
-                continue
-            if committed_at is not None and self._bound_at.get(binding["id"], 0.0) > committed_at:
+        for cfg, binding, bound_at in self.state_triggers.values():
+            if not cfg.matches(scope, key) or (committed_at is not None and bound_at > committed_at):
                 continue
             event = event or make_event()
             # One queue per (binding, key): its events go out in commit order, and a
