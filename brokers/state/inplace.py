@@ -44,7 +44,7 @@ import orjson
 
 from brokers.kit.broker import Trace
 from brokers.kit.commit import GroupCommitter
-from brokers.kit.errors import EngineError, NotServedHere
+from brokers.kit.errors import INVOCATION_FAILED, INVOCATION_STOPPED, EngineError, NotServedHere
 from brokers.state import core
 from brokers.state.config import store_path
 from brokers.state.store import LmdbStore, group_committer
@@ -159,14 +159,15 @@ class InPlace:
                             for (_, (tp, bg)), o in zip(batch, outcomes) if o.failure is None and not o.replayed)
         self._scopes.update(w.scope for w, _ in batch)
         if len(self._events) >= EVENTS_MAX:
-            if self._events_due is not None:
-                self._events_due.cancel()
             self._send_events()
         elif self._events_due is None:
             self._events_due = asyncio.get_running_loop().call_later(EVENTS_DELAY_S, self._send_events)
 
     def _send_events(self) -> None:
-        self._events_due = None
+        """What is waiting, now (also when the timer fires: cancelling it then is a no-op)."""
+        if self._events_due is not None:
+            self._events_due.cancel()
+            self._events_due = None
         events, self._events = self._events, []
         scopes, self._scopes = sorted(self._scopes), set()
         if scopes:
@@ -181,14 +182,10 @@ class InPlace:
                 await self.committer.flush()
             except Exception:  # logged by the committer; its callers got the error
                 pass
-        if self._events_due is not None:
-            self._events_due.cancel()
-            self._send_events()
+        self._send_events()
 
     def close(self) -> None:
-        if self._events_due is not None:  # the bus is still up: the last events go out
-            self._events_due.cancel()
-            self._send_events()
+        self._send_events()  # the bus is still up: the last events go out
         if self.committer is not None:
             self.committer.close()
             self.committer = None
@@ -199,7 +196,7 @@ class InPlace:
 
 def _answer(fut: asyncio.Future, done: Done) -> None:
     if fut.cancelled():
-        done(None, EngineError("invocation_stopped", "Invocation stopped"))
+        done(None, EngineError(INVOCATION_STOPPED, "Invocation stopped"))
         return
     exc = fut.exception()
     if exc is None:
@@ -208,4 +205,4 @@ def _answer(fut: asyncio.Future, done: Done) -> None:
         done(None, exc)
     else:
         log.error("state write failed in place: %s", exc, exc_info=exc)
-        done(None, EngineError("invocation_failed", str(exc)))
+        done(None, EngineError(INVOCATION_FAILED, str(exc)))
