@@ -48,6 +48,8 @@ R = TypeVar("R")
 
 DEFAULT_MAP_SIZE = 64 * 1024 * 1024
 MAX_MAP_SIZE = 1 << 40
+_RESIZED, _FULL = object(), object()
+"""Why a write transaction must be tried again (``LmdbEnv._attempt``)."""
 FULL_BELOW = 1 << 20
 """Free bytes under which an ``EIO`` from a commit is taken for a full disk."""
 
@@ -146,31 +148,38 @@ class LmdbEnv:
         """
         while True:
             with self._writing:
-                try:
-                    txn = self.env.begin(write=True, db=db)
-                except lmdb.MapResizedError:
-                    txn = None
-                else:
-                    try:
-                        out = body(txn)
-                        txn.commit()
-                        return out
-                    except lmdb.MapFullError:
-                        txn.abort()
-                    except (lmdb.Error, OSError) as exc:
-                        txn.abort()
-                        if disk_full(exc, self.path):
-                            raise StorageFull(self.path) from None
-                        raise
-                    except BaseException:
-                        txn.abort()
-                        raise
+                done, out = self._attempt(body, db)
+            if done:
+                return out
             # outside _writing (a reader that adopts a size holds _resize, then takes it)
-            if txn is None:  # another process grew the map: adopt its size
+            if out is _RESIZED:  # another process grew the map: adopt its size
                 with self._resize:
                     self.env.set_mapsize(0)
             else:
                 self.grow()
+
+    def _attempt(self, body: Callable[[lmdb.Transaction], R], db: Any) -> tuple[bool, Any]:
+        """One try of ``write``: ``(True, result)`` once committed, ``(False, _RESIZED)``
+        when another process grew the map, ``(False, _FULL)`` when the map is full."""
+        try:
+            txn = self.env.begin(write=True, db=db)
+        except lmdb.MapResizedError:
+            return False, _RESIZED
+        try:
+            out = body(txn)
+            txn.commit()
+            return True, out
+        except lmdb.MapFullError:
+            txn.abort()
+            return False, _FULL
+        except (lmdb.Error, OSError) as exc:
+            txn.abort()
+            if disk_full(exc, self.path):
+                raise StorageFull(self.path) from None
+            raise
+        except BaseException:
+            txn.abort()
+            raise
 
     def read(self, db: Any = None) -> _Read:
         """``with env.read() as txn:`` a read transaction a resize waits for."""
